@@ -1,0 +1,1 @@
+"""Embedded services: an in-process MQTT broker and a PostgreSQL shipped in a wheel."""

@@ -1,0 +1,73 @@
+"""Process counters, rendered in the Prometheus text format at /metrics."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hub.models import REASON_CODES
+
+
+@dataclass(slots=True)
+class Metrics:
+    """Counters one hub process keeps about its own work."""
+
+    received: int = 0
+    stored_readings: int = 0
+    stored_events: int = 0
+    stored_statuses: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    batch_failures: int = 0
+    spooled_batches: int = 0
+    spooled_messages: int = 0
+    replayed_messages: int = 0
+    replies_dropped: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    last_batch_seconds: float = 0.0
+    spool_pending: int = 0
+    database_up: bool = False
+    mqtt_connected: bool = False
+
+    def render(self) -> str:
+        """The Prometheus exposition text for these counters."""
+        lines = [
+            "# HELP carehub_messages_received_total MQTT messages taken off the broker.",
+            "# TYPE carehub_messages_received_total counter",
+            f"carehub_messages_received_total {self.received}",
+            "# HELP carehub_messages_stored_total Messages newly stored, by table.",
+            "# TYPE carehub_messages_stored_total counter",
+            f'carehub_messages_stored_total{{table="readings"}} {self.stored_readings}',
+            f'carehub_messages_stored_total{{table="events"}} {self.stored_events}',
+            f'carehub_messages_stored_total{{table="status_changes"}} {self.stored_statuses}',
+            "# HELP carehub_messages_duplicate_total Redelivered messages that were already stored.",
+            "# TYPE carehub_messages_duplicate_total counter",
+            f"carehub_messages_duplicate_total {self.duplicates}",
+            "# HELP carehub_messages_rejected_total Messages refused, by reason code.",
+            "# TYPE carehub_messages_rejected_total counter",
+        ]
+        lines += [
+            f'carehub_messages_rejected_total{{reason="{reason}"}} {self.rejected[reason]}'
+            for reason in REASON_CODES
+        ]
+        lines += [
+            "# TYPE carehub_batches_total counter",
+            f"carehub_batches_total {self.batches}",
+            "# TYPE carehub_batch_failures_total counter",
+            f"carehub_batch_failures_total {self.batch_failures}",
+            "# TYPE carehub_spooled_messages_total counter",
+            f"carehub_spooled_messages_total {self.spooled_messages}",
+            "# TYPE carehub_replayed_messages_total counter",
+            f"carehub_replayed_messages_total {self.replayed_messages}",
+            "# TYPE carehub_replies_dropped_total counter",
+            f"carehub_replies_dropped_total {self.replies_dropped}",
+            "# TYPE carehub_spool_pending_batches gauge",
+            f"carehub_spool_pending_batches {self.spool_pending}",
+            "# TYPE carehub_last_batch_seconds gauge",
+            f"carehub_last_batch_seconds {self.last_batch_seconds:.6f}",
+            "# TYPE carehub_database_up gauge",
+            f"carehub_database_up {int(self.database_up)}",
+            "# TYPE carehub_mqtt_connected gauge",
+            f"carehub_mqtt_connected {int(self.mqtt_connected)}",
+        ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,283 @@
+"""The one place that chains the stages: ingest -> decode -> store (+ rules) -> ack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+
+import msgspec
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from hub.decode import decode
+from hub.errors import StorageError
+from hub.ingest import Ingest
+from hub.metrics import Metrics
+from hub.models import Decoded, DeviceInfo, Event, Inbound, Reading, Rejection
+from hub.settings import Settings
+from hub.spool import Spool
+from hub.storage.queries import find_device, load_devices
+from hub.storage.writer import BatchResult, BatchWriter
+
+logger = logging.getLogger(__name__)
+
+# How long "not registered" is believed before the database is asked again: short, so a
+# device registered by an import in another process is accepted within seconds.
+UNKNOWN_DEVICE_TTL_S = 5.0
+UNKNOWN_DEVICE_CACHE_MAX = 100_000
+REGISTRY_RELOAD_S = 30.0
+# Batches decoded but not yet written; beyond this, ingest waits (and the broker holds
+# the rest, up to our Receive Maximum).
+BATCH_QUEUE = 4
+# A failed batch is retried this many times, this far apart, before it is spooled.
+WRITE_RETRIES = (0.1, 0.4)
+SPOOL_REPLAY_S = 1.0
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_encode = msgspec.json.Encoder().encode
+
+
+class DeviceCache:
+    """The device registry in memory, with a short negative cache for unknown ids."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[object]]) -> None:
+        self._pool = pool
+        self._devices: dict[str, DeviceInfo] = {}
+        self._unknown: dict[str, float] = {}
+        self.loaded = False
+
+    @property
+    def devices(self) -> Mapping[str, DeviceInfo]:
+        """The devices known now."""
+        return self._devices
+
+    async def reload(self) -> None:
+        """Replace the cache with the registry as the database has it."""
+        async with self._pool.connection() as conn:
+            self._devices = await load_devices(conn)
+        self._unknown.clear()
+        self.loaded = True
+
+    async def refresh(self, device_id: str) -> bool:
+        """Ask the database about one device missing from the cache; True if it is registered."""
+        now = time.monotonic()
+        asked_at = self._unknown.get(device_id)
+        if asked_at is not None and now - asked_at < UNKNOWN_DEVICE_TTL_S:
+            return False
+        try:
+            async with self._pool.connection() as conn:
+                device = await find_device(conn, device_id)
+        except Exception:  # noqa: BLE001 - any database trouble means "not known now"
+            logger.warning("cannot look up device %s; treating it as unknown for now", device_id)
+            device = None
+        if device is None:
+            if len(self._unknown) >= UNKNOWN_DEVICE_CACHE_MAX:
+                self._unknown.clear()
+            self._unknown[device_id] = now
+            return False
+        self._devices[device_id] = device
+        return True
+
+
+def reply_topic(topic: str, root: str) -> str | None:
+    """Where a device listens for rejections of what it sent on `topic`, if it is a device."""
+    prefix = root + "/v1/"
+    if not topic.startswith(prefix):
+        return None
+    levels = topic[len(prefix) :].split("/")
+    if len(levels) < 2 or not _ID.match(levels[0]) or not _ID.match(levels[1]):
+        return None
+    return f"{prefix}{levels[0]}/{levels[1]}/rejected"
+
+
+def rejection_payload(rejection: Rejection) -> bytes:
+    """The JSON body of a `rejected` message (SPEC §3)."""
+    return _encode(
+        {
+            "topic": rejection.topic,
+            "reason": rejection.reason,
+            "detail": rejection.detail,
+            "received_at": rejection.received_at.isoformat(timespec="milliseconds"),
+        }
+    )
+
+
+class Pipeline:
+    """Decodes what ingest receives, writes it in batches, and acks it once durable."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool[AsyncConnection[object]],
+        ingest: Ingest,
+        inbound: asyncio.Queue[Inbound],
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._ingest = ingest
+        self._inbound = inbound
+        self._metrics = metrics
+        self._writer = BatchWriter(pool, settings.topic_root)
+        self._spool = Spool(settings.spool_dir)
+        self._batches: asyncio.Queue[list[tuple[Inbound, Decoded]]] = asyncio.Queue(BATCH_QUEUE)
+        self.devices = DeviceCache(pool)
+        self._database_down = False
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        """Run every stage until cancelled."""
+        try:
+            await self.devices.reload()
+            self._metrics.database_up = True
+        except Exception as exc:  # noqa: BLE001 - start anyway; the spool covers the outage
+            logger.error("cannot load the device registry (%s); starting with an empty one", exc)
+            self._database_down = True
+        self.ready.set()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._batch_loop(), name="carehub-batch")
+            group.create_task(self._write_loop(), name="carehub-write")
+            group.create_task(self._replay_loop(), name="carehub-replay")
+            group.create_task(self._reload_loop(), name="carehub-registry")
+
+    async def _decode(self, message: Inbound) -> Decoded:
+        root = self._settings.topic_root
+        decoded = decode(message.topic, message.payload, message.received_at, root, self.devices.devices)
+        if (
+            isinstance(decoded, Rejection)
+            and decoded.pending
+            and decoded.device_id is not None
+            and await self.devices.refresh(decoded.device_id)
+        ):
+            decoded = decode(message.topic, message.payload, message.received_at, root, self.devices.devices)
+        return decoded
+
+    def _reject(self, rejection: Rejection) -> None:
+        self._metrics.rejected[rejection.reason] += 1
+        logger.info(
+            "rejected %s: %s (%s)",
+            rejection.topic[:200],
+            rejection.reason,
+            rejection.detail,
+            extra={"device_id": rejection.device_id, "facility_id": rejection.facility_id},
+        )
+        target = reply_topic(rejection.topic, self._settings.topic_root)
+        if target is not None and not self._ingest.reply(target, rejection_payload(rejection)):
+            self._metrics.replies_dropped += 1
+
+    async def _batch_loop(self) -> None:
+        interval = self._settings.batch_interval_ms / 1000
+        limit = self._settings.batch_max
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._take()]
+            deadline = loop.time() + interval
+            while len(batch) < limit:
+                try:
+                    message = self._inbound.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        message = await asyncio.wait_for(self._inbound.get(), remaining)
+                    except TimeoutError:
+                        break
+                batch.append(await self._process(message))
+            await self._batches.put(batch)
+
+    async def _take(self) -> tuple[Inbound, Decoded]:
+        return await self._process(await self._inbound.get())
+
+    async def _process(self, message: Inbound) -> tuple[Inbound, Decoded]:
+        self._metrics.received += 1
+        decoded = await self._decode(message)
+        # Until the registry is loaded every device looks unknown: spool, don't tell vendors.
+        if isinstance(decoded, Rejection) and (self.devices.loaded or not decoded.pending):
+            self._reject(decoded)
+        # Alert rules join here (issue #3), in the same pass, before any batch is written.
+        return message, decoded
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = await self._batches.get()
+            items = [decoded for _, decoded in batch]
+            started = time.perf_counter()
+            result = None if self._database_down else await self._write_with_retry(items)
+            if result is None:
+                self._spool_batch([message for message, _ in batch])
+            else:
+                self._account(items, result)
+                self._metrics.last_batch_seconds = time.perf_counter() - started
+            self._ingest.ack(message for message, _ in batch)
+
+    async def _write_with_retry(self, items: Sequence[Decoded]) -> BatchResult | None:
+        for delay in (*WRITE_RETRIES, None):
+            try:
+                result = await self._writer.write(items)
+            except StorageError as exc:
+                self._metrics.batch_failures += 1
+                if delay is None:
+                    logger.error("database unavailable (%s); spooling until it is back", exc)
+                    self._database_down = True
+                    self._metrics.database_up = False
+                    return None
+                await asyncio.sleep(delay)
+            else:
+                self._metrics.database_up = True
+                return result
+        return None
+
+    def _spool_batch(self, messages: Sequence[Inbound]) -> None:
+        path = self._spool.write(messages)
+        self._metrics.spooled_batches += 1
+        self._metrics.spooled_messages += len(messages)
+        self._metrics.spool_pending = len(self._spool.files())
+        logger.warning("spooled %d messages to %s", len(messages), path)
+
+    def _account(self, items: Sequence[Decoded], result: BatchResult) -> None:
+        self._metrics.batches += 1
+        self._metrics.stored_readings += result.readings
+        self._metrics.stored_events += result.events
+        self._metrics.stored_statuses += result.statuses
+        offered = sum(1 for item in items if isinstance(item, Reading | Event))
+        self._metrics.duplicates += max(offered - result.readings - result.events - len(result.refused), 0)
+        for refused in result.refused:
+            self._reject(refused)
+
+    async def _replay_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SPOOL_REPLAY_S)
+            if not self._database_down and not self._spool.files():
+                continue
+            try:
+                await self._replay()
+            except StorageError as exc:
+                logger.info("database still unavailable (%s); %d spooled batches wait", exc, len(self._spool.files()))
+                continue
+            if self._database_down:
+                logger.info("database is back; spool replayed")
+            self._database_down = False
+            self._metrics.database_up = True
+
+    async def _replay(self) -> None:
+        if self._database_down:
+            await self.devices.reload()
+        for path in self._spool.files():
+            items = [await self._decode(message) for message in self._spool.read(path)]
+            result = await self._writer.write(items)
+            self._account(items, result)
+            self._metrics.replayed_messages += len(items)
+            self._spool.remove(path)
+            self._metrics.spool_pending = len(self._spool.files())
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REGISTRY_RELOAD_S)
+            if self._database_down:
+                continue
+            try:
+                await self.devices.reload()
+            except Exception as exc:  # noqa: BLE001 - keep the cache we have
+                logger.warning("registry reload failed: %s", exc)

@@ -1,0 +1,124 @@
+"""Frozen hub settings, read once from CAREHUB_* environment variables."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hub.errors import SettingsError
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_TOPIC_ROOT = re.compile(r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$")
+
+
+class Settings(BaseSettings):
+    """Everything the hub reads from its environment; see the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="CAREHUB_", frozen=True, extra="ignore")
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    # A stable client id is what makes the broker keep our session (and our unacknowledged
+    # messages) across a restart; two hub processes must use different ids.
+    mqtt_client_id: str = "carehub-hub"
+    # When set, subscribe as `$share/{group}/...` so several hubs split the stream.
+    mqtt_shared_group: str | None = None
+    # 5 lets the hub announce a large Receive Maximum: with manual acks after commit, a
+    # 3.1.1 broker's default in-flight window (20 at Mosquitto) would cap ingest at a few
+    # hundred msgs/s. 3.1.1 remains for brokers that speak nothing else (amqtt).
+    mqtt_protocol: Literal[311, 5] = 5
+    mqtt_receive_maximum: int = Field(default=16384, ge=1, le=65535)
+    mqtt_session_expiry_s: int = Field(default=86400, ge=0)
+    mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/carehub"
+    database_schema: str = "carehub"
+    database_pool_max: int = Field(default=8, ge=2, le=100)
+    # auto: use TimescaleDB when the extension is available; off: never; on: fail without it.
+    timescaledb: Literal["auto", "on", "off"] = "auto"
+    retention_days: int = Field(default=400, ge=1)
+    compress_after_days: int = Field(default=7, ge=1)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
+    topic_root: str = "carehub"
+
+    # A batch is written when it holds batch_max messages or is batch_interval_ms old,
+    # whichever comes first; short enough that a QoS 1 ack is never held for long.
+    batch_max: int = Field(default=2000, ge=1, le=100_000)
+    batch_interval_ms: int = Field(default=25, ge=1, le=10_000)
+    # Where batches go, fsynced, while the database is unreachable (SPEC §8).
+    spool_dir: Path = Path(".carehub/spool")
+
+    log_level: str = "INFO"
+
+    @field_validator("database_schema")
+    @classmethod
+    def _schema_is_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be a lower-case SQL identifier ([a-z_][a-z0-9_]*)")
+        return value
+
+    @field_validator("topic_root")
+    @classmethod
+    def _root_is_topic(cls, value: str) -> str:
+        if not _TOPIC_ROOT.match(value):
+            raise ValueError("must be topic levels of [A-Za-z0-9_-], without wildcards")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url_parses(cls, value: str) -> str:
+        parse_mqtt_url(value)
+        return value
+
+    @property
+    def mqtt(self) -> MqttTarget:
+        """The broker address parsed from `mqtt_url`."""
+        return parse_mqtt_url(self.mqtt_url)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttTarget:
+    """Where and how to reach the broker."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    """Parse `mqtt://user:pass@host:port` (or `mqtts://`) into its parts."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise SettingsError(f"MQTT URL {url!r}: scheme must be mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise SettingsError(f"MQTT URL {url!r}: no host")
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise SettingsError(f"MQTT URL {url!r}: bad port") from exc
+    return MqttTarget(
+        host=parts.hostname,
+        port=port,
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment, with explicit overrides on top."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc

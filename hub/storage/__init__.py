@@ -1,0 +1,1 @@
+"""Storage: the psycopg pool, schema migrations, COPY writers and typed queries."""

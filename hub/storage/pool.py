@@ -1,0 +1,23 @@
+"""The psycopg connection pool: every connection lands in the hub's schema."""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from hub.settings import Settings
+
+
+def create_pool(settings: Settings, *, min_size: int = 2) -> AsyncConnectionPool[AsyncConnection[object]]:
+    """A closed pool for the configured database; the lifespan opens it."""
+    return AsyncConnectionPool(
+        settings.database_url,
+        min_size=min_size,
+        max_size=max(min_size, settings.database_pool_max),
+        # The schema is a setting, not input; search_path keeps every query unqualified.
+        kwargs={"options": f"-c search_path={settings.database_schema},public"},
+        open=False,
+        name="carehub",
+        # Fail a checkout quickly so ingest can spool instead of hanging on a dead database.
+        timeout=5.0,
+    )

@@ -1,0 +1,307 @@
+"""Batched writes: one transaction per batch, COPY into staging tables, idempotent inserts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+import psycopg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from devices import topic
+from hub.errors import StorageError
+from hub.models import Decoded, Event, Reading, Rejection, StatusChange
+
+logger = logging.getLogger(__name__)
+
+# Errors that one bad row causes, as opposed to an unreachable database.
+_ROW_ERRORS = (
+    psycopg.errors.DataError,
+    psycopg.errors.ProgramLimitExceeded,
+    psycopg.errors.IntegrityError,
+)
+
+# A dead letter keeps at most this much of a payload; its full size is recorded beside it.
+DEAD_LETTER_KEEP_BYTES = 64 * 1024
+
+_encode_json = msgspec.json.Encoder().encode
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS stage_readings (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_events (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_state (
+    device_id text, state_ts timestamptz, last_seen timestamptz, last_seq bigint, online boolean,
+    battery real, presence boolean, count integer, staff integer, rssi real
+) ON COMMIT DELETE ROWS;
+"""
+
+_READING_COLUMNS = (
+    "ts, device_id, seq, facility_id, zone_id, received_at, battery, presence, count, staff, rssi, payload"
+)
+_EVENT_COLUMNS = "ts, device_id, seq, facility_id, zone_id, event, received_at, payload"
+
+_UPSERT_STATE = """
+INSERT INTO device_state AS d (device_id, last_seen, last_seq, online, battery, presence, count,
+                               staff, rssi, state_ts)
+SELECT s.device_id, s.last_seen, s.last_seq, s.online, s.battery, s.presence, s.count, s.staff,
+       s.rssi, s.state_ts
+FROM stage_state s JOIN devices registered ON registered.id = s.device_id
+ON CONFLICT (device_id) DO UPDATE SET
+    last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen),
+    online = COALESCE(EXCLUDED.online, d.online),
+    -- A redelivered or late message must not roll the state back.
+    last_seq = CASE WHEN EXCLUDED.state_ts >= d.state_ts OR d.state_ts IS NULL
+                    THEN COALESCE(EXCLUDED.last_seq, d.last_seq) ELSE d.last_seq END,
+    battery  = CASE WHEN EXCLUDED.state_ts >= d.state_ts OR d.state_ts IS NULL
+                    THEN COALESCE(EXCLUDED.battery, d.battery) ELSE d.battery END,
+    presence = CASE WHEN EXCLUDED.state_ts >= d.state_ts OR d.state_ts IS NULL
+                    THEN COALESCE(EXCLUDED.presence, d.presence) ELSE d.presence END,
+    count    = CASE WHEN EXCLUDED.state_ts >= d.state_ts OR d.state_ts IS NULL
+                    THEN COALESCE(EXCLUDED.count, d.count) ELSE d.count END,
+    staff    = CASE WHEN EXCLUDED.state_ts >= d.state_ts OR d.state_ts IS NULL
+                    THEN COALESCE(EXCLUDED.staff, d.staff) ELSE d.staff END,
+    rssi     = CASE WHEN EXCLUDED.state_ts >= d.state_ts OR d.state_ts IS NULL
+                    THEN COALESCE(EXCLUDED.rssi, d.rssi) ELSE d.rssi END,
+    state_ts = GREATEST(d.state_ts, EXCLUDED.state_ts)
+"""
+
+_UPSERT_PENDING = """
+INSERT INTO pending_devices (device_id, facility_id, first_seen, last_seen, messages, last_topic,
+                             last_payload)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (device_id) DO UPDATE SET
+    facility_id = EXCLUDED.facility_id,
+    last_seen = GREATEST(pending_devices.last_seen, EXCLUDED.last_seen),
+    messages = pending_devices.messages + EXCLUDED.messages,
+    last_topic = EXCLUDED.last_topic,
+    last_payload = EXCLUDED.last_payload
+"""
+
+
+@dataclass(slots=True)
+class _DeviceState:
+    state_ts: datetime | None = None
+    last_seen: datetime | None = None
+    last_seq: int | None = None
+    online: bool | None = None
+    battery: float | None = None
+    presence: bool | None = None
+    count: int | None = None
+    staff: int | None = None
+    rssi: float | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    facility_id: str
+    first_seen: datetime
+    last_seen: datetime
+    messages: int
+    topic: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What a batch wrote: new rows (duplicates are not counted) by table."""
+
+    readings: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    statuses: int = 0
+    # Messages the database refused (e.g. a string jsonb cannot hold), turned into rejections.
+    refused: list[Rejection] = field(default_factory=list)
+
+
+def _fold_state(items: Sequence[Decoded]) -> dict[str, _DeviceState]:
+    """One latest-state row per device for the whole batch."""
+    states: dict[str, _DeviceState] = {}
+    for item in items:
+        if isinstance(item, Rejection):
+            continue
+        state = states.get(item.device_id)
+        if state is None:
+            state = states[item.device_id] = _DeviceState()
+        if state.last_seen is None or item.received_at > state.last_seen:
+            state.last_seen = item.received_at
+        if isinstance(item, StatusChange):
+            state.online = item.online
+            continue
+        # Any message on event or telemetry proves the device is connected.
+        state.online = True if state.online is None else state.online
+        if state.state_ts is not None and item.ts < state.state_ts:
+            continue
+        state.state_ts = item.ts
+        state.last_seq = item.seq
+        if isinstance(item, Reading):
+            state.battery = item.battery if item.battery is not None else state.battery
+            state.presence = item.presence if item.presence is not None else state.presence
+            state.count = item.count if item.count is not None else state.count
+            state.staff = item.staff if item.staff is not None else state.staff
+            state.rssi = item.rssi if item.rssi is not None else state.rssi
+    return states
+
+
+def _fold_pending(rejections: Sequence[Rejection]) -> dict[str, _Pending]:
+    pending: dict[str, _Pending] = {}
+    for rejection in rejections:
+        if not rejection.pending or rejection.device_id is None or rejection.facility_id is None:
+            continue
+        entry = pending.get(rejection.device_id)
+        if entry is None:
+            pending[rejection.device_id] = _Pending(
+                rejection.facility_id,
+                rejection.received_at,
+                rejection.received_at,
+                1,
+                rejection.topic,
+                rejection.payload[:DEAD_LETTER_KEEP_BYTES],
+            )
+        else:
+            entry.last_seen = rejection.received_at
+            entry.messages += 1
+            entry.topic = rejection.topic
+            entry.payload = rejection.payload[:DEAD_LETTER_KEEP_BYTES]
+    return pending
+
+
+class BatchWriter:
+    """Writes batches of decoded messages; one transaction each, all or nothing."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[object]], topic_root: str) -> None:
+        self._pool = pool
+        self._topic_root = topic_root
+
+    async def write(self, items: Sequence[Decoded]) -> BatchResult:
+        """Store a batch; raise StorageError when the database cannot take it now."""
+        try:
+            async with self._pool.connection() as conn:
+                try:
+                    return await self._write(conn, items)
+                except _ROW_ERRORS:
+                    # One hostile row (say, a \\u0000 that jsonb refuses) must not sink the
+                    # batch: find it, turn it into a rejection, store the rest.
+                    await conn.rollback()
+                    return await self._write_isolating(conn, items)
+        except psycopg.OperationalError as exc:
+            raise StorageError(f"database unavailable: {exc}") from exc
+        except psycopg.errors.UndefinedTable as exc:
+            raise StorageError(f"schema missing (run `carehub migrate`): {exc}") from exc
+        except psycopg.Error as exc:
+            raise StorageError(f"batch write failed: {exc}") from exc
+
+    async def _write_isolating(
+        self, conn: AsyncConnection[object], items: Sequence[Decoded]
+    ) -> BatchResult:
+        total = BatchResult()
+        for item in items:
+            try:
+                result = await self._write(conn, [item])
+            except _ROW_ERRORS as exc:
+                await conn.rollback()
+                if isinstance(item, Rejection):
+                    raise
+                refused = _refusal(item, self._topic_root, str(exc).splitlines()[0])
+                result = await self._write(conn, [refused])
+                result.refused.append(refused)
+            total.readings += result.readings
+            total.events += result.events
+            total.dead_letters += result.dead_letters
+            total.statuses += result.statuses
+            total.refused.extend(result.refused)
+        return total
+
+    async def _write(self, conn: AsyncConnection[object], items: Sequence[Decoded]) -> BatchResult:
+        readings = [i for i in items if isinstance(i, Reading)]
+        events = [i for i in items if isinstance(i, Event)]
+        statuses = [i for i in items if isinstance(i, StatusChange)]
+        rejections = [i for i in items if isinstance(i, Rejection)]
+        result = BatchResult()
+        async with conn.transaction():
+            await conn.execute(_STAGING)
+            async with conn.cursor() as cur:
+                if readings:
+                    async with cur.copy(f"COPY stage_readings ({_READING_COLUMNS}) FROM STDIN") as copy:
+                        for r in readings:
+                            await copy.write_row(
+                                (r.ts, r.device_id, r.seq, r.facility_id, r.zone_id, r.received_at,
+                                 r.battery, r.presence, r.count, r.staff, r.rssi,
+                                 _encode_json(r.payload).decode())
+                            )
+                    await cur.execute(
+                        f"INSERT INTO readings ({_READING_COLUMNS}) "
+                        f"SELECT {_READING_COLUMNS} FROM stage_readings ON CONFLICT DO NOTHING"
+                    )
+                    result.readings = max(cur.rowcount, 0)
+                if events:
+                    async with cur.copy(f"COPY stage_events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
+                        for e in events:
+                            await copy.write_row(
+                                (e.ts, e.device_id, e.seq, e.facility_id, e.zone_id, e.event,
+                                 e.received_at, _encode_json(e.payload).decode())
+                            )
+                    await cur.execute(
+                        f"INSERT INTO events ({_EVENT_COLUMNS}) "
+                        f"SELECT {_EVENT_COLUMNS} FROM stage_events ON CONFLICT DO NOTHING"
+                    )
+                    result.events = max(cur.rowcount, 0)
+                if statuses:
+                    async with cur.copy(
+                        "COPY status_changes (device_id, facility_id, online, received_at) FROM STDIN"
+                    ) as copy:
+                        for s in statuses:
+                            await copy.write_row((s.device_id, s.facility_id, s.online, s.received_at))
+                    result.statuses = len(statuses)
+                states = _fold_state(items)
+                if states:
+                    async with cur.copy(
+                        "COPY stage_state (device_id, state_ts, last_seen, last_seq, online, battery,"
+                        " presence, count, staff, rssi) FROM STDIN"
+                    ) as copy:
+                        for device_id, st in states.items():
+                            await copy.write_row(
+                                (device_id, st.state_ts, st.last_seen, st.last_seq, st.online,
+                                 st.battery, st.presence, st.count, st.staff, st.rssi)
+                            )
+                    await cur.execute(_UPSERT_STATE)
+                if rejections:
+                    async with cur.copy(
+                        "COPY dead_letters (received_at, topic, reason, detail, facility_id, device_id,"
+                        " payload, payload_size) FROM STDIN"
+                    ) as copy:
+                        for j in rejections:
+                            await copy.write_row(
+                                (j.received_at, j.topic[:1024], j.reason, j.detail, j.facility_id,
+                                 j.device_id, j.payload[:DEAD_LETTER_KEEP_BYTES], len(j.payload))
+                            )
+                    result.dead_letters = len(rejections)
+                    pending = _fold_pending(rejections)
+                    if pending:
+                        await cur.executemany(
+                            _UPSERT_PENDING,
+                            [
+                                (device_id, p.facility_id, p.first_seen, p.last_seen, p.messages,
+                                 p.topic[:1024], p.payload)
+                                for device_id, p in sorted(pending.items())
+                            ],
+                        )
+        return result
+
+
+def _refusal(item: Reading | Event | StatusChange, root: str, why: str) -> Rejection:
+    """The rejection for a message the database would not store."""
+    channel = "telemetry" if isinstance(item, Reading) else "event" if isinstance(item, Event) else "status"
+    payload = item.payload if isinstance(item, Reading | Event) else {"online": item.online}
+    return Rejection(
+        topic=topic(root, item.facility_id, item.device_id, channel),
+        reason="bad_field",
+        detail=f"payload: cannot be stored ({why})",
+        received_at=item.received_at,
+        payload=_encode_json(payload),
+        facility_id=item.facility_id,
+        device_id=item.device_id,
+    )
