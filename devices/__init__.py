@@ -4,12 +4,35 @@ The hub validates with it and the simulators build their payloads from it.
 """
 
 from devices import emergency_button, fall_sensor, occupancy_counter
-from devices.schema import DeviceType, EventSpec, FieldSpec, first_bad_field
+from devices.alerts import ESCALATION
+from devices.occupancy_counter import CLASS_LIMITS
+from devices.schema import AlertKind, DeviceType, EventSpec, FieldSpec, ParamSpec, first_bad_field
 
 CATALOGUE: dict[str, DeviceType] = {
     module.DEVICE_TYPE.name: module.DEVICE_TYPE
     for module in (fall_sensor, emergency_button, occupancy_counter)
 }
+
+# Every alert kind of SPEC §4, by name, in the order the spec lists them.
+_SPEC_ORDER = (
+    "sos",
+    "fall",
+    "long_lie",
+    "dwell",
+    "over_capacity",
+    "staff_ratio",
+    "device_offline",
+    "low_battery",
+)
+ALERT_KINDS: dict[str, AlertKind] = {
+    kind.name: kind
+    for kind in sorted(
+        {kind for device_type in CATALOGUE.values() for kind in device_type.alerts},
+        key=lambda kind: _SPEC_ORDER.index(kind.name),
+    )
+}
+# What a rule override may name: every kind, and the escalation timing.
+RULE_PARAMS: dict[str, AlertKind] = {**ALERT_KINDS, ESCALATION.name: ESCALATION}
 
 CONTRACT_VERSION = "v1"
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -26,16 +49,21 @@ def topic(root: str, facility_id: str, device_id: str, channel: str) -> str:
 
 
 __all__ = [
+    "ALERT_KINDS",
     "CATALOGUE",
+    "CLASS_LIMITS",
     "CONTRACT_VERSION",
     "DEFAULT_HEARTBEAT_S",
     "ID_PATTERN",
     "MAX_FUTURE_S",
     "MAX_PAST_S",
     "MAX_PAYLOAD_BYTES",
+    "RULE_PARAMS",
+    "AlertKind",
     "DeviceType",
     "EventSpec",
     "FieldSpec",
+    "ParamSpec",
     "first_bad_field",
     "topic",
 ]

@@ -1,7 +1,15 @@
 """Emergency call button (一键呼叫): a red button, a pull cord or a pendant."""
 
+from devices.alerts import DEVICE_OFFLINE, LOW_BATTERY
 from devices.fall_sensor import BATTERY, RSSI
-from devices.schema import DeviceType, EventSpec, FieldSpec
+from devices.schema import AlertKind, DeviceType, EventSpec, FieldSpec
+
+SOS = AlertKind(
+    "sos",
+    "high",
+    latched=True,
+    doc="the button was pressed (not a test call); cancelling at the button keeps it open",
+)
 
 DEVICE_TYPE = DeviceType(
     name="emergency_button",
@@ -10,13 +18,17 @@ DEVICE_TYPE = DeviceType(
         EventSpec(
             "pressed",
             (
-                FieldSpec("button", "choice", required=True, choices=("red", "pull_cord", "pendant")),
-                FieldSpec("test", "bool", doc="a scheduled test call: recorded and acked, no alarm"),
+                FieldSpec(
+                    "button", "choice", required=True, choices=("red", "pull_cord", "pendant")
+                ),
+                FieldSpec(
+                    "test", "bool", doc="a scheduled test call: recorded and acked, no alarm"
+                ),
             ),
         ),
         EventSpec("cancelled", doc="the resident cancelled the call at the button"),
     ),
     telemetry=(BATTERY, RSSI),
     heartbeat_s=300,
-    rule_defaults={"low_battery_percent": 15},
+    alerts=(SOS, DEVICE_OFFLINE, LOW_BATTERY),
 )

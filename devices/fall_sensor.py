@@ -1,9 +1,32 @@
 """Fall sensor (跌倒检测): radar or camera-free sensors that report falls and long stillness."""
 
-from devices.schema import DeviceType, EventSpec, FieldSpec
+from devices.alerts import DEVICE_OFFLINE, LOW_BATTERY
+from devices.schema import AlertKind, DeviceType, EventSpec, FieldSpec, ParamSpec
 
 BATTERY = FieldSpec("battery", "number", minimum=0, maximum=100, doc="percent")
 RSSI = FieldSpec("rssi", "number", minimum=-150, maximum=0, doc="dBm")
+
+FALL = AlertKind(
+    "fall",
+    "high",
+    latched=True,
+    doc="fall_detected with confidence at or above min_confidence",
+    params=(ParamSpec("min_confidence", 0.6, 0, 1, doc="the zone's threshold"),),
+)
+LONG_LIE = AlertKind(
+    "long_lie",
+    "high",
+    latched=True,
+    doc="a fall not attended within limit_min minutes",
+    params=(ParamSpec("limit_min", 10, 1, 240, integer=True, doc="minutes"),),
+)
+DWELL = AlertKind(
+    "dwell",
+    "high",
+    latched=True,
+    doc="the sensor saw no movement for at least min_seconds",
+    params=(ParamSpec("min_seconds", 0, 0, 7 * 86400, integer=True, doc="ignore shorter"),),
+)
 
 DEVICE_TYPE = DeviceType(
     name="fall_sensor",
@@ -27,9 +50,5 @@ DEVICE_TYPE = DeviceType(
     ),
     telemetry=(FieldSpec("presence", "bool"), BATTERY, RSSI),
     heartbeat_s=300,
-    rule_defaults={
-        "fall_confidence_threshold": 0.6,
-        "long_lie_minutes": 10,
-        "low_battery_percent": 15,
-    },
+    alerts=(FALL, LONG_LIE, DWELL, DEVICE_OFFLINE, LOW_BATTERY),
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Kind = Literal["bool", "number", "int", "str", "choice"]
@@ -22,7 +22,7 @@ class FieldSpec:
     max_length: int = 64
     doc: str = ""
 
-    def check(self, value: Any) -> str | None:
+    def check(self, value: Any) -> str | None:  # noqa: PLR0911 - one answer per rule
         """Return why `value` is not valid for this field, or None when it is."""
         if self.kind == "bool":
             return None if isinstance(value, bool) else "must be true or false"
@@ -58,6 +58,51 @@ class EventSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ParamSpec:
+    """One tunable parameter of an alert rule: its default and the range it may take."""
+
+    name: str
+    default: float
+    minimum: float
+    maximum: float
+    integer: bool = False
+    doc: str = ""
+
+    def check(self, value: Any) -> str | None:
+        """Return why `value` is not valid for this parameter, or None when it is."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "must be a number"
+        if self.integer and not float(value).is_integer():
+            return "must be a whole number"
+        if not self.minimum <= value <= self.maximum:
+            return f"must be between {self.minimum:g} and {self.maximum:g}"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertKind:
+    """An alert kind of SPEC §4: what it means, how urgent it is, and its parameters."""
+
+    name: str
+    priority: Literal["high", "medium", "low"]
+    latched: bool
+    doc: str
+    params: tuple[ParamSpec, ...] = ()
+
+    def param(self, name: str) -> ParamSpec | None:
+        """The parameter called `name`, or None."""
+        for spec in self.params:
+            if spec.name == name:
+                return spec
+        return None
+
+    @property
+    def defaults(self) -> dict[str, float]:
+        """Every parameter at its default."""
+        return {spec.name: spec.default for spec in self.params}
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceType:
     """A device type of the catalogue: its payload contract, defaults and rule parameters."""
 
@@ -66,8 +111,8 @@ class DeviceType:
     events: tuple[EventSpec, ...]
     telemetry: tuple[FieldSpec, ...]
     heartbeat_s: int = 300
-    # Defaults of the alert rules that read this type's messages (SPEC §4).
-    rule_defaults: dict[str, float] = field(default_factory=dict)
+    # The alert kinds this type's messages can raise (SPEC §4), with their parameters.
+    alerts: tuple[AlertKind, ...] = ()
 
     def event(self, name: str) -> EventSpec | None:
         """The event spec called `name`, or None when this type does not send it."""
@@ -77,7 +122,9 @@ class DeviceType:
         return None
 
 
-def first_bad_field(specs: tuple[FieldSpec, ...], payload: dict[str, Any]) -> tuple[str, str] | None:
+def first_bad_field(
+    specs: tuple[FieldSpec, ...], payload: dict[str, Any]
+) -> tuple[str, str] | None:
     """Check `payload` against `specs`: (field, why) for the first bad field, or None.
 
     Fields that no spec names are kept, not refused, so vendors can add their own.

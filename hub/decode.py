@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ _RFC3339 = re.compile(
 _CHANNELS = ("event", "telemetry", "status")
 _MAX_PAST = timedelta(seconds=MAX_PAST_S)
 _MAX_FUTURE = timedelta(seconds=MAX_FUTURE_S)
+logger = logging.getLogger(__name__)
 _json = msgspec.json.Decoder()
 
 
@@ -41,21 +43,28 @@ def parse_topic(topic: str, root: str) -> TopicParts:
         raise DecodeError("bad_topic", f"topic must start with {prefix!r}")
     levels = topic[len(prefix) :].split("/")
     if len(levels) != 3:
-        raise DecodeError("bad_topic", "topic must be {root}/v1/{facility_id}/{device_id}/{channel}")
+        raise DecodeError(
+            "bad_topic", "topic must be {root}/v1/{facility_id}/{device_id}/{channel}"
+        )
     facility_id, device_id, channel = levels
     if not _ID.match(facility_id):
         raise DecodeError("bad_topic", "facility_id must match [A-Za-z0-9_-]{1,64}")
     if not _ID.match(device_id):
         raise DecodeError("bad_topic", "device_id must match [A-Za-z0-9_-]{1,64}")
     if channel not in _CHANNELS:
-        raise DecodeError("bad_topic", f"channel {channel[:32]!r} is not one of event, telemetry, status")
+        raise DecodeError(
+            "bad_topic", f"channel {channel[:32]!r} is not one of event, telemetry, status"
+        )
     return TopicParts(facility_id, device_id, channel)
 
 
 def parse_time(value: Any, received_at: datetime) -> datetime:
     """Parse an RFC 3339 `ts` with offset and check it against the hub's clock."""
     if not isinstance(value, str) or not _RFC3339.match(value):
-        raise DecodeError("bad_field", "ts: must be an RFC 3339 time with offset, e.g. 2026-11-22T08:15:00.120+08:00")
+        raise DecodeError(
+            "bad_field",
+            "ts: must be an RFC 3339 time with offset, e.g. 2026-11-22T08:15:00.120+08:00",
+        )
     try:
         ts = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError as exc:
@@ -72,6 +81,9 @@ def _object(payload: bytes) -> dict[str, Any]:
         body = _json.decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError("not_json", f"payload is not UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:
+        # msgspec gives up on nesting of about a thousand levels, before our own depth check.
+        raise DecodeError("bad_field", f"payload: nested deeper than {MAX_DEPTH} levels") from exc
     if not isinstance(body, dict):
         raise DecodeError("not_object", f"payload is a JSON {_json_kind(body)}, not an object")
     # Both checks are cheap byte scans first: ordinary payloads never pay for the walk.
@@ -101,7 +113,9 @@ def _check_depth(value: Any, depth: int) -> None:
     """Refuse nesting deeper than MAX_DEPTH, which storage (jsonb) could not hold safely."""
     if depth > MAX_DEPTH:
         raise DecodeError("bad_field", f"payload: nested deeper than {MAX_DEPTH} levels")
-    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    children = (
+        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    )
     for child in children:
         if isinstance(child, dict | list):
             _check_depth(child, depth + 1)
@@ -143,7 +157,9 @@ def decode_body(
 ) -> Reading | Event | StatusChange:
     """Validate the payload of a message from a known device; raise DecodeError if bad."""
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise DecodeError("too_large", f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+        raise DecodeError(
+            "too_large", f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}"
+        )
     body = _object(payload)
     if parts.channel == "status":
         online = body.get("online")
@@ -180,7 +196,9 @@ def decode_body(
     spec = device_type.event(name)
     if spec is None:
         known = ", ".join(e.name for e in device_type.events) or "none"
-        raise DecodeError("unknown_event", f"{device.type} sends no event {name[:64]!r} (known: {known})")
+        raise DecodeError(
+            "unknown_event", f"{device.type} sends no event {name[:64]!r} (known: {known})"
+        )
     bad = first_bad_field(spec.fields, body)
     if bad is not None:
         raise DecodeError("bad_field", f"{bad[0]}: {bad[1]}")
@@ -236,4 +254,16 @@ def decode(
     except DecodeError as exc:
         return Rejection(
             topic, exc.reason, exc.detail, received_at, payload, parts.facility_id, parts.device_id
+        )
+    except Exception:
+        # A payload that trips a case decode missed is still refused, never a dead pipeline.
+        logger.exception("decode failed unexpectedly on %s", topic)
+        return Rejection(
+            topic,
+            "bad_field",
+            "payload could not be decoded",
+            received_at,
+            payload,
+            parts.facility_id,
+            parts.device_id,
         )

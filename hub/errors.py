@@ -1,5 +1,7 @@
 """One error tree for the hub: every failure it raises on purpose is a HubError."""
 
+import asyncio
+
 
 class HubError(Exception):
     """Base of every error the hub raises on purpose."""
@@ -30,3 +32,36 @@ class ImportRowError(HubError):
         self.row = row
         self.column = column
         self.message = message
+
+
+class RuleError(HubError):
+    """A rule override is invalid; the message names the facility, zone, kind and field."""
+
+
+class AlertError(HubError):
+    """An alert action cannot be taken: `code` is not_found, conflict or invalid."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class QueryError(HubError):
+    """A report cannot be computed as asked: `code` is not_found or invalid."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that an error on the way out has replaced.
+
+    aiomqtt's context exit raises MqttError when its DISCONNECT times out, and psycopg may
+    turn a cancelled wait into its own error. Raised while a CancelledError unwinds, such
+    an error replaces it: a reconnect loop that catches it would carry on after being
+    told to stop, and the hub's shutdown would hang. Call this first in such handlers.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

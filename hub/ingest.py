@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from devices import mqtt
+from hub.clock import Clock, SystemClock
+from hub.errors import raise_if_cancelled
 from hub.models import Inbound
 from hub.settings import Settings
 
@@ -27,6 +31,13 @@ BACKOFF_MAX_S = 30.0
 OUTBOUND_QUEUE = 10_000
 PUBLISH_WORKERS = 4
 CHANNELS = ("event", "telemetry", "status")
+# Bytes asked of the socket per read: hundreds of messages at once, where paho alone
+# makes three recv calls per message.
+RECV_CHUNK = 64 * 1024
+# Reads one readable event may make before the event loop runs the other stages again:
+# a backlog is taken ~2,000 messages (a few ms of decoding) at a time.
+RECV_CHUNKS_PER_WAKE = 4
+_PUBACK = 0x40
 
 
 def subscriptions(settings: Settings) -> list[str]:
@@ -37,18 +48,20 @@ def subscriptions(settings: Settings) -> list[str]:
     return filters
 
 
-def make_client(settings: Settings, *, identifier: str | None = None, persistent: bool = True) -> aiomqtt.Client:
+def make_client(
+    settings: Settings, *, identifier: str | None = None, persistent: bool = True
+) -> aiomqtt.Client:
     """An aiomqtt client for the configured broker (not yet connected)."""
     target = settings.mqtt
     tls_context = ssl.create_default_context() if target.tls else None
     client_id = identifier or settings.mqtt_client_id
     if settings.mqtt_protocol == 5:
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         # The broker may send this many unacknowledged QoS 1 messages at once; since
         # acks follow the database commit, it is the window that sets throughput.
         properties.ReceiveMaximum = settings.mqtt_receive_maximum
         properties.SessionExpiryInterval = settings.mqtt_session_expiry_s if persistent else 0
-        return aiomqtt.Client(
+        return mqtt.Client(
             target.host,
             target.port,
             username=target.username,
@@ -60,7 +73,7 @@ def make_client(settings: Settings, *, identifier: str | None = None, persistent
             keepalive=settings.mqtt_keepalive_s,
             tls_context=tls_context,
         )
-    return aiomqtt.Client(
+    return mqtt.Client(
         target.host,
         target.port,
         username=target.username,
@@ -76,10 +89,19 @@ def make_client(settings: Settings, *, identifier: str | None = None, persistent
 class Ingest:
     """Owns the hub's MQTT connection: messages in, replies out, acks after commit."""
 
-    def __init__(self, settings: Settings, inbound: asyncio.Queue[Inbound]) -> None:
+    def __init__(
+        self, settings: Settings, inbound: asyncio.Queue[Inbound], clock: Clock | None = None
+    ) -> None:
+        # The receive time stamps every message; rules and timers compare against it.
+        self._clock: Clock = clock or SystemClock()
         self._settings = settings
         self._inbound = inbound
+        # Messages the fast path took while `inbound` was full, oldest first. Bounded by
+        # the Receive Maximum: the broker sends no more until we ack.
+        self._backlog: deque[Inbound] = deque()
+        self._backlog_ready = asyncio.Event()
         self._outbound: asyncio.Queue[tuple[str, bytes, int]] = asyncio.Queue(OUTBOUND_QUEUE)
+        self._urgent: asyncio.Queue[tuple[str, bytes, int]] = asyncio.Queue(OUTBOUND_QUEUE)
         self._client: aiomqtt.Client | None = None
         self._generation = 0
         self.connected = asyncio.Event()
@@ -88,7 +110,7 @@ class Ingest:
 
     @property
     def generation(self) -> int:
-        """Counts connections; an ack is only valid on the connection that received it."""
+        """Counts connection attempts; an ack is only valid on the connection that received it."""
         return self._generation
 
     async def run(self) -> None:
@@ -98,35 +120,79 @@ class Ingest:
             client = make_client(self._settings)
             # paho acknowledges QoS 1 itself unless told not to; we ack after commit.
             _paho(client).manual_ack_set(True)
+            fast = _FastPath.install(_paho(client), self._received)
+            # Before connecting: a resumed session may deliver messages (stamped with the
+            # generation, acked through self._client) before `async with` returns.
+            self._generation += 1
+            self._backlog.clear()
+            self._client = client
             try:
                 async with client:
-                    self._generation += 1
                     self.connections += 1
-                    self._client = client
                     backoff = BACKOFF_FIRST_S
                     for topic_filter in subscriptions(self._settings):
                         await client.subscribe(topic_filter, qos=1)
                     self.connected.set()
                     logger.info(
-                        "connected to %s:%s as %s (generation %d)",
+                        "connected to %s:%s as %s (generation %d, %s read path)",
                         self._settings.mqtt.host,
                         self._settings.mqtt.port,
                         self._settings.mqtt_client_id,
                         self._generation,
+                        "bulk" if fast else "paho",
                     )
                     async with asyncio.TaskGroup() as group:
                         for _ in range(PUBLISH_WORKERS):
-                            group.create_task(self._publish_loop(client))
+                            group.create_task(self._publish_loop(client, self._outbound))
+                            group.create_task(self._publish_loop(client, self._urgent))
+                        group.create_task(self._backlog_loop())
                         await self._read_loop(client)
             except* aiomqtt.MqttError as group_exc:
-                logger.warning("MQTT connection lost (%s); retrying in %.1f s", group_exc.exceptions[0], backoff)
+                raise_if_cancelled()
+                logger.warning(
+                    "MQTT connection lost (%s); retrying in %.1f s",
+                    group_exc.exceptions[0],
+                    backoff,
+                )
             finally:
                 self._client = None
                 self.connected.clear()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
+    def _received(self, topic: str, payload: bytes, qos: int, retain: bool, mid: int) -> None:
+        """Take one PUBLISH from the fast path, in arrival order."""
+        message = Inbound(
+            topic=topic,
+            payload=payload,
+            qos=qos,
+            retain=retain,
+            mid=mid,
+            generation=self._generation,
+            received_at=self._clock.now(),
+        )
+        if not self._backlog:
+            try:
+                self._inbound.put_nowait(message)
+            except asyncio.QueueFull:
+                pass
+            else:
+                return
+        self._backlog.append(message)
+        self._backlog_ready.set()
+
+    async def _backlog_loop(self) -> None:
+        """Move what the fast path could not queue at once into `inbound`, waiting for room."""
+        while True:
+            await self._backlog_ready.wait()
+            while self._backlog:
+                await self._inbound.put(self._backlog[0])
+                self._backlog.popleft()
+            self._backlog_ready.clear()
+
     async def _read_loop(self, client: aiomqtt.Client) -> None:
+        # With the fast path installed, only what it leaves to paho arrives here; the
+        # iterator still ends the connection's tasks when the broker goes away.
         generation = self._generation
         async for message in client.messages:
             await self._inbound.put(
@@ -137,14 +203,16 @@ class Ingest:
                     retain=message.retain,
                     mid=message.mid,
                     generation=generation,
-                    received_at=datetime.now(UTC),
+                    received_at=self._clock.now(),
                 )
             )
         raise aiomqtt.MqttError("message stream ended")
 
-    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+    async def _publish_loop(
+        self, client: aiomqtt.Client, queue: asyncio.Queue[tuple[str, bytes, int]]
+    ) -> None:
         while True:
-            topic, payload, qos = await self._outbound.get()
+            topic, payload, qos = await queue.get()
             await client.publish(topic, payload, qos=qos)
 
     def ack(self, messages: Iterable[Inbound]) -> int:
@@ -157,23 +225,162 @@ class Ingest:
         if client is None:
             return 0
         paho = _paho(client)
+        generation = self._generation
+        if not _FastPath.installed(paho):
+            sent = 0
+            for message in messages:
+                if message.qos > 0 and message.generation == generation:
+                    paho.ack(message.mid, message.qos)
+                    sent += 1
+            return sent
+        # One write for the whole batch instead of a packet, a wake-up and a send each.
+        pubacks = bytearray()
         sent = 0
         for message in messages:
-            if message.qos > 0 and message.generation == self._generation:
+            if message.generation != generation or message.qos == 0:
+                continue
+            if message.qos == 1:
+                pubacks += b"\x40\x02" + message.mid.to_bytes(2, "big")
+            else:
                 paho.ack(message.mid, message.qos)
-                sent += 1
+            sent += 1
+        if pubacks:
+            paho._packet_queue(_PUBACK, bytes(pubacks), 0, 0)
         return sent
 
-    def reply(self, topic: str, payload: bytes, qos: int = 1) -> bool:
-        """Queue a message to a device (rejected, ack); False if it had to be dropped."""
+    def reply(self, topic: str, payload: bytes, qos: int = 1, *, urgent: bool = False) -> bool:
+        """Queue a message to a device (rejected, ack); False if it had to be dropped.
+
+        Urgent messages (an alert's ack: a resident waits for the light) have workers of
+        their own, so a burst of rejections can never delay them.
+        """
+        queue = self._urgent if urgent else self._outbound
         try:
-            self._outbound.put_nowait((topic, payload, qos))
+            queue.put_nowait((topic, payload, qos))
         except asyncio.QueueFull:
             self.replies_dropped += 1
             return False
         return True
 
 
-def _paho(client: aiomqtt.Client) -> Any:  # noqa: ANN401 - paho's client, typed loosely on purpose
+def _paho(client: aiomqtt.Client) -> Any:  # paho's client, typed loosely on purpose
     """The paho client under aiomqtt, for what aiomqtt does not expose (manual acks)."""
-    return client._client  # noqa: SLF001
+    return client._client
+
+
+class _FastPath:
+    """The hub's hot path on the paho client under aiomqtt, without paho's per-message costs.
+
+    paho reads each packet with three recv calls, then builds an MQTTMessage (with a
+    threading.Condition and v5 Properties) that aiomqtt wraps again and hands over through
+    a task per message. Installed, the socket is read in large chunks, PUBLISH packets are
+    parsed in place and handed to ingest directly, and PUBACKs leave in one write per
+    batch. Every other packet (CONNACK, SUBACK, PUBACK for our replies, PINGRESP,
+    DISCONNECT) still goes through paho, and so does QoS 2, which we never subscribe to.
+    """
+
+    _HOOKS = (
+        "_sock_recv",
+        "_packet_read",
+        "_handle_publish",
+        "_in_packet",
+        "_loop_rc_handle",
+        "_packet_queue",
+        "_protocol",
+        "_sock",
+        "loop_read",
+    )
+
+    def __init__(self, paho: Any, sink: Callable[[str, bytes, int, bool, int], None]) -> None:
+        self._paho = paho
+        self._sink = sink
+        self._v5 = paho._protocol == MQTTProtocolVersion.MQTTv5
+        self._recv: Callable[[int], bytes] = paho._sock_recv
+        self._paho_publish: Callable[[], MQTTErrorCode] = paho._handle_publish
+        self._chunk = b""
+        self._pos = 0
+        self._reads_left = 0
+
+    @classmethod
+    def install(cls, paho: Any, sink: Callable[[str, bytes, int, bool, int], None]) -> bool:
+        """Hook into `paho` if its internals are the ones this was written for (paho 2.x)."""
+        if not all(hasattr(paho, name) for name in cls._HOOKS):
+            logger.warning("paho internals differ from 2.x; using paho's own read path")
+            return False
+        fast = cls(paho, sink)
+        paho._sock_recv = fast._sock_recv
+        paho._handle_publish = fast._handle_publish
+        paho.loop_read = fast.loop_read
+        paho._carehub_fast_path = fast
+        return True
+
+    @staticmethod
+    def installed(paho: Any) -> bool:
+        """True when `paho` runs with the fast path."""
+        return hasattr(paho, "_carehub_fast_path")
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """paho's loop_read, but reading every packet that arrived, not one per wake-up."""
+        paho = self._paho
+        self._reads_left = RECV_CHUNKS_PER_WAKE
+        while True:
+            if paho._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc: MQTTErrorCode = paho._packet_read()
+            if rc > 0:
+                handled: MQTTErrorCode = paho._loop_rc_handle(rc)
+                return handled
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        """paho's recv, served from one large read of the socket."""
+        if self._pos >= len(self._chunk):
+            if self._reads_left <= 0:
+                # Yield to the event loop; the socket is still readable, so we are called again.
+                raise BlockingIOError
+            self._reads_left -= 1
+            chunk = self._recv(RECV_CHUNK)
+            if not chunk:
+                return chunk  # end of stream: paho reports the connection lost
+            self._chunk, self._pos = chunk, 0
+        start = self._pos
+        self._pos = start + bufsize
+        return self._chunk[start : self._pos]
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """Parse a PUBLISH in place and hand it to ingest (QoS 2 is left to paho)."""
+        packet = self._paho._in_packet
+        header: int = packet["command"]
+        qos = (header & 0x06) >> 1
+        if qos == 2:
+            return self._paho_publish()
+        body: bytearray = packet["packet"]
+        try:
+            end = 2 + ((body[0] << 8) | body[1])
+            topic = body[2:end]
+            mid = 0
+            if qos:
+                mid = (body[end] << 8) | body[end + 1]
+                end += 2
+            if self._v5:
+                # Properties: skipped. We announce no Topic Alias Maximum, so the broker
+                # sends none; nothing else in them changes what the message is.
+                length, shift = 0, 0
+                while True:
+                    byte = body[end]
+                    end += 1
+                    length |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                end += length
+        except IndexError:
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        if end > len(body) or (not topic and not self._v5):
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL
+        # A topic that is not UTF-8 is a broker fault; decoding it lossily lets decode
+        # refuse it as bad_topic instead of killing the connection.
+        retain = bool(header & 0x01)
+        self._sink(topic.decode("utf-8", "replace"), bytes(body[end:]), qos, retain, mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS

@@ -40,7 +40,7 @@ class Metrics:
             f'carehub_messages_stored_total{{table="readings"}} {self.stored_readings}',
             f'carehub_messages_stored_total{{table="events"}} {self.stored_events}',
             f'carehub_messages_stored_total{{table="status_changes"}} {self.stored_statuses}',
-            "# HELP carehub_messages_duplicate_total Redelivered messages that were already stored.",
+            "# HELP carehub_messages_duplicate_total Redelivered messages already stored.",
             "# TYPE carehub_messages_duplicate_total counter",
             f"carehub_messages_duplicate_total {self.duplicates}",
             "# HELP carehub_messages_rejected_total Messages refused, by reason code.",

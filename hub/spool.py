@@ -41,7 +41,7 @@ class Spool:
         """Write a batch durably (fsync of file and folder); return its path."""
         self._dir.mkdir(parents=True, exist_ok=True)
         self._counter += 1
-        stamp = datetime.now().strftime("%Y%m%dT%H%M%S%f")  # noqa: DTZ005 - a file name, local is fine
+        stamp = datetime.now().strftime("%Y%m%dT%H%M%S%f")
         final = self._dir / f"{stamp}-{os.getpid()}-{self._counter:06d}.spool"
         partial = final.with_suffix(".partial")
         with partial.open("wb") as file:

@@ -64,10 +64,22 @@ def load_migrations() -> list[Migration]:
 
 async def timescale_available(conn: psycopg.AsyncConnection[object]) -> bool:
     """True when the timescaledb extension is installed or can be."""
-    cur = await conn.execute(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    )
+    cur = await conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
     return await cur.fetchone() is not None
+
+
+async def _timescale_preloaded(conn: psycopg.AsyncConnection[object]) -> bool:
+    """True when the server preloads timescaledb (shared_preload_libraries) and lets it load.
+
+    Without the preload, CREATE EXTENSION timescaledb fails with FATAL, which ends the
+    connection; so ask first. The loader defines timescaledb.disable_load only when it is
+    preloaded, and pg_settings (unlike current_setting) never lists a mere placeholder.
+    """
+    cur = await conn.execute(
+        "SELECT setting FROM pg_settings WHERE name = 'timescaledb.disable_load'"
+    )
+    row = await cur.fetchone()
+    return row is not None and row[0] == "off"  # type: ignore[index]
 
 
 async def migrate(settings: Settings) -> list[str]:
@@ -94,14 +106,27 @@ async def _migrate(conn: psycopg.AsyncConnection[object], settings: Settings) ->
         )
         cur = await conn.execute("SELECT version FROM schema_migrations")
         done = {row[0] for row in await cur.fetchall()}  # type: ignore[index]
+        migrations = load_migrations()
+        # A schema once set up for TimescaleDB stays so: plain-only files would replace its
+        # continuous aggregate with a plain view.
+        on_timescale = any(m.flavour == "timescale" and m.version in done for m in migrations)
+        if on_timescale and not use_timescale:
+            logger.warning(
+                "schema %s already uses TimescaleDB; plain-only migrations are skipped",
+                settings.database_schema,
+            )
         applied: list[str] = []
-        for migration in load_migrations():
+        for migration in migrations:
             wanted = migration.flavour in ("both", "timescale" if use_timescale else "plain")
+            if migration.flavour == "plain" and on_timescale:
+                wanted = False
             if migration.version in done or not wanted:
                 continue
             await _apply(conn, migration, settings)
             applied.append(migration.version)
-            logger.info("applied migration %s to schema %s", migration.version, settings.database_schema)
+            logger.info(
+                "applied migration %s to schema %s", migration.version, settings.database_schema
+            )
         return applied
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
@@ -113,15 +138,30 @@ async def _use_timescale(conn: psycopg.AsyncConnection[object], settings: Settin
     available = await timescale_available(conn)
     if not available:
         if settings.timescaledb == "on":
-            raise StorageError("CAREHUB_TIMESCALEDB=on but the timescaledb extension is not installed")
+            raise StorageError(
+                "CAREHUB_TIMESCALEDB=on but the timescaledb extension is not installed"
+            )
+        return False
+    if not await _timescale_preloaded(conn):
+        reason = (
+            "the timescaledb library is not preloaded (add 'timescaledb' to"
+            " shared_preload_libraries, leave timescaledb.disable_load off, restart PostgreSQL)"
+        )
+        if settings.timescaledb == "on":
+            raise StorageError(f"CAREHUB_TIMESCALEDB=on but {reason}")
+        logger.warning("timescaledb is installed but %s; using plain tables", reason)
         return False
     try:
         await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     except psycopg.Error as exc:
-        # Installed but not preloaded (shared_preload_libraries), or no privilege.
+        if conn.broken or conn.closed:
+            raise StorageError(f"cannot enable timescaledb: {exc}") from exc
+        # No privilege to create it, most likely.
         if settings.timescaledb == "on":
             raise StorageError(f"cannot enable timescaledb: {exc}") from exc
-        logger.warning("timescaledb is installed but cannot be enabled (%s); using plain tables", exc)
+        logger.warning(
+            "timescaledb is installed but cannot be enabled (%s); using plain tables", exc
+        )
         return False
     return True
 
@@ -150,9 +190,7 @@ async def _apply(
 
 async def storage_flavour(conn: psycopg.AsyncConnection[object]) -> str:
     """'timescale' when readings is a hypertable in the current schema, else 'plain'."""
-    cur = await conn.execute(
-        "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"
-    )
+    cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
     if await cur.fetchone() is None:
         return "plain"
     cur = await conn.execute(

@@ -8,7 +8,9 @@ from psycopg_pool import AsyncConnectionPool
 from hub.settings import Settings
 
 
-def create_pool(settings: Settings, *, min_size: int = 2) -> AsyncConnectionPool[AsyncConnection[object]]:
+def create_pool(
+    settings: Settings, *, min_size: int = 2
+) -> AsyncConnectionPool[AsyncConnection[object]]:
     """A closed pool for the configured database; the lifespan opens it."""
     return AsyncConnectionPool(
         settings.database_url,

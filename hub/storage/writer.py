@@ -31,8 +31,10 @@ DEAD_LETTER_KEEP_BYTES = 64 * 1024
 _encode_json = msgspec.json.Encoder().encode
 
 _STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS stage_readings (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_events (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_readings (LIKE readings INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_events (LIKE events INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_state (
     device_id text, state_ts timestamptz, last_seen timestamptz, last_seq bigint, online boolean,
     battery real, presence boolean, count integer, staff integer, rssi real
@@ -40,7 +42,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_state (
 """
 
 _READING_COLUMNS = (
-    "ts, device_id, seq, facility_id, zone_id, received_at, battery, presence, count, staff, rssi, payload"
+    "ts, device_id, seq, facility_id, zone_id, received_at,"
+    " battery, presence, count, staff, rssi, payload"
 )
 _EVENT_COLUMNS = "ts, device_id, seq, facility_id, zone_id, event, received_at, payload"
 
@@ -225,12 +228,25 @@ class BatchWriter:
             await conn.execute(_STAGING)
             async with conn.cursor() as cur:
                 if readings:
-                    async with cur.copy(f"COPY stage_readings ({_READING_COLUMNS}) FROM STDIN") as copy:
+                    async with cur.copy(
+                        f"COPY stage_readings ({_READING_COLUMNS}) FROM STDIN"
+                    ) as copy:
                         for r in readings:
                             await copy.write_row(
-                                (r.ts, r.device_id, r.seq, r.facility_id, r.zone_id, r.received_at,
-                                 r.battery, r.presence, r.count, r.staff, r.rssi,
-                                 _encode_json(r.payload).decode())
+                                (
+                                    r.ts,
+                                    r.device_id,
+                                    r.seq,
+                                    r.facility_id,
+                                    r.zone_id,
+                                    r.received_at,
+                                    r.battery,
+                                    r.presence,
+                                    r.count,
+                                    r.staff,
+                                    r.rssi,
+                                    _encode_json(r.payload).decode(),
+                                )
                             )
                     await cur.execute(
                         f"INSERT INTO readings ({_READING_COLUMNS}) "
@@ -241,8 +257,16 @@ class BatchWriter:
                     async with cur.copy(f"COPY stage_events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
                         for e in events:
                             await copy.write_row(
-                                (e.ts, e.device_id, e.seq, e.facility_id, e.zone_id, e.event,
-                                 e.received_at, _encode_json(e.payload).decode())
+                                (
+                                    e.ts,
+                                    e.device_id,
+                                    e.seq,
+                                    e.facility_id,
+                                    e.zone_id,
+                                    e.event,
+                                    e.received_at,
+                                    _encode_json(e.payload).decode(),
+                                )
                             )
                     await cur.execute(
                         f"INSERT INTO events ({_EVENT_COLUMNS}) "
@@ -251,32 +275,53 @@ class BatchWriter:
                     result.events = max(cur.rowcount, 0)
                 if statuses:
                     async with cur.copy(
-                        "COPY status_changes (device_id, facility_id, online, received_at) FROM STDIN"
+                        "COPY status_changes (device_id, facility_id, online, received_at)"
+                        " FROM STDIN"
                     ) as copy:
                         for s in statuses:
-                            await copy.write_row((s.device_id, s.facility_id, s.online, s.received_at))
+                            await copy.write_row(
+                                (s.device_id, s.facility_id, s.online, s.received_at)
+                            )
                     result.statuses = len(statuses)
                 states = _fold_state(items)
                 if states:
                     async with cur.copy(
-                        "COPY stage_state (device_id, state_ts, last_seen, last_seq, online, battery,"
-                        " presence, count, staff, rssi) FROM STDIN"
+                        "COPY stage_state (device_id, state_ts, last_seen, last_seq, online,"
+                        " battery, presence, count, staff, rssi) FROM STDIN"
                     ) as copy:
                         for device_id, st in states.items():
                             await copy.write_row(
-                                (device_id, st.state_ts, st.last_seen, st.last_seq, st.online,
-                                 st.battery, st.presence, st.count, st.staff, st.rssi)
+                                (
+                                    device_id,
+                                    st.state_ts,
+                                    st.last_seen,
+                                    st.last_seq,
+                                    st.online,
+                                    st.battery,
+                                    st.presence,
+                                    st.count,
+                                    st.staff,
+                                    st.rssi,
+                                )
                             )
                     await cur.execute(_UPSERT_STATE)
                 if rejections:
                     async with cur.copy(
-                        "COPY dead_letters (received_at, topic, reason, detail, facility_id, device_id,"
-                        " payload, payload_size) FROM STDIN"
+                        "COPY dead_letters (received_at, topic, reason, detail, facility_id,"
+                        " device_id, payload, payload_size) FROM STDIN"
                     ) as copy:
                         for j in rejections:
                             await copy.write_row(
-                                (j.received_at, j.topic[:1024], j.reason, j.detail, j.facility_id,
-                                 j.device_id, j.payload[:DEAD_LETTER_KEEP_BYTES], len(j.payload))
+                                (
+                                    j.received_at,
+                                    _storable(j.topic[:1024]),
+                                    j.reason,
+                                    _storable(j.detail),
+                                    j.facility_id,
+                                    j.device_id,
+                                    j.payload[:DEAD_LETTER_KEEP_BYTES],
+                                    len(j.payload),
+                                )
                             )
                     result.dead_letters = len(rejections)
                     pending = _fold_pending(rejections)
@@ -284,17 +329,39 @@ class BatchWriter:
                         await cur.executemany(
                             _UPSERT_PENDING,
                             [
-                                (device_id, p.facility_id, p.first_seen, p.last_seen, p.messages,
-                                 p.topic[:1024], p.payload)
+                                (
+                                    device_id,
+                                    p.facility_id,
+                                    p.first_seen,
+                                    p.last_seen,
+                                    p.messages,
+                                    p.topic[:1024],
+                                    p.payload,
+                                )
                                 for device_id, p in sorted(pending.items())
                             ],
                         )
         return result
 
 
+def _storable(text: str) -> str:
+    """`text` without U+0000, which PostgreSQL text refuses.
+
+    A broker that forwards such a topic (amqtt does; MQTT forbids it) must get a dead letter
+    like any other bad topic: a row the batch cannot write would be taken for an outage.
+    """
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def _refusal(item: Reading | Event | StatusChange, root: str, why: str) -> Rejection:
     """The rejection for a message the database would not store."""
-    channel = "telemetry" if isinstance(item, Reading) else "event" if isinstance(item, Event) else "status"
+    channel = (
+        "telemetry"
+        if isinstance(item, Reading)
+        else "event"
+        if isinstance(item, Event)
+        else "status"
+    )
     payload = item.payload if isinstance(item, Reading | Event) else {"online": item.online}
     return Rejection(
         topic=topic(root, item.facility_id, item.device_id, channel),

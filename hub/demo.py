@@ -1,0 +1,183 @@
+"""`carehub demo`: the whole product on one machine, with nothing installed beforehand.
+
+One process tree: an in-process MQTT broker (amqtt), an embedded PostgreSQL (pgserver,
+over a unix socket), the hub with its HTTP server, and a simulated district publishing
+over real MQTT connections. Ports are chosen free, so a Mosquitto or PostgreSQL the
+machine already runs is never touched. Ctrl-C (or SIGTERM) stops everything in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from hub.app import create_app
+from hub.embedded.broker import EmbeddedBroker, free_port
+from hub.embedded.postgres import EmbeddedPostgres
+from hub.errors import HubError
+from hub.settings import Settings
+from hub.simulate import register_district
+from simulators import build_district, run_simulation
+
+logger = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 60.0
+# Each stage gets this long to stop in order before it is abandoned, so Ctrl-C always ends
+# the demo: simulators say goodbye (one MQTT timeout), the hub drains its last batch.
+SIMULATORS_STOP_S = 15.0
+HUB_STOP_S = 20.0
+HUB_FORCE_STOP_S = 5.0
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _demo_settings(
+    settings: Settings, broker: EmbeddedBroker, postgres: EmbeddedPostgres, data_dir: Path
+) -> Settings:
+    """The configured settings, pointed at the embedded services."""
+    port = settings.http_port
+    if port == 0 or not _port_is_free(settings.http_host, port):
+        port = free_port(settings.http_host)
+    return settings.model_copy(
+        update={
+            "mqtt_url": broker.url,
+            # amqtt speaks MQTT 3.1.1 only and has no shared subscriptions.
+            "mqtt_protocol": 311,
+            "mqtt_shared_group": None,
+            "database_url": postgres.url,
+            "spool_dir": data_dir / "spool",
+            "http_port": port,
+        }
+    )
+
+
+async def _wait_until_serving(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
+    async with asyncio.timeout(READY_TIMEOUT_S):
+        while not server.started:
+            if serving.done():
+                serving.result()  # re-raise why it stopped
+                raise HubError("the HTTP server stopped before it started")
+            await asyncio.sleep(0.05)
+
+
+def _report_stuck(stage: str, waited_s: float) -> None:
+    """Say which stage did not stop in time, with where every task was waiting."""
+    print(
+        f"carehub demo: {stage} did not stop within {waited_s:g} s; leaving it behind",
+        file=sys.stderr,
+        flush=True,
+    )
+    for task in asyncio.all_tasks():
+        if not task.done() and task is not asyncio.current_task():
+            task.print_stack(limit=8, file=sys.stderr)
+
+
+async def _stop_simulators(simulation: asyncio.Task[None]) -> None:
+    simulation.cancel()
+    done, _ = await asyncio.wait({simulation}, timeout=SIMULATORS_STOP_S)
+    if not done:
+        _report_stuck("the simulators", SIMULATORS_STOP_S)
+
+
+async def _stop_hub(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    done, _ = await asyncio.wait({serving}, timeout=HUB_STOP_S)
+    if done:
+        return
+    _report_stuck("the hub", HUB_STOP_S)
+    server.force_exit = True
+    done, _ = await asyncio.wait({serving}, timeout=HUB_FORCE_STOP_S)
+    if not done:
+        serving.cancel()
+        await asyncio.wait({serving}, timeout=HUB_FORCE_STOP_S)
+
+
+async def run_demo(
+    settings: Settings, *, data_dir: Path, facilities: int, time_scale: float
+) -> int:
+    """Run the demo stack until Ctrl-C or SIGTERM."""
+    if not 0 < facilities <= 999:
+        raise HubError("--facilities must be between 1 and 999")
+    data_dir = await asyncio.to_thread(lambda: data_dir.expanduser().resolve())
+    # pgserver logs every initdb and pg_ctl line at INFO; the demo prints what matters.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    print(
+        f"carehub demo: starting in {data_dir} (first start runs initdb; a few seconds)", flush=True
+    )
+    postgres = EmbeddedPostgres(data_dir / "pgdata", database="carehub")
+    async with EmbeddedBroker() as broker, postgres:
+        demo = _demo_settings(settings, broker, postgres, data_dir)
+        district = build_district(facilities, seed=7)
+        await register_district(demo, district, data_dir / "district")
+
+        config = uvicorn.Config(
+            create_app(demo),
+            host=demo.http_host,
+            port=demo.http_port,
+            log_level="warning",
+            lifespan="on",
+        )
+        server = uvicorn.Server(config)
+        # Signals are ours: the stack stops in order, the simulators before the hub.
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+        serving = asyncio.create_task(server.serve(), name="carehub-http")
+        await _wait_until_serving(server, serving)
+        simulation = asyncio.create_task(
+            run_simulation(
+                district,
+                mqtt_url=demo.mqtt_url,
+                topic_root=demo.topic_root,
+                protocol=demo.mqtt_protocol,
+                time_scale=time_scale,
+            ),
+            name="carehub-simulators",
+        )
+        base = f"http://{demo.http_host}:{demo.http_port}"
+        print(
+            "\n".join(
+                [
+                    "carehub demo is running:",
+                    f"  HTTP API         {base}/api/v1/docs",
+                    f"  health           {base}/readyz   metrics {base}/metrics",
+                    f"  MQTT broker      {broker.url}  "
+                    f"(MQTT 3.1.1, topics {demo.topic_root}/v1/...)",
+                    f"  PostgreSQL       {postgres.url}",
+                    f"  data             {data_dir}",
+                    f"  simulated        {len(district.facilities)} facilities, "
+                    f"{len(district.devices)} devices (time x{time_scale:g})",
+                    "Press Ctrl-C to stop.",
+                ]
+            ),
+            flush=True,
+        )
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopped, serving, simulation}, return_when=asyncio.FIRST_COMPLETED)
+        print("carehub demo: stopping", flush=True)
+        await _stop_simulators(simulation)
+        await _stop_hub(server, serving)
+        stopped.cancel()
+        if serving.done() and not serving.cancelled() and serving.exception() is not None:
+            serving.result()  # the hub failed on its own: say why, after stopping the rest
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(signum)
+    print("carehub demo: stopped", flush=True)
+    return 0

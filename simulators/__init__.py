@@ -1,0 +1,43 @@
+"""Simulated facilities and devices that speak carehub's MQTT contract over a real broker."""
+
+from simulators.behaviour import SHANGHAI, SimClock, daily_fraction, format_ts
+from simulators.device import MqttTarget, SimulatedDevice, parse_mqtt_url
+from simulators.district import (
+    CLASS_LIMITS,
+    DEVICE_COLUMNS,
+    FACILITY_COLUMNS,
+    ZONE_COLUMNS,
+    Device,
+    District,
+    Facility,
+    Zone,
+    build_district,
+)
+from simulators.fleet import Fleet
+from simulators.run import run_simulation
+from simulators.scenarios import SCENARIOS, ScenarioReport, garbage_messages, run_scenario
+
+__all__ = [
+    "CLASS_LIMITS",
+    "DEVICE_COLUMNS",
+    "FACILITY_COLUMNS",
+    "SCENARIOS",
+    "SHANGHAI",
+    "ZONE_COLUMNS",
+    "Device",
+    "District",
+    "Facility",
+    "Fleet",
+    "MqttTarget",
+    "ScenarioReport",
+    "SimClock",
+    "SimulatedDevice",
+    "Zone",
+    "build_district",
+    "daily_fraction",
+    "format_ts",
+    "garbage_messages",
+    "parse_mqtt_url",
+    "run_scenario",
+    "run_simulation",
+]

@@ -1,0 +1,201 @@
+"""The `carehub demo` and `carehub simulate` commands, run as a user runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import psycopg
+import pytest
+
+from hub.app import Hub
+from tests.fix_hub import connect_db, wait_for
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.db]
+
+READY_LINE = "Press Ctrl-C to stop."
+
+
+class _Lines:
+    """Collect a child's output lines in a thread, so waiting on them never blocks the loop."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if time.monotonic() > deadline:
+                pytest.fail(f"{text!r} not printed within {timeout} s:\n" + "\n".join(self.lines))
+            time.sleep(0.1)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREHUB_")}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def demo() -> Iterator[tuple[subprocess.Popen[str], _Lines]]:
+    """`carehub demo` with 3 facilities, in a data dir of its own."""
+    # Outside pytest's basetemp, for the reason given in fix_services.database_url.
+    folder = Path(tempfile.mkdtemp(prefix="carehub-test-demo-"))
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "demo",
+            "--data-dir",
+            str(folder / "demo"),
+            "--facilities",
+            "3",
+            "--time-scale",
+            "120",
+        ],
+        env=_clean_env(CAREHUB_HTTP_PORT="0", CAREHUB_LOG_LEVEL="WARNING"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert child.stdout is not None
+    lines = _Lines(child.stdout)
+    try:
+        yield child, lines
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        lines.join()
+        child.stdout.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_demo_runs_the_whole_stack_on_free_ports_and_stops_on_ctrl_c(
+    demo: tuple[subprocess.Popen[str], _Lines],
+) -> None:
+    child, out = demo
+    out.wait_for(READY_LINE, timeout=90)
+    text = out.text()
+    broker_port = int(re.search(r"MQTT broker\s+mqtt://127\.0\.0\.1:(\d+)", text).group(1))  # type: ignore[union-attr]
+    database_url = re.search(r"PostgreSQL\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+    http = re.search(r"HTTP API\s+(http://[\d.]+:\d+)/", text).group(1)  # type: ignore[union-attr]
+    # The machine's Mosquitto and PostgreSQL keep their ports; the demo's PostgreSQL has none.
+    assert broker_port != 1883
+    assert "host=%2F" in database_url
+    assert not http.endswith(":8080") or "8080" not in os.environ.get("CAREHUB_HTTP_PORT", "")
+
+    import urllib.request
+
+    with urllib.request.urlopen(f"{http}/readyz", timeout=5) as response:
+        assert response.status == 200
+
+    def stored() -> tuple[int, int, int]:
+        with psycopg.connect(database_url, options="-c search_path=carehub") as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM facilities), (SELECT count(*) FROM devices),"
+                " (SELECT count(*) FROM readings)"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
+
+    deadline = time.monotonic() + 30
+    while stored()[2] == 0:
+        assert time.monotonic() < deadline, "no simulated reading was stored within 30 s"
+        time.sleep(0.5)
+    facilities, devices, _ = stored()
+    assert facilities == 3
+    assert devices > 3 * 3  # every facility has sensors, buttons and counters
+
+    child.send_signal(signal.SIGINT)
+    try:
+        # Every stage's stop is bounded (about a minute in all, PostgreSQL's included).
+        code = child.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the demo did not stop within 90 s of Ctrl-C:\n" + out.text())
+    assert code == 0, out.text()
+    assert "carehub demo: stopped" in out.text()
+    # A stage left behind prints where its tasks waited: a stop that is not clean fails.
+    assert "did not stop within" not in out.text(), out.text()
+    assert "Traceback" not in out.text(), out.text()
+
+
+async def test_simulate_registers_its_district_and_its_devices_are_stored(
+    running_hub: Hub,
+) -> None:
+    settings = running_hub.settings
+    env = _clean_env(
+        CAREHUB_MQTT_URL=settings.mqtt_url,
+        CAREHUB_MQTT_PROTOCOL=str(settings.mqtt_protocol),
+        CAREHUB_DATABASE_URL=settings.database_url,
+        CAREHUB_DATABASE_SCHEMA=settings.database_schema,
+        CAREHUB_TOPIC_ROOT=settings.topic_root,
+        CAREHUB_TIMESCALEDB="off",
+    )
+    # A child process the event loop awaits: the in-process hub keeps ingesting meanwhile.
+    child = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "hub.cli", "simulate", "--facilities", "2"),
+        *("--duration", "12", "--time-scale", "120", "--scenario", "fall", "--scenario", "garbage"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(child.communicate(), timeout=120)
+    assert child.returncode == 0, stderr.decode()
+    assert "simulating 2 facilities" in stdout.decode()
+
+    async with await connect_db(settings) as conn:
+
+        async def facility_readings() -> bool:
+            cursor = await conn.execute(
+                "SELECT count(DISTINCT facility_id) FROM readings WHERE facility_id <> 'f-sun'"
+            )
+            row = await cursor.fetchone()
+            return row is not None and row[0] == 2
+
+        await wait_for(facility_readings, timeout=15)
+        cursor = await conn.execute(
+            "SELECT count(*) FROM events WHERE event = 'fall_detected' AND facility_id <> 'f-sun'"
+        )
+        falls = await cursor.fetchone()
+        assert falls is not None and falls[0] >= 1
+        cursor = await conn.execute("SELECT count(*) FROM dead_letters")
+        garbage = await cursor.fetchone()
+        assert garbage is not None and garbage[0] > 0
+
+
+def test_simulate_refuses_an_unknown_scenario() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "simulate", "--scenario", "meteor", "--no-register"],
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "unknown scenario meteor" in result.stderr

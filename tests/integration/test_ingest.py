@@ -1,0 +1,286 @@
+"""End to end over real MQTT into a real PostgreSQL: storage, idempotency, rejections."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from hub.app import Hub
+from tests.fix_hub import FACILITY, OTHER_FACILITY, fake_device, now_ts, raw_client, wait_for
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.db]
+
+DB = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+async def scalar(db: DB, query: str, *params: Any) -> Any:
+    """The first column of the first row of a query."""
+    cur = await db.execute(query.encode(), params)
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
+VALID_MESSAGES = [
+    (
+        "fs-1",
+        "event",
+        {"event": "fall_detected", "confidence": 0.92, "zone": "room-101", "posture": "lying"},
+    ),
+    ("fs-1", "event", {"event": "fall_cleared"}),
+    ("fs-1", "event", {"event": "dwell", "seconds": 900}),
+    (
+        "fs-1",
+        "telemetry",
+        {"presence": True, "battery": 88.5, "rssi": -61, "vendor_extra": {"fw": "1.2"}},
+    ),
+    ("eb-1", "event", {"event": "pressed", "button": "pull_cord"}),
+    ("eb-1", "event", {"event": "pressed", "button": "red", "test": True}),
+    ("eb-1", "event", {"event": "cancelled"}),
+    ("eb-1", "telemetry", {"battery": 14, "rssi": -70}),
+    ("oc-1", "telemetry", {"count": 12, "staff": 3, "zone": "class-a"}),
+]
+
+
+async def test_every_device_type_is_stored_exactly_once_even_when_published_twice(
+    running_hub: Hub, db: DB
+) -> None:
+    """Each device type's valid events and telemetry land once, though each is published twice."""
+    devices = {}
+    for device_id in ("fs-1", "eb-1", "oc-1"):
+        devices[device_id] = fake_device(running_hub.settings, device_id)
+    entered = {device_id: await cm.__aenter__() for device_id, cm in devices.items()}
+    try:
+        for device_id, channel, fields in VALID_MESSAGES:
+            device = entered[device_id]
+            payload = device.message(**fields)
+            await device.send(channel, payload)
+            await device.send(channel, payload)  # the same message, redelivered
+
+        async def all_stored() -> bool:
+            events = await scalar(db, "SELECT count(*) FROM events")
+            readings = await scalar(db, "SELECT count(*) FROM readings")
+            return bool(events == 6 and readings == 3)
+
+        await wait_for(all_stored)
+        assert await scalar(db, "SELECT count(*) FROM events") == 6
+        assert await scalar(db, "SELECT count(DISTINCT (device_id, seq)) FROM events") == 6
+        assert await scalar(db, "SELECT count(*) FROM readings") == 3
+        assert await scalar(db, "SELECT count(*) FROM dead_letters") == 0
+        assert all(not device.rejections for device in entered.values())
+        # Unknown fields are kept, not refused.
+        extra = await scalar(
+            db, "SELECT payload->'vendor_extra'->>'fw' FROM readings WHERE device_id = 'fs-1'"
+        )
+        assert extra == "1.2"
+        confidence = await scalar(
+            db, "SELECT (payload->>'confidence')::float FROM events WHERE event = 'fall_detected'"
+        )
+        assert confidence == pytest.approx(0.92)
+        # The device's latest state is kept current.
+        cur = await db.execute(
+            "SELECT device_id, battery, presence, count, staff, online FROM device_state ORDER BY 1"
+        )
+        state = {row[0]: row[1:] for row in await cur.fetchall()}
+        assert state["fs-1"] == (88.5, True, None, None, True)
+        assert state["eb-1"][0] == 14
+        assert state["oc-1"][2:4] == (12, 3)
+    finally:
+        for cm in devices.values():
+            await cm.__aexit__(None, None, None)
+
+
+async def test_status_and_last_will_update_online(running_hub: Hub, db: DB) -> None:
+    """A retained status message sets the device online; its last will sets it offline."""
+    async with fake_device(running_hub.settings, "eb-1") as device:
+        await device.send("status", b'{"online": true}')
+        await wait_for(lambda: _online(db, "eb-1", True))
+        await device.send("status", b'{"online": false}')
+        await wait_for(lambda: _online(db, "eb-1", False))
+    assert await scalar(db, "SELECT count(*) FROM status_changes WHERE device_id = 'eb-1'") == 2
+
+
+async def _online(db: DB, device_id: str, expected: bool) -> bool:
+    cur = await db.execute("SELECT online FROM device_state WHERE device_id = %s", (device_id,))
+    row = await cur.fetchone()
+    return row is not None and row[0] is expected
+
+
+def _crafted(ts: str) -> list[tuple[str, str, str, bytes, str]]:
+    """(reason, facility, device, payload, channel) for every SPEC §3 reason code."""
+    return [
+        ("not_json", FACILITY, "eb-1", b"{not json", "event"),
+        ("not_json", FACILITY, "eb-1", b"\xff\xfe\x00garbage", "event"),
+        ("not_object", FACILITY, "eb-1", b"[1, 2, 3]", "event"),
+        (
+            "too_large",
+            FACILITY,
+            "eb-1",
+            json.dumps(
+                {"ts": ts, "seq": 1, "event": "pressed", "button": "red", "pad": "x" * 17_000}
+            ).encode(),
+            "event",
+        ),
+        (
+            "unknown_device",
+            FACILITY,
+            "ghost-9",
+            json.dumps({"ts": ts, "seq": 1}).encode(),
+            "telemetry",
+        ),
+        (
+            "wrong_facility",
+            OTHER_FACILITY,
+            "eb-1",
+            json.dumps({"ts": ts, "seq": 1}).encode(),
+            "telemetry",
+        ),
+        (
+            "bad_field",
+            FACILITY,
+            "eb-1",
+            json.dumps({"ts": ts, "seq": -1, "event": "cancelled"}).encode(),
+            "event",
+        ),
+        (
+            "bad_field",
+            FACILITY,
+            "fs-1",
+            json.dumps({"ts": ts, "seq": 5, "event": "fall_detected", "confidence": 1.7}).encode(),
+            "event",
+        ),
+        (
+            "bad_field",
+            FACILITY,
+            "oc-1",
+            json.dumps({"ts": ts, "seq": 5, "count": "many"}).encode(),
+            "telemetry",
+        ),
+        (
+            "bad_field",
+            FACILITY,
+            "eb-1",
+            json.dumps({"ts": "yesterday", "seq": 5, "event": "cancelled"}).encode(),
+            "event",
+        ),
+        (
+            "bad_time",
+            FACILITY,
+            "eb-1",
+            json.dumps(
+                {"ts": now_ts(timedelta(hours=-25)), "seq": 6, "event": "cancelled"}
+            ).encode(),
+            "event",
+        ),
+        (
+            "bad_time",
+            FACILITY,
+            "eb-1",
+            json.dumps(
+                {"ts": now_ts(timedelta(minutes=10)), "seq": 7, "event": "cancelled"}
+            ).encode(),
+            "event",
+        ),
+        (
+            "unknown_event",
+            FACILITY,
+            "eb-1",
+            json.dumps({"ts": ts, "seq": 8, "event": "exploded"}).encode(),
+            "event",
+        ),
+    ]
+
+
+async def test_each_reason_code_comes_back_on_rejected_and_is_dead_lettered(
+    running_hub: Hub, db: DB
+) -> None:
+    """Every crafted bad message gets its SPEC §3 reason code on `rejected` and a dead letter."""
+    crafted = _crafted(now_ts())
+    async with (
+        fake_device(running_hub.settings, "eb-1") as eb,
+        fake_device(running_hub.settings, "eb-1", OTHER_FACILITY) as eb_elsewhere,
+        fake_device(running_hub.settings, "fs-1") as fs,
+        fake_device(running_hub.settings, "oc-1") as oc,
+        fake_device(running_hub.settings, "ghost-9") as ghost,
+    ):
+        listeners = {
+            ("eb-1", FACILITY): eb,
+            ("eb-1", OTHER_FACILITY): eb_elsewhere,
+            ("fs-1", FACILITY): fs,
+            ("oc-1", FACILITY): oc,
+            ("ghost-9", FACILITY): ghost,
+        }
+        for _, facility, device_id, payload, channel in crafted:
+            await listeners[(device_id, facility)].client.publish(
+                f"{running_hub.settings.topic_root}/v1/{facility}/{device_id}/{channel}",
+                payload,
+                qos=1,
+            )
+
+        def all_replied() -> bool:
+            return sum(len(d.rejections) for d in listeners.values()) == len(crafted)
+
+        await wait_for(all_replied)
+        replied = sorted(r["reason"] for d in listeners.values() for r in d.rejections)
+        assert replied == sorted(reason for reason, *_ in crafted)
+        for rejection in (r for d in listeners.values() for r in d.rejections):
+            assert rejection["topic"].startswith(running_hub.settings.topic_root + "/v1/")
+            assert rejection["detail"]
+            assert rejection["received_at"]
+        # bad_field names the field.
+        details = {
+            r["detail"].split(":")[0]
+            for r in eb.rejections + fs.rejections + oc.rejections
+            if r["reason"] == "bad_field"
+        }
+        assert details == {"seq", "confidence", "count", "ts"}
+
+        async def all_dead_lettered() -> bool:
+            return bool(await scalar(db, "SELECT count(*) FROM dead_letters") == len(crafted))
+
+        await wait_for(all_dead_lettered)
+    cur = await db.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason")
+    by_reason = dict(await cur.fetchall())
+    assert set(by_reason) == {reason for reason, *_ in crafted}
+    assert (
+        await scalar(db, "SELECT max(payload_size) FROM dead_letters WHERE reason = 'too_large'")
+        > 16 * 1024
+    )
+    assert (
+        await scalar(db, "SELECT facility_id FROM pending_devices WHERE device_id = 'ghost-9'")
+        == FACILITY
+    )
+    assert await scalar(db, "SELECT count(*) FROM events") == 0
+    assert running_hub.metrics.rejected["bad_field"] == 4
+
+
+async def test_bad_topics_are_dead_lettered_without_stopping_ingest(
+    running_hub: Hub, db: DB
+) -> None:
+    """Junk topics under the root become dead letters and valid traffic after them is stored."""
+    root = running_hub.settings.topic_root
+    junk = [
+        f"{root}/v1/{FACILITY}/eb-1/firmware",
+        f"{root}/v1/{FACILITY}/eb-1/event/extra",
+        f"{root}/v1/bad facility/eb-1/event",
+        f"{root}/v1/{FACILITY}/{'x' * 65}/event",
+    ]
+    async with (
+        raw_client(running_hub.settings) as client,
+        fake_device(running_hub.settings, "eb-1") as eb,
+    ):
+        for topic in junk:
+            await client.publish(topic, b"{}", qos=1)
+        await eb.send("event", eb.message(event="pressed", button="red"))
+
+        async def stored() -> bool:
+            return bool(await scalar(db, "SELECT count(*) FROM events") == 1)
+
+        await wait_for(stored)
+    # The hub subscribes to {root}/v1/+/+/{event,telemetry,status}: two of the junk topics
+    # match those filters and must be dead-lettered as bad_topic.
+    assert await scalar(db, "SELECT count(*) FROM dead_letters WHERE reason = 'bad_topic'") == 2

@@ -1,0 +1,155 @@
+"""SPEC §8: while PostgreSQL is unreachable the hub spools, acks nothing it has not kept,
+and stores every message exactly once when the database is back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+
+from hub.app import run_hub
+from hub.settings import Settings
+from tests.fix_hub import DEVICES, FACILITY, connect_db, now_ts, raw_client, wait_for
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.db]
+
+
+class PostgresProxy:
+    """A TCP proxy in front of PostgreSQL that the test can cut, like a pulled cable."""
+
+    def __init__(self, database_url: str) -> None:
+        parts = urlsplit(database_url)
+        socket_dir = parse_qs(parts.query).get("host", [parts.hostname or ""])[0]
+        self._unix = f"{socket_dir}/.s.PGSQL.{parts.port or 5432}" if "/" in socket_dir else None
+        self._tcp = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self._user = parts.username or "postgres"
+        self._database = parts.path.lstrip("/")
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.StreamWriter] = set()
+        self.cut = False
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"postgresql://{quote(self._user)}@127.0.0.1:{port}/{quote(self._database)}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        self.sever()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def sever(self) -> None:
+        """Refuse new connections and drop every open one."""
+        self.cut = True
+        for writer in list(self._pipes):
+            writer.transport.abort()
+        self._pipes.clear()
+
+    def restore(self) -> None:
+        self.cut = False
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut:
+            writer.transport.abort()
+            return
+        if self._unix:
+            up_reader, up_writer = await asyncio.open_unix_connection(self._unix)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(*self._tcp)
+        self._pipes |= {writer, up_writer}
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if self.cut:
+                    break
+                writer.write(data)
+                await writer.drain()
+        finally:
+            self._pipes.discard(writer)
+            writer.transport.abort()
+
+
+@pytest.fixture
+async def proxy(migrated: Settings) -> AsyncIterator[PostgresProxy]:
+    server = PostgresProxy(migrated.database_url)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def _count(settings: Settings) -> tuple[int, int]:
+    async with await connect_db(settings) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*), count(DISTINCT (device_id, seq)) FROM readings WHERE device_id = %s",
+            ("oc-1",),
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def test_a_database_outage_is_spooled_and_replayed_exactly_once(
+    migrated: Settings, proxy: PostgresProxy, tmp_path: Path
+) -> None:
+    assert DEVICES["oc-1"] == "occupancy_counter"
+    settings = migrated.model_copy(
+        update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
+    )
+    topic = f"{settings.topic_root}/v1/{FACILITY}/oc-1/telemetry"
+
+    def reading(seq: int) -> bytes:
+        return json.dumps({"ts": now_ts(), "seq": seq, "count": seq % 15}).encode()
+
+    async with run_hub(settings) as hub, raw_client(settings, "outage") as device:
+        await asyncio.wait_for(hub.ingest.connected.wait(), 15)
+        for seq in range(1, 101):
+            await device.publish(topic, reading(seq), qos=1)
+
+        async def first_stored() -> bool:
+            return (await _count(migrated))[0] == 100
+
+        await wait_for(first_stored, timeout=20)
+
+        proxy.sever()
+        for seq in range(101, 401):
+            await device.publish(topic, reading(seq), qos=1)
+
+        def spooled() -> bool:
+            return hub.metrics.spooled_messages >= 300
+
+        await wait_for(spooled, timeout=60)
+        assert not hub.metrics.database_up
+        assert any((tmp_path / "spool").iterdir()), "the outage left no spool file"
+        # The broker got every ack: nothing waits there, it is all in the fsynced spool.
+        assert (await _count(migrated))[0] == 100
+
+        proxy.restore()
+
+        async def all_stored() -> bool:
+            return (await _count(migrated))[0] >= 400
+
+        await wait_for(all_stored, timeout=60)
+
+        def replayed() -> bool:
+            return hub.metrics.database_up and hub.metrics.spool_pending == 0
+
+        await wait_for(replayed, timeout=30)
+
+    rows, distinct = await _count(migrated)
+    assert (rows, distinct) == (400, 400)
+    assert [p for p in (tmp_path / "spool").rglob("*") if p.is_file()] == []
