@@ -104,3 +104,79 @@ class Inbound:
 
 
 Decoded = Reading | Event | StatusChange | Rejection
+
+
+AlertState = Literal["active", "acknowledged", "attended", "resolved"]
+Disposition = Literal["real", "false_alarm", "test", "other"]
+Priority = Literal["high", "medium", "low"]
+ALERT_STATES: tuple[AlertState, ...] = ("active", "acknowledged", "attended", "resolved")
+DISPOSITIONS: tuple[Disposition, ...] = ("real", "false_alarm", "test", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDecision:
+    """What a rule concluded: raise (or repeat) an alert of `kind` about `subject`."""
+
+    kind: str
+    priority: Priority
+    latched: bool
+    facility_id: str
+    zone_id: str | None
+    device_id: str | None
+    subject: str
+    at: datetime
+    seq: int | None = None
+    detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert as the database holds it (SPEC §4, §6)."""
+
+    id: int
+    facility_id: str
+    zone_id: str | None
+    device_id: str | None
+    subject: str
+    kind: str
+    priority: Priority
+    latched: bool
+    state: AlertState
+    count: int
+    seq: int | None
+    raised_at: datetime
+    last_raised_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    attended_at: datetime | None
+    attended_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    disposition: Disposition | None
+    note: str
+    cleared_at: datetime | None
+    renotified_at: datetime | None
+    overdue_at: datetime | None
+    shelved: bool
+    detail: dict[str, Any]
+
+    @property
+    def open(self) -> bool:
+        """Not yet resolved."""
+        return self.state != "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    """One change of one alert, as the live feed, the device and notifications see it.
+
+    `action` is raise, repeat, acknowledge, attend, resolve, clear, renotify, overdue,
+    comment or snooze; `previous` is the state before (None when raised).
+    """
+
+    alert: Alert
+    action: str
+    previous: AlertState | None
+    actor: str
+    at: datetime
+    note: str = ""

@@ -12,14 +12,17 @@ import msgspec
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from hub.alerts import AlertStore
 from hub.decode import decode
-from hub.errors import StorageError
+from hub.errors import HubError, StorageError
 from hub.ingest import Ingest
 from hub.metrics import Metrics
-from hub.models import Decoded, DeviceInfo, Event, Inbound, Reading, Rejection
+from hub.models import AlertChange, Decoded, DeviceInfo, Event, Inbound, Reading, Rejection
+from hub.rules import Clear, RuleParams, ScheduledTestCall, decide_event
 from hub.settings import Settings
 from hub.spool import Spool
 from hub.storage.queries import find_device, load_devices
+from hub.storage.rules import load_rule_params
 from hub.storage.writer import BatchResult, BatchWriter
 
 logger = logging.getLogger(__name__)
@@ -92,6 +95,23 @@ def reply_topic(topic: str, root: str) -> str | None:
     return f"{prefix}{levels[0]}/{levels[1]}/rejected"
 
 
+# What the device's `ack` says after each kind of change (SPEC §3); other changes
+# (escalation, comments) are for staff, not for the resident at the button.
+ACK_STATES = {
+    "active": "received",
+    "acknowledged": "acknowledged",
+    "attended": "attended",
+    "resolved": "resolved",
+}
+ACK_ACTIONS = frozenset({"raise", "repeat", "acknowledge", "attend", "resolve"})
+
+
+def ack_payload(change: AlertChange) -> bytes:
+    """The JSON body of an `ack` message for one alert change."""
+    alert = change.alert
+    return _encode({"seq": alert.seq, "alert_id": str(alert.id), "state": ACK_STATES[alert.state]})
+
+
 def rejection_payload(rejection: Rejection) -> bytes:
     """The JSON body of a `rejected` message (SPEC §3)."""
     return _encode(
@@ -114,14 +134,24 @@ class Pipeline:
         ingest: Ingest,
         inbound: asyncio.Queue[Inbound],
         metrics: Metrics,
+        *,
+        alerts: AlertStore,
     ) -> None:
         self._settings = settings
+        self._pool = pool
+        self._alerts = alerts
+        self.rule_params = RuleParams()
+        # Alert work started for messages of the batch being built; the batch is acked
+        # only once that work is committed too, so a crash cannot lose an alert.
+        self._alert_work: list[tuple[Inbound, asyncio.Task[None]]] = []
         self._ingest = ingest
         self._inbound = inbound
         self._metrics = metrics
         self._writer = BatchWriter(pool, settings.topic_root)
         self._spool = Spool(settings.spool_dir)
-        self._batches: asyncio.Queue[list[tuple[Inbound, Decoded]]] = asyncio.Queue(BATCH_QUEUE)
+        self._batches: asyncio.Queue[
+            tuple[list[tuple[Inbound, Decoded]], list[tuple[Inbound, asyncio.Task[None]]]]
+        ] = asyncio.Queue(BATCH_QUEUE)
         self.devices = DeviceCache(pool)
         self._database_down = False
         self.ready = asyncio.Event()
@@ -130,6 +160,7 @@ class Pipeline:
         """Run every stage until cancelled."""
         try:
             await self.devices.reload()
+            await self._reload_rule_params()
             self._metrics.database_up = True
         except Exception as exc:  # noqa: BLE001 - start anyway; the spool covers the outage
             logger.error("cannot load the device registry (%s); starting with an empty one", exc)
@@ -143,14 +174,18 @@ class Pipeline:
 
     async def _decode(self, message: Inbound) -> Decoded:
         root = self._settings.topic_root
-        decoded = decode(message.topic, message.payload, message.received_at, root, self.devices.devices)
+        decoded = decode(
+            message.topic, message.payload, message.received_at, root, self.devices.devices
+        )
         if (
             isinstance(decoded, Rejection)
             and decoded.pending
             and decoded.device_id is not None
             and await self.devices.refresh(decoded.device_id)
         ):
-            decoded = decode(message.topic, message.payload, message.received_at, root, self.devices.devices)
+            decoded = decode(
+                message.topic, message.payload, message.received_at, root, self.devices.devices
+            )
         return decoded
 
     def _reject(self, rejection: Rejection) -> None:
@@ -171,7 +206,8 @@ class Pipeline:
         limit = self._settings.batch_max
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._take()]
+            first = await self._inbound.get()
+            batch = [self._process_now(first) or await self._process(first)]
             deadline = loop.time() + interval
             while len(batch) < limit:
                 try:
@@ -184,11 +220,28 @@ class Pipeline:
                         message = await asyncio.wait_for(self._inbound.get(), remaining)
                     except TimeoutError:
                         break
-                batch.append(await self._process(message))
-            await self._batches.put(batch)
+                # No coroutine per message: only an unknown device needs to await.
+                batch.append(self._process_now(message) or await self._process(message))
+            work, self._alert_work = self._alert_work, []
+            await self._batches.put((batch, work))
 
-    async def _take(self) -> tuple[Inbound, Decoded]:
-        return await self._process(await self._inbound.get())
+    def _process_now(self, message: Inbound) -> tuple[Inbound, Decoded] | None:
+        """`_process` without waiting; None when the device must be looked up first."""
+        decoded = decode(
+            message.topic,
+            message.payload,
+            message.received_at,
+            self._settings.topic_root,
+            self.devices.devices,
+        )
+        if isinstance(decoded, Rejection):
+            if decoded.pending:
+                return None
+            self._reject(decoded)
+        elif isinstance(decoded, Event):
+            self._start_rules(message, decoded)
+        self._metrics.received += 1
+        return message, decoded
 
     async def _process(self, message: Inbound) -> tuple[Inbound, Decoded]:
         self._metrics.received += 1
@@ -196,20 +249,75 @@ class Pipeline:
         # Until the registry is loaded every device looks unknown: spool, don't tell vendors.
         if isinstance(decoded, Rejection) and (self.devices.loaded or not decoded.pending):
             self._reject(decoded)
-        # Alert rules join here (issue #3), in the same pass, before any batch is written.
+        elif isinstance(decoded, Event):
+            self._start_rules(message, decoded)
         return message, decoded
+
+    def _start_rules(self, message: Inbound, event: Event) -> None:
+        """Run the event's rule now, beside the batch: a fall never waits for a batch."""
+        if self._database_down:
+            return  # the batch is spooled; its replay runs the rules
+        outcome = decide_event(event, self.rule_params)
+        if outcome is None:
+            return
+        task = asyncio.create_task(self._apply_rule(outcome), name="carehub-alert")
+        self._alert_work.append((message, task))
+
+    async def _apply_rule(self, outcome: object) -> None:
+        """Persist what a rule decided; StorageError leaves the message to the spool."""
+        if isinstance(outcome, ScheduledTestCall):
+            topic = f"{self._settings.topic_root}/v1/{outcome.facility_id}/{outcome.device_id}/ack"
+            body = {"seq": outcome.seq, "alert_id": None, "state": "received", "test": True}
+            self._ingest.reply(topic, _encode(body), urgent=True)
+        elif isinstance(outcome, Clear):
+            await self._alerts.clear(outcome.kind, outcome.device_id, outcome.at)
+        elif outcome is not None:
+            await self._alerts.raise_alert(outcome)  # type: ignore[arg-type]
+
+    def publish_ack(self, change: AlertChange) -> None:
+        """Tell the device what became of its alert (a change listener of the store)."""
+        alert = change.alert
+        if alert.device_id is None or change.action not in ACK_ACTIONS:
+            return
+        topic = f"{self._settings.topic_root}/v1/{alert.facility_id}/{alert.device_id}/ack"
+        if not self._ingest.reply(topic, ack_payload(change), urgent=True):
+            self._metrics.replies_dropped += 1
+
+    async def _settle_alerts(
+        self, work: Sequence[tuple[Inbound, asyncio.Task[None]]]
+    ) -> list[Inbound]:
+        """Wait for the batch's alert work; the messages whose alert could not be stored."""
+        failed: list[Inbound] = []
+        for message, task in work:
+            try:
+                await task
+            except HubError as exc:
+                logger.error("alert not stored (%s); its message goes to the spool", exc)
+                failed.append(message)
+            except Exception:
+                logger.exception("alert rule failed on %s", message.topic[:200])
+                failed.append(message)
+        return failed
+
+    async def _reload_rule_params(self) -> None:
+        async with self._pool.connection() as conn:
+            self.rule_params = await load_rule_params(conn)
 
     async def _write_loop(self) -> None:
         while True:
-            batch = await self._batches.get()
+            batch, work = await self._batches.get()
             items = [decoded for _, decoded in batch]
             started = time.perf_counter()
             result = None if self._database_down else await self._write_with_retry(items)
+            failed = await self._settle_alerts(work)
             if result is None:
                 self._spool_batch([message for message, _ in batch])
             else:
                 self._account(items, result)
                 self._metrics.last_batch_seconds = time.perf_counter() - started
+                if failed:
+                    # Stored, but their alert is not: the replay raises it (idempotently).
+                    self._spool_batch(failed)
             self._ingest.ack(message for message, _ in batch)
 
     async def _write_with_retry(self, items: Sequence[Decoded]) -> BatchResult | None:
@@ -242,7 +350,8 @@ class Pipeline:
         self._metrics.stored_events += result.events
         self._metrics.stored_statuses += result.statuses
         offered = sum(1 for item in items if isinstance(item, Reading | Event))
-        self._metrics.duplicates += max(offered - result.readings - result.events - len(result.refused), 0)
+        fresh = result.readings + result.events + len(result.refused)
+        self._metrics.duplicates += max(offered - fresh, 0)
         for refused in result.refused:
             self._reject(refused)
 
@@ -254,7 +363,11 @@ class Pipeline:
             try:
                 await self._replay()
             except StorageError as exc:
-                logger.info("database still unavailable (%s); %d spooled batches wait", exc, len(self._spool.files()))
+                logger.info(
+                    "database still unavailable (%s); %d spooled batches wait",
+                    exc,
+                    len(self._spool.files()),
+                )
                 continue
             if self._database_down:
                 logger.info("database is back; spool replayed")
@@ -266,6 +379,9 @@ class Pipeline:
             await self.devices.reload()
         for path in self._spool.files():
             items = [await self._decode(message) for message in self._spool.read(path)]
+            for item in items:
+                if isinstance(item, Event):
+                    await self._apply_rule(decide_event(item, self.rule_params))
             result = await self._writer.write(items)
             self._account(items, result)
             self._metrics.replayed_messages += len(items)
@@ -279,5 +395,6 @@ class Pipeline:
                 continue
             try:
                 await self.devices.reload()
+                await self._reload_rule_params()
             except Exception as exc:  # noqa: BLE001 - keep the cache we have
                 logger.warning("registry reload failed: %s", exc)

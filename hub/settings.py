@@ -58,6 +58,24 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # -- staff notifications (hub/notify.py) ----------------------------------------------
+    # One POST to a webhook may take this long; a dead endpoint costs at most this per try.
+    notify_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # Tries per notice before it is marked failed (backoff 1, 2, 4 ... s, at most 300 s).
+    notify_max_attempts: int = Field(default=8, ge=1, le=30)
+    # More than this many alerts raised at a facility within the window: its medium and
+    # low notices are grouped into one summary per webhook (SPEC §4 floods).
+    notify_flood_threshold: int = Field(default=10, ge=1)
+    notify_flood_window_s: int = Field(default=600, ge=10, le=86400)
+
+    @field_validator("mqtt_protocol", mode="before")
+    @classmethod
+    def _protocol_from_text(cls, value: object) -> object:
+        # From the environment it arrives as text; a Literal of ints does not coerce it.
+        if isinstance(value, str) and value.strip() in {"311", "5"}:
+            return int(value)
+        return value
+
     @field_validator("database_schema")
     @classmethod
     def _schema_is_identifier(cls, value: str) -> str:

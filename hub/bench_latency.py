@@ -1,0 +1,647 @@
+"""`carehub bench latency`: SOS button presses under telemetry load, timed to commit and to ack.
+
+Background telemetry (QoS 1, `bench ingest`'s lean publisher) flows at a fixed rate while
+emergency buttons, each on a connection of its own and subscribed to its `ack` topic, are
+pressed round robin at a fixed rate. Per press it measures (a) publish -> the alert's change
+committed, read from the database: `live_changes.at` is clock_timestamp() inside the alert's
+transaction, the last row written before the commit, joined through `alert_triggers` to the
+press's (device_id, seq); and (b) publish -> the `received` ack back at the button, on the
+monotonic clock. The hub runs as `bench ingest` runs it: a child process speaking MQTT 5,
+in a schema and under a topic root of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import secrets
+import socket
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from psycopg import sql
+
+from devices import topic
+from hub.bench import (
+    CONNECTIONS,
+    CST,
+    _busy,
+    _connect_packet,
+    _db_now,
+    _device_ids,
+    _HubProcess,
+    _Load,
+    _machine_clock,
+    _Publisher,
+    _register,
+    _Sample,
+    _stored,
+    _utf8,
+    _varint,
+)
+from hub.errors import HubError
+from hub.settings import MqttTarget, Settings, load_settings
+from hub.storage.migrate import migrate
+
+# SPEC §3's promise to the resident at the button: the light says "received" quickly.
+TARGET_ACK_P99_MS = 100.0
+# Buttons pressed round robin; each has a connection of its own, like a real device.
+BUTTONS = 200
+# Presses count from here so that each button's seq stays above, and apart from, the seqs
+# its own telemetry carries (they start at 0 and grow by a few a minute).
+PRESS_SEQ_BASE = 1_000_000
+# Telemetry runs alone this long first: connections, pool and caches settle before the
+# first press is timed.
+WARMUP_S = 2.0
+# After the last press, outstanding acks are waited for this long, then counted missing.
+ACK_GRACE_S = 10.0
+# The lean CONNECT asks for a 60 s keepalive; a button pressed less often pings.
+PING_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+PROTOCOL_ENV = "CAREHUB_MQTT_PROTOCOL"
+_PINGREQ = b"\xc0\x00"
+
+
+@dataclass(slots=True)
+class _Press:
+    """One press of one button, and when each of its outcomes was seen."""
+
+    device_id: str
+    seq: int
+    sent_mono: float
+    sent_wall: float
+    acked_mono: float | None = None
+
+
+@dataclass(slots=True)
+class _Presses:
+    """Every press of the run, by (device_id, seq), and acks that matched none."""
+
+    by_key: dict[tuple[str, int], _Press] = field(default_factory=dict)
+    acked: int = 0
+    stray_acks: int = 0
+    all_acked: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, press: _Press) -> None:
+        """Record a press just published."""
+        self.by_key[(press.device_id, press.seq)] = press
+        self.all_acked.clear()
+
+    def ack(self, device_id: str, seq: int, at: float) -> None:
+        """Record a `received` ack seen at `at` (monotonic)."""
+        press = self.by_key.get((device_id, seq))
+        if press is None or press.acked_mono is not None:
+            self.stray_acks += 1
+            return
+        press.acked_mono = at
+        self.acked += 1
+        if self.acked == len(self.by_key):
+            self.all_acked.set()
+
+
+class _Mqtt5Hub(_HubProcess):
+    """The hub child of `bench ingest`, always on MQTT 5.
+
+    With 3.1.1 the broker caps the hub's unacknowledged deliveries (20 at Mosquitto), and
+    since the hub acks after commit, a press would queue behind telemetry at the broker.
+    _HubProcess copies our environment when it starts the child, so the protocol is set
+    in it for exactly that moment.
+    """
+
+    def __init__(self, settings: Settings, schema: str, root: str, workdir: Path) -> None:
+        saved = os.environ.get(PROTOCOL_ENV)
+        os.environ[PROTOCOL_ENV] = "5"
+        try:
+            super().__init__(settings, schema, root, workdir)
+        finally:
+            if saved is None:
+                del os.environ[PROTOCOL_ENV]
+            else:
+                os.environ[PROTOCOL_ENV] = saved
+
+
+def _next_packet(buffer: bytes, pos: int) -> tuple[int, int, int] | None:
+    """(first byte, body start, body end) of the MQTT packet at `pos`, or None if partial."""
+    length, shift, at = 0, 0, pos + 1
+    while True:
+        if at >= len(buffer):
+            return None
+        byte = buffer[at]
+        at += 1
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+        if shift > 21:
+            raise HubError("malformed remaining length from the broker")
+    if at + length > len(buffer):
+        return None
+    return buffer[pos], at, at + length
+
+
+class _Button:
+    """One emergency button on a lean MQTT 3.1.1 connection: presses out, its `ack` in."""
+
+    def __init__(
+        self,
+        index: int,
+        target: MqttTarget,
+        root: str,
+        *,
+        device_id: str,
+        facility_id: str,
+        presses: _Presses,
+    ) -> None:
+        self.device_id = device_id
+        self._index = index
+        self._target = target
+        self._presses = presses
+        self._client_id = f"carehub-bench-button-{os.getpid()}-{index}"
+        self._event_topic = _utf8(topic(root, facility_id, device_id, "event"))
+        self._ack_topic = topic(root, facility_id, device_id, "ack")
+        self._next_id = 0
+        self._closing = False
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    def _packet_id(self) -> int:
+        self._next_id = self._next_id % 65535 + 1
+        return self._next_id
+
+    async def connect(self) -> None:
+        """Connect, subscribe to the button's `ack` at QoS 1, and wait for the SUBACK."""
+        context = ssl.create_default_context() if self._target.tls else None
+        try:
+            self._reader, self._writer = await asyncio.open_connection(
+                self._target.host, self._target.port, ssl=context
+            )
+        except OSError as exc:
+            raise HubError(
+                f"button {self.device_id} cannot reach the broker at "
+                f"{self._target.host}:{self._target.port}: {exc}"
+            ) from exc
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._writer.write(_connect_packet(self._client_id, self._target))
+        connack = await asyncio.wait_for(self._reader.readexactly(4), CONNECT_TIMEOUT_S)
+        if connack[0] != 0x20 or connack[3] != 0:
+            raise HubError(f"broker refused button {self.device_id}: CONNACK {connack.hex()}")
+        body = self._packet_id().to_bytes(2, "big") + _utf8(self._ack_topic) + b"\x01"
+        self._writer.write(b"\x82" + _varint(len(body)) + body)
+        suback = await asyncio.wait_for(self._reader.readexactly(5), CONNECT_TIMEOUT_S)
+        if suback[0] != 0x90 or suback[4] > 2:
+            raise HubError(f"broker refused the ack subscription of {self.device_id}")
+
+    def press(self, seq: int) -> None:
+        """Publish one `pressed` event at QoS 1 and record when it left."""
+        assert self._writer is not None  # noqa: S101 - connect() ran first
+        stamp = datetime.now(CST).isoformat(timespec="milliseconds")
+        payload = b'{"ts":"%s","seq":%d,"event":"pressed","button":"red"}' % (
+            stamp.encode(),
+            seq,
+        )
+        name = self._event_topic
+        packet = (
+            b"\x32"
+            + _varint(len(name) + 2 + len(payload))
+            + name
+            + self._packet_id().to_bytes(2, "big")
+            + payload
+        )
+        self._presses.add(_Press(self.device_id, seq, time.monotonic(), time.time()))
+        self._writer.write(packet)
+
+    def ping(self) -> None:
+        """Keep the connection alive between presses."""
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(_PINGREQ)
+
+    async def read(self) -> None:
+        """Take acks (PUBACKing them) and PUBACKs of presses until the connection closes."""
+        assert self._reader is not None  # noqa: S101 - connect() ran first
+        assert self._writer is not None  # noqa: S101 - connect() ran first
+        buffer = b""
+        while True:
+            chunk = await self._reader.read(4096)
+            arrived = time.monotonic()
+            if not chunk:
+                if self._closing:
+                    return
+                raise HubError(f"button {self.device_id}: the broker closed the connection")
+            buffer += chunk
+            pos = 0
+            while (packet := _next_packet(buffer, pos)) is not None:
+                kind, start, end = packet
+                if kind & 0xF0 == 0x30:
+                    self._on_publish(kind, buffer[start:end], arrived)
+                elif kind not in {0x40, 0xD0}:  # PUBACK of a press, PINGRESP
+                    raise HubError(f"button {self.device_id}: unexpected packet {kind:#x}")
+                pos = end
+            buffer = buffer[pos:]
+
+    def _on_publish(self, header: int, body: bytes, arrived: float) -> None:
+        assert self._writer is not None  # noqa: S101 - connect() ran first
+        qos = (header >> 1) & 0x03
+        end = 2 + int.from_bytes(body[:2], "big")
+        if qos:
+            self._writer.write(b"\x40\x02" + body[end : end + 2])
+            end += 2
+        try:
+            ack: Any = json.loads(body[end:])
+        except ValueError:
+            self._presses.stray_acks += 1
+            return
+        if isinstance(ack, dict) and ack.get("state") == "received":
+            seq = ack.get("seq")
+            if isinstance(seq, int):
+                self._presses.ack(self.device_id, seq, arrived)
+                return
+        self._presses.stray_acks += 1
+
+    async def close(self) -> None:
+        """Disconnect cleanly."""
+        if self._writer is None:
+            return
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self._writer.write(b"\xe0\x00")
+            await self._writer.drain()
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+def run_latency_bench(
+    settings: Settings,
+    *,
+    duration_s: float = 30.0,
+    rate: float = 5000.0,
+    presses_per_s: float = 10.0,
+    devices: int = 10_000,
+) -> int:
+    """Press buttons under telemetry load and print press -> commit and press -> ack; 0 if run."""
+    if duration_s <= 0 or rate <= 0 or presses_per_s <= 0 or devices < 2:
+        raise HubError(
+            "--duration, --rate and --presses must be positive, and --devices at least 2 "
+            "(every third bench device is an emergency button)"
+        )
+    return asyncio.run(_bench_latency(settings, duration_s, rate, presses_per_s, devices))
+
+
+async def _bench_latency(
+    settings: Settings, duration_s: float, rate: float, presses_per_s: float, device_count: int
+) -> int:
+    tag = secrets.token_hex(4)
+    schema, root = f"bench_{tag}", f"bench{tag}"
+    bench_settings = settings.model_copy(update={"database_schema": schema, "topic_root": root})
+    fleet = _device_ids(device_count)
+    buttons = [(d, f) for d, f, kind in fleet if kind == "emergency_button"][:BUTTONS]
+    warmup = min(WARMUP_S, duration_s * 0.2)
+    print(
+        f"carehub bench latency: {duration_s:g} s, {rate:g} msgs/s of QoS 1 telemetry from "
+        f"{device_count} devices; {presses_per_s:g} presses/s over {len(buttons)} buttons "
+        f"after {warmup:g} s\n"
+        f"  broker {settings.mqtt.host}:{settings.mqtt.port}, hub on MQTT 5, "
+        f"schema {schema}, topic root {root}",
+        flush=True,
+    )
+    # The bench schema's migrations are not news.
+    logging.getLogger("hub.storage.migrate").setLevel(logging.WARNING)
+    await migrate(bench_settings)
+    conn = await psycopg.AsyncConnection.connect(
+        settings.database_url, autocommit=True, options=f"-c search_path={schema},public"
+    )
+    try:
+        await _register(conn, fleet)
+        with tempfile.TemporaryDirectory(prefix="carehub-bench-") as workdir:
+            hub = _Mqtt5Hub(bench_settings, schema, root, Path(workdir))
+            try:
+                await hub.wait_ready()
+                await _load_and_report(
+                    conn,
+                    hub,
+                    bench_settings,
+                    fleet=fleet,
+                    buttons=buttons,
+                    duration_s=duration_s,
+                    warmup_s=warmup,
+                    rate=rate,
+                    presses_per_s=presses_per_s,
+                )
+            finally:
+                hub.stop()
+    finally:
+        await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        print(f"  dropped schema {schema}")
+        await conn.close()
+    return 0
+
+
+async def _press_loop(
+    buttons: Sequence[_Button], rate: float, started: float, until: float
+) -> None:
+    """Press the buttons round robin, `rate` times a second, from `started` to `until`."""
+    loop = asyncio.get_running_loop()
+    count = 0
+    while (due := started + count / rate) < until:
+        await asyncio.sleep(max(due - loop.time(), 0))
+        buttons[count % len(buttons)].press(PRESS_SEQ_BASE + count // len(buttons))
+        count += 1
+
+
+async def _ping_loop(buttons: Sequence[_Button]) -> None:
+    while True:
+        await asyncio.sleep(PING_S)
+        for button in buttons:
+            button.ping()
+
+
+async def _committed(
+    conn: psycopg.AsyncConnection[Any], device_ids: Sequence[str]
+) -> dict[tuple[str, int], tuple[float, float | None]]:
+    """(device_id, seq) -> (hub receive, change committed) as epoch seconds, per press stored.
+
+    A raise and each repeat carry the press's receive time as their `at`, which is also
+    what `alert_triggers` records for the press: that pairs a press with its own change.
+    """
+    cur = await conn.execute(
+        "SELECT t.device_id, t.seq, extract(epoch FROM t.at)::float8,"
+        " extract(epoch FROM lc.at)::float8"
+        " FROM alert_triggers t LEFT JOIN live_changes lc ON lc.alert_id = t.alert_id"
+        "  AND lc.change->>'action' IN ('raise', 'repeat')"
+        "  AND (lc.change->>'at')::timestamptz = t.at"
+        " WHERE t.kind = 'sos' AND t.device_id = ANY(%s)",
+        (list(device_ids),),
+    )
+    return {(row[0], int(row[1])): (row[2], row[3]) for row in await cur.fetchall()}
+
+
+async def _load_and_report(
+    conn: psycopg.AsyncConnection[Any],
+    hub: _HubProcess,
+    settings: Settings,
+    *,
+    fleet: Sequence[tuple[str, str, str]],
+    buttons: Sequence[tuple[str, str]],
+    duration_s: float,
+    warmup_s: float,
+    rate: float,
+    presses_per_s: float,
+) -> None:
+    load = _Load()
+    connections = min(CONNECTIONS, len(fleet))
+    size = math.ceil(len(fleet) / connections)
+    # As in `bench ingest`: each connection's rate in proportion to its devices.
+    publishers = [
+        _Publisher(
+            n,
+            settings.mqtt,
+            settings.topic_root,
+            fleet[i : i + size],
+            offset=i,
+            rate=rate * len(fleet[i : i + size]) / len(fleet),
+            load=load,
+        )
+        for n, i in enumerate(range(0, len(fleet), size))
+    ]
+    presses = _Presses()
+    pressers = [
+        _Button(
+            n,
+            settings.mqtt,
+            settings.topic_root,
+            device_id=device_id,
+            facility_id=facility_id,
+            presses=presses,
+        )
+        for n, (device_id, facility_id) in enumerate(buttons)
+    ]
+    loop = asyncio.get_running_loop()
+    me = psutil.Process()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for publisher in publishers:
+            await publisher.connect()
+        await asyncio.gather(*(button.connect() for button in pressers))
+        tasks += [asyncio.create_task(p.read_acks()) for p in publishers]
+        tasks += [asyncio.create_task(b.read()) for b in pressers]
+        tasks.append(asyncio.create_task(hub.sample_forever()))
+        tasks.append(asyncio.create_task(_ping_loop(pressers)))
+        db_then, mono_then = await _db_now(conn), loop.time()
+        started = loop.time() + 0.1
+        pressing = started + warmup_s
+        until = started + duration_s
+        # The press window on the database's clock, the one stored_at is read from.
+        window_from = db_then + timedelta(seconds=pressing - mono_then)
+        machine_before = _machine_clock()
+        me_cpu_before = sum(me.cpu_times()[:2])
+        try:
+            async with asyncio.TaskGroup() as group:
+                for publisher in publishers:
+                    group.create_task(publisher.publish(started, until))
+                group.create_task(_press_loop(pressers, presses_per_s, pressing, until))
+        except* (OSError, TimeoutError, HubError) as failed:
+            load.errors.extend(repr(exc) for exc in failed.exceptions)
+        stopped = loop.time()
+        window_to = await _db_now(conn)
+        machine_after = _machine_clock()
+        generator_cpu_s = sum(me.cpu_times()[:2]) - me_cpu_before
+        in_window = [s for s in hub.samples if pressing <= s.at <= stopped]
+        if presses.by_key and presses.acked < len(presses.by_key):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(presses.all_acked.wait(), ACK_GRACE_S)
+    finally:
+        # Closed first, so that readers end on their own; then whatever is left is cancelled.
+        for publisher in publishers:
+            await publisher.close()
+        for button in pressers:
+            await button.close()
+        for task in tasks:
+            task.cancel()
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                load.errors.append(repr(outcome))
+    counters = await asyncio.to_thread(hub.metrics)
+
+    committed = await _committed(conn, [device_id for device_id, _ in buttons])
+    stored = await _stored(conn, window_from, window_to)
+    _report(
+        presses=presses,
+        committed=committed,
+        load=load,
+        rate=rate,
+        press_s=stopped - pressing,
+        telemetry_s=stopped - started,
+        buttons=len(pressers),
+        stored_per_s=stored.window_rows / max((window_to - window_from).total_seconds(), 1e-3),
+        telemetry_p99_ms=stored.p99_ms,
+        hub=hub,
+        samples=in_window,
+        counters=counters,
+        machine=(machine_before, machine_after),
+        generator_cpu_s=generator_cpu_s,
+    )
+
+
+# -- the figures -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Spread:
+    count: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+    def __str__(self) -> str:
+        return (
+            f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms "
+            f"(n={self.count:,})"
+        )
+
+
+def _spread(seconds: Sequence[float]) -> _Spread | None:
+    """Nearest-rank percentiles of latencies given in seconds; None when there are none."""
+    if not seconds:
+        return None
+    ordered = sorted(seconds)
+
+    def rank(q: float) -> float:
+        return ordered[max(math.ceil(q * len(ordered)) - 1, 0)] * 1000
+
+    return _Spread(len(ordered), rank(0.5), rank(0.99), ordered[-1] * 1000)
+
+
+def _report(
+    *,
+    presses: _Presses,
+    committed: dict[tuple[str, int], tuple[float, float | None]],
+    load: _Load,
+    rate: float,
+    press_s: float,
+    telemetry_s: float,
+    buttons: int,
+    stored_per_s: float,
+    telemetry_p99_ms: float | None,
+    hub: _HubProcess,
+    samples: Sequence[_Sample],
+    counters: dict[str, float],
+    machine: tuple[tuple[float, float], tuple[float, float]],
+    generator_cpu_s: float,
+) -> None:
+    sent = list(presses.by_key.values())
+    missing = sum(1 for press in sent if press.acked_mono is None)
+    to_ack = _spread([p.acked_mono - p.sent_mono for p in sent if p.acked_mono is not None])
+    to_receive: list[float] = []
+    to_commit: list[float] = []
+    for press in sent:
+        received_at, committed_at = committed.get((press.device_id, press.seq), (None, None))
+        if received_at is not None:
+            to_receive.append(received_at - press.sent_wall)
+        if committed_at is not None:
+            to_commit.append(committed_at - press.sent_wall)
+    commit = _spread(to_commit)
+    receive = _spread(to_receive)
+    cores = psutil.cpu_count() or 1
+    cpu_pct = 0.0
+    if len(samples) >= 2:
+        first, last = samples[0], samples[-1]
+        cpu_pct = 100 * (last.cpu_s - first.cpu_s) / max(last.at - first.at, 1e-6)
+    mb = 1024 * 1024
+
+    print(
+        f"presses      {len(sent):,} sent ({len(sent) / max(press_s, 1e-6):.1f}/s over "
+        f"{press_s:.1f} s, {buttons} buttons); {presses.acked:,} `received` acks; "
+        f"{missing:,} missing"
+        + (f"; {presses.stray_acks:,} stray acks" if presses.stray_acks else "")
+    )
+    print(f"commit       press→alert committed  {commit or 'n/a'}")
+    print(f"ack          press→`received` ack   {to_ack or 'n/a'}")
+    print(f"  of which   press→hub receive      {receive or 'n/a'}")
+    print(
+        f"telemetry    {load.sent / max(telemetry_s, 1e-6):,.1f} msgs/s offered "
+        f"({rate:g} asked), {load.acked:,} PUBACKed; {stored_per_s:,.1f} msgs/s stored "
+        f"while pressing; publish→commit p99 "
+        + ("n/a" if telemetry_p99_ms is None else f"{telemetry_p99_ms:.1f} ms")
+    )
+    print(f"hub CPU      {cpu_pct:.1f} % of one core on average while pressing ({cores} cores)")
+    print(f"hub RSS      peak {hub.peak_rss() / mb:.1f} MB (VmHWM)")
+    before, after = machine
+    print(
+        f"machine      {100 * _busy(before, after):.0f} % busy of {cores} cores; "
+        f"generator {100 * generator_cpu_s / max(telemetry_s, 1e-6):.0f} % of one core"
+    )
+    rejected = sum(
+        v for k, v in counters.items() if k.startswith("carehub_messages_rejected_total")
+    )
+    print(
+        f"hub counters received {counters.get('carehub_messages_received_total', 0.0):,.0f}, "
+        f"rejected {rejected:,.0f}, "
+        f"replies dropped {counters.get('carehub_replies_dropped_total', 0.0):,.0f}, "
+        f"spooled {counters.get('carehub_spooled_messages_total', 0.0):,.0f}"
+    )
+    for error in load.errors:
+        print(f"generator    error: {error}")
+    ack_p99 = to_ack.p99_ms if to_ack is not None else math.inf
+    checks = [
+        (ack_p99 <= TARGET_ACK_P99_MS, f"p99 press→ack {ack_p99:.1f} ≤ {TARGET_ACK_P99_MS:g} ms"),
+        (missing == 0 and not load.errors, f"missing {missing:,} = 0"),
+    ]
+    verdict = "PASS" if all(ok for ok, _ in checks) else "MISS"
+    print(f"{verdict:<13}" + "; ".join(("ok " if ok else "MISS ") + text for ok, text in checks))
+    if hub.process.poll() is not None:
+        print(f"hub exited early ({hub.process.returncode}):\n{hub.log_tail()}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m hub.bench_latency`, until `carehub bench latency` calls run_latency_bench."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hub.bench_latency",
+        description="SOS presses under telemetry load: press → commit and press → ack.",
+    )
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
+    parser.add_argument("--rate", type=float, default=5000.0, help="telemetry msgs/s offered")
+    parser.add_argument("--presses", type=float, default=10.0, help="button presses per second")
+    parser.add_argument("--devices", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except HubError as exc:
+        print(f"carehub: bad setting: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr)
+    try:
+        return run_latency_bench(
+            settings,
+            duration_s=args.duration,
+            rate=args.rate,
+            presses_per_s=args.presses,
+            devices=args.devices,
+        )
+    except KeyboardInterrupt:
+        return 130
+    except HubError as exc:
+        print(f"carehub: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

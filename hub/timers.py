@@ -1,0 +1,351 @@
+"""Timers in exactly one hub process: offline, battery, capacity, ratio, escalation, long lie.
+
+Leadership is a PostgreSQL advisory lock held on a connection of its own: if the leader
+dies, the server drops its session and the lock with it, and another process takes over
+on its next try (every FOLLOWER_RETRY_S). What the timers know lives in the database
+(`alerts`, `rule_conditions`, `device_state`), so a new leader carries on where the old
+one stopped. Every sweep reads the time from the hub's clock, so tests can move it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from hub.alerts import AlertStore
+from hub.clock import Clock
+from hub.errors import HubError, raise_if_cancelled
+from hub.models import DeviceInfo
+from hub.rules import (
+    Condition,
+    DeviceSnapshot,
+    RuleParams,
+    ZoneSnapshot,
+    battery_verdict,
+    capacity_breaches,
+    decision,
+    is_offline,
+    ratio_breaches,
+)
+from hub.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# A sweep a second: medium and low alerts reach staff within about a second of their
+# condition; high ones (falls, presses) never wait for it.
+TICK_S = 1.0
+# How often a process that is not the leader tries to become it: a dead leader's timers
+# resume within this (plus the server noticing the dead session), well inside 15 s.
+FOLLOWER_RETRY_S = 3.0
+# Devices handled between yields to the event loop within one sweep.
+SWEEP_YIELD_EVERY = 200
+_LOCK_CLASS = 0x63617265  # 'care'
+_HIGH = ("high",)
+_ESCALATING = ("high", "medium")
+
+
+class Timers:
+    """Runs the sweeps while this process holds the timer lock."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool[AsyncConnection[object]],
+        alerts: AlertStore,
+        clock: Clock,
+        params: Callable[[], RuleParams],
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._alerts = alerts
+        self._clock = clock
+        self._params = params
+        self.leader = asyncio.Event()
+        self.sweeps = 0
+
+    async def run(self) -> None:
+        """Try for leadership until cancelled; sweep every TICK_S while holding it."""
+        while True:
+            try:
+                await self._lead_if_possible()
+            except (psycopg.Error, OSError, HubError) as exc:
+                raise_if_cancelled()
+                if self.leader.is_set():
+                    logger.warning("timer leadership lost: %s", exc)
+                self.leader.clear()
+            await asyncio.sleep(FOLLOWER_RETRY_S)
+
+    async def _lead_if_possible(self) -> None:
+        conn = await AsyncConnection.connect(
+            self._settings.database_url,
+            autocommit=True,
+            options=f"-c search_path={self._settings.database_schema},public",
+        )
+        async with conn:
+            cur = await conn.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,)
+            )
+            row = await cur.fetchone()
+            if row is None or not row[0]:
+                return
+            self.leader.set()
+            logger.info("this process runs the timers now")
+            try:
+                while True:
+                    await self.sweep()
+                    # The lock lives with this session: a broken connection ends the term.
+                    await conn.execute("SELECT 1")
+                    await asyncio.sleep(TICK_S)
+            finally:
+                self.leader.clear()
+
+    async def sweep(self) -> None:
+        """One pass of every timer rule (also callable directly, e.g. by tests)."""
+        now = self._clock.now()
+        params = self._params()
+        await self._devices(now, params)
+        await self._zones(now, params)
+        await self._escalations(now, params)
+        await self._long_lies(now, params)
+        self.sweeps += 1
+
+    # -- device rules --------------------------------------------------------------------
+
+    async def _devices(self, now: datetime, params: RuleParams) -> None:
+        # Only devices that may be offline or low, or whose alert may end, reach Python: a
+        # healthy district of 10,000 devices costs one indexed query, not a blocked loop.
+        factor = min(params.values_in_force("device_offline", "heartbeat_factor"))
+        threshold = max(params.values_in_force("low_battery", "threshold_percent"))
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                "SELECT d.id, d.facility_id, d.type, d.zone_id, d.heartbeat_s, d.registered_at,"
+                " s.last_seen, s.online, s.battery, s.count, s.staff"
+                " FROM devices d LEFT JOIN device_state s ON s.device_id = d.id"
+                " WHERE s.online IS FALSE"
+                " OR coalesce(s.last_seen, d.registered_at)"
+                "    < %s - make_interval(secs => %s * d.heartbeat_s)"
+                " OR s.battery <= %s"
+                " OR EXISTS (SELECT 1 FROM alerts a WHERE a.subject = d.id"
+                "  AND a.kind IN ('device_offline', 'low_battery') AND a.state <> 'resolved')",
+                (now, factor, threshold),
+            )
+            snapshots = [_device_snapshot(row) for row in await cur.fetchall()]
+            await cur.execute(
+                "SELECT id, subject, kind FROM alerts WHERE state <> 'resolved'"
+                " AND kind IN ('device_offline', 'low_battery')"
+            )
+            open_alerts = {
+                (row["subject"], row["kind"]): int(row["id"]) for row in await cur.fetchall()
+            }
+        for n, snapshot in enumerate(snapshots):
+            if n % SWEEP_YIELD_EVERY == SWEEP_YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # a district-wide outage must not stall ingest
+            device = snapshot.device
+            offline = is_offline(snapshot, params, now)
+            await self._hold(
+                "device_offline",
+                device,
+                holds=offline,
+                open_alerts=open_alerts,
+                now=now,
+                detail={
+                    "last_seen": snapshot.last_seen.isoformat() if snapshot.last_seen else None
+                },
+            )
+            low = battery_verdict(snapshot, params)
+            if low is not None:
+                await self._hold(
+                    "low_battery",
+                    device,
+                    holds=low,
+                    open_alerts=open_alerts,
+                    now=now,
+                    detail={"battery": snapshot.battery},
+                )
+
+    async def _hold(
+        self,
+        kind: str,
+        device: DeviceInfo,
+        *,
+        holds: bool,
+        open_alerts: dict[tuple[str, str], int],
+        now: datetime,
+        detail: dict[str, Any],
+    ) -> None:
+        alert_id = open_alerts.get((device.id, kind))
+        if holds and alert_id is None:
+            await self._alerts.raise_alert(
+                decision(
+                    kind,
+                    facility_id=device.facility_id,
+                    zone_id=device.zone_id,
+                    device_id=device.id,
+                    subject=device.id,
+                    at=now,
+                    detail=detail,
+                )
+            )
+        elif not holds and alert_id is not None:
+            await self._alerts.resolve_condition_ended(alert_id, now, "condition ended")
+
+    # -- zone rules ----------------------------------------------------------------------
+
+    async def _zones(self, now: datetime, params: RuleParams) -> None:
+        zones, facility_capacity = await self._zone_snapshots(now)
+        holding = {
+            (c.subject, c.kind): c for c in [*capacity_breaches(zones, facility_capacity)]
+        } | {(c.subject, c.kind): c for c in ratio_breaches(zones)}
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT subject, kind, since FROM rule_conditions")
+            since = {(row["subject"], row["kind"]): row["since"] for row in await cur.fetchall()}
+            await cur.execute(
+                "SELECT id, subject, kind FROM alerts WHERE state <> 'resolved'"
+                " AND kind IN ('over_capacity', 'staff_ratio')"
+            )
+            open_alerts = {
+                (row["subject"], row["kind"]): int(row["id"]) for row in await cur.fetchall()
+            }
+            for key, condition in holding.items():
+                if key not in since:
+                    await conn.execute(
+                        "INSERT INTO rule_conditions (subject, kind, facility_id, zone_id, since,"
+                        " detail) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (
+                            *key,
+                            condition.facility_id,
+                            condition.zone_id,
+                            now,
+                            Jsonb(condition.detail),
+                        ),
+                    )
+            ended = [key for key in since if key not in holding]
+            if ended:
+                await conn.execute(
+                    "DELETE FROM rule_conditions WHERE (subject, kind) IN"
+                    " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                    ([s for s, _ in ended], [k for _, k in ended]),
+                )
+        for key, condition in holding.items():
+            started = since.get(key, now)
+            hold_s = params.get(condition.kind, condition.facility_id, condition.zone_id)["hold_s"]
+            if key not in open_alerts and now - started >= timedelta(seconds=hold_s):
+                await self._raise_condition(condition, now)
+        for key, alert_id in open_alerts.items():
+            if key not in holding:
+                await self._alerts.resolve_condition_ended(alert_id, now, "condition ended")
+
+    async def _raise_condition(self, condition: Condition, now: datetime) -> None:
+        await self._alerts.raise_alert(
+            decision(
+                condition.kind,
+                facility_id=condition.facility_id,
+                zone_id=condition.zone_id,
+                device_id=None,
+                subject=condition.subject,
+                at=now,
+                detail=condition.detail,
+            )
+        )
+
+    async def _zone_snapshots(self, now: datetime) -> tuple[list[ZoneSnapshot], dict[str, int]]:
+        """Zones with the latest count of their fresh counters, and facility capacities."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            # A counter that has gone quiet says nothing about now: its count is ignored.
+            await cur.execute(
+                "SELECT z.facility_id, z.zone_id, z.capacity, z.class_type,"
+                " sum(s.count)::int AS count, sum(s.staff)::int AS staff"
+                " FROM zones z JOIN devices d ON d.facility_id = z.facility_id"
+                "  AND d.zone_id = z.zone_id AND d.type = 'occupancy_counter'"
+                " JOIN device_state s ON s.device_id = d.id AND s.count IS NOT NULL"
+                "  AND s.last_seen > %s - make_interval(secs => 2 * d.heartbeat_s)"
+                " GROUP BY z.facility_id, z.zone_id, z.capacity, z.class_type",
+                (now,),
+            )
+            zones = [
+                ZoneSnapshot(
+                    row["facility_id"],
+                    row["zone_id"],
+                    row["capacity"],
+                    row["class_type"],
+                    row["count"],
+                    row["staff"],
+                )
+                for row in await cur.fetchall()
+            ]
+            await cur.execute("SELECT id, beds + childcare_places AS capacity FROM facilities")
+            capacity = {row["id"]: int(row["capacity"]) for row in await cur.fetchall()}
+        return zones, capacity
+
+    # -- escalation and long lie ---------------------------------------------------------
+
+    async def _escalations(self, now: datetime, params: RuleParams) -> None:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                "SELECT id, facility_id, zone_id, priority, raised_at, renotified_at, overdue_at"
+                " FROM alerts WHERE state = 'active' AND NOT shelved AND priority = ANY(%s)"
+                " AND (renotified_at IS NULL OR overdue_at IS NULL)",
+                (list(_ESCALATING),),
+            )
+            rows = await cur.fetchall()
+        for row in rows:
+            timing = params.get("escalation", row["facility_id"], row["zone_id"])
+            age = now - row["raised_at"]
+            if row["renotified_at"] is None and age >= timedelta(
+                seconds=timing["renotify_after_s"]
+            ):
+                await self._alerts.escalate(row["id"], "renotify", now)
+            if (
+                row["overdue_at"] is None
+                and row["priority"] in _HIGH
+                and age >= timedelta(seconds=timing["overdue_after_s"])
+            ):
+                await self._alerts.escalate(row["id"], "overdue", now)
+
+    async def _long_lies(self, now: datetime, params: RuleParams) -> None:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            # Falls nobody has attended yet, with no long_lie raised for them.
+            await cur.execute(
+                "SELECT f.id, f.facility_id, f.zone_id, f.device_id, f.raised_at FROM alerts f"
+                " WHERE f.kind = 'fall' AND f.state IN ('active', 'acknowledged')"
+                " AND NOT EXISTS (SELECT 1 FROM alerts l WHERE l.kind = 'long_lie'"
+                "  AND l.subject = f.subject AND l.detail->>'fall_alert_id' = f.id::text)"
+            )
+            falls = await cur.fetchall()
+        for fall in falls:
+            limit = params.get("long_lie", fall["facility_id"], fall["zone_id"])["limit_min"]
+            if now - fall["raised_at"] >= timedelta(minutes=limit):
+                await self._alerts.raise_alert(
+                    decision(
+                        "long_lie",
+                        facility_id=fall["facility_id"],
+                        zone_id=fall["zone_id"],
+                        device_id=fall["device_id"],
+                        subject=fall["device_id"],
+                        at=now,
+                        detail={"fall_alert_id": str(fall["id"]), "limit_min": limit},
+                    )
+                )
+
+
+def _device_snapshot(row: dict[str, Any]) -> DeviceSnapshot:
+    return DeviceSnapshot(
+        device=DeviceInfo(
+            row["id"], row["facility_id"], row["type"], row["zone_id"], row["heartbeat_s"]
+        ),
+        registered_at=row["registered_at"],
+        last_seen=row["last_seen"],
+        online=row["online"],
+        battery=row["battery"],
+        count=row["count"],
+        staff=row["staff"],
+    )

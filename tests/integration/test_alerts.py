@@ -1,0 +1,311 @@
+"""Alerts over real MQTT (SPEC §4): raised by devices, acked back to them, kept in the database.
+
+The hub runs in this event loop with a clock the test moves, so escalation and long-lie
+timers fire in seconds of test time; the timer sweep is called directly after moving it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from hub.alerts import verify_audit
+from hub.app import Hub, run_hub
+from hub.clock import ManualClock
+from hub.errors import AlertError
+from hub.settings import Settings
+from tests.fix_hub import FACILITY, fake_device, wait_for
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.db]
+
+DB = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The hub's clock, moved forward by the test."""
+    return ManualClock()
+
+
+@pytest.fixture
+async def hub(migrated: Settings, clock: ManualClock) -> AsyncIterator[Hub]:
+    """A hub on the test's schema with the test's clock, its timers and live feed running."""
+    async with run_hub(migrated, clock=clock) as running:
+        await asyncio.wait_for(running.ingest.connected.wait(), 15)
+        await asyncio.wait_for(running.live.listening.wait(), 15)
+        await asyncio.wait_for(running.timers.leader.wait(), 15)
+        yield running
+
+
+async def open_alerts(db: DB, kind: str) -> list[tuple[Any, ...]]:
+    cur = await db.execute(
+        "SELECT id, state, count, seq, device_id FROM alerts WHERE kind = %s"
+        " AND state <> 'resolved' ORDER BY id",
+        (kind,),
+    )
+    return await cur.fetchall()
+
+
+async def test_sos_is_raised_repeated_acked_and_resolved_through_its_whole_lifecycle(
+    hub: Hub, db: DB
+) -> None:
+    """A press raises one sos; a repeat counts; each state reaches the button on `ack`."""
+    settings = hub.settings
+    async with fake_device(settings, "eb-1") as button:
+        with hub.live.subscribe() as feed:
+            await button.send("event", button.message(event="pressed", button="red"))
+            await wait_for(lambda: len(button.acks) >= 1)
+            rows = await open_alerts(db, "sos")
+            assert len(rows) == 1
+            alert_id, state, count, seq, device = rows[0]
+            assert (state, count, seq, device) == ("active", 1, 1, "eb-1")
+            assert button.acks[0] == {"seq": 1, "alert_id": str(alert_id), "state": "received"}
+            live = await asyncio.wait_for(feed.queue.get(), 5)
+            assert live["action"] == "raise"
+            assert live["alert"]["id"] == str(alert_id)
+
+            # The same message redelivered is no repeat; a second press is.
+            first = button.message(event="pressed", button="red")
+            await button.send("event", first)
+            await button.send("event", first)
+            await wait_for(lambda: len(button.acks) >= 2)
+            await asyncio.sleep(0.3)
+            rows = await open_alerts(db, "sos")
+            assert [(r[0], r[2]) for r in rows] == [(alert_id, 2)]
+            assert len(button.acks) == 2
+
+            # Cancelling at the button keeps a latched sos open.
+            await button.send("event", button.message(event="cancelled"))
+            await wait_for(lambda: _cleared(db, alert_id))
+            assert (await open_alerts(db, "sos"))[0][1] == "active"
+
+            await hub.alerts.acknowledge(alert_id, "staff-wang")
+            await hub.alerts.attend(alert_id, "staff-wang", "on site")
+            with pytest.raises(AlertError) as refused:
+                await hub.alerts.resolve(alert_id, "staff-wang", "maybe")
+            assert refused.value.code == "invalid"
+            await hub.alerts.resolve(alert_id, "staff-wang", "real", "helped up")
+            await wait_for(lambda: [a["state"] for a in button.acks][-1:] == ["resolved"])
+            assert [a["state"] for a in button.acks] == [
+                "received",
+                "received",
+                "acknowledged",
+                "attended",
+                "resolved",
+            ]
+            with pytest.raises(AlertError) as again:
+                await hub.alerts.acknowledge(alert_id, "staff-li")
+            assert again.value.code == "conflict"
+
+    cur = await db.execute(
+        "SELECT action, from_state, to_state, actor FROM alert_audit WHERE alert_id = %s"
+        " ORDER BY id",
+        (alert_id,),
+    )
+    assert await cur.fetchall() == [
+        ("raise", None, "active", "system"),
+        ("repeat", "active", "active", "system"),
+        ("clear", "active", "active", "device"),
+        ("acknowledge", "active", "acknowledged", "staff-wang"),
+        ("attend", "acknowledged", "attended", "staff-wang"),
+        ("resolve", "attended", "resolved", "staff-wang"),
+    ]
+    cur = await db.execute(
+        "SELECT disposition, note, acknowledged_by FROM alerts WHERE id = %s", (alert_id,)
+    )
+    assert await cur.fetchone() == ("real", "helped up", "staff-wang")
+    assert await verify_audit(db) == []
+
+
+async def _cleared(db: DB, alert_id: int) -> bool:
+    cur = await db.execute("SELECT cleared_at IS NOT NULL FROM alerts WHERE id = %s", (alert_id,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def test_a_test_press_is_answered_on_ack_and_raises_no_alert(hub: Hub, db: DB) -> None:
+    """A scheduled test call is recorded and answered, with no alarm to staff."""
+    async with fake_device(hub.settings, "eb-1") as button:
+        await button.send("event", button.message(event="pressed", button="red", test=True))
+        await wait_for(lambda: len(button.acks) >= 1)
+        assert button.acks[0] == {"seq": 1, "alert_id": None, "state": "received", "test": True}
+    assert await open_alerts(db, "sos") == []
+
+    async def recorded() -> bool:
+        cur = await db.execute("SELECT count(*) FROM events WHERE device_id = 'eb-1'")
+        return await cur.fetchone() == (1,)
+
+    # The answer goes out at once; the event itself lands with its batch.
+    await wait_for(recorded)
+
+
+async def test_an_unacknowledged_fall_escalates_then_goes_overdue_then_becomes_a_long_lie(
+    hub: Hub, db: DB, clock: ManualClock
+) -> None:
+    """Fall: renotify at 60 s, overdue at 180 s, long_lie at 10 min, on the hub's clock."""
+    async with fake_device(hub.settings, "fs-1") as sensor:
+        await sensor.send(
+            "event", sensor.message(event="fall_detected", confidence=0.4, posture="lying")
+        )
+        await sensor.send(
+            "event", sensor.message(event="fall_detected", confidence=0.9, posture="lying")
+        )
+        await wait_for(lambda: len(sensor.acks) >= 1)
+        await asyncio.sleep(0.2)
+        falls = await open_alerts(db, "fall")
+        assert len(falls) == 1, "a fall below the zone's confidence threshold raised an alert"
+        fall_id = falls[0][0]
+
+        clock.advance(61)
+        await hub.timers.sweep()
+        cur = await db.execute(
+            "SELECT renotified_at IS NOT NULL, overdue_at IS NOT NULL FROM alerts WHERE id = %s",
+            (fall_id,),
+        )
+        assert await cur.fetchone() == (True, False)
+        clock.advance(120)
+        await hub.timers.sweep()
+        cur = await db.execute(
+            "SELECT overdue_at IS NOT NULL FROM alerts WHERE id = %s", (fall_id,)
+        )
+        assert await cur.fetchone() == (True,)
+        assert await open_alerts(db, "long_lie") == []
+
+        # The person got up by themselves: the latched fall stays open.
+        await sensor.send("event", sensor.message(event="fall_cleared"))
+        await wait_for(lambda: _cleared(db, fall_id))
+        clock.advance(10 * 60)
+        await hub.timers.sweep()
+        long_lies = await open_alerts(db, "long_lie")
+        assert len(long_lies) == 1
+        assert long_lies[0][4] == "fs-1"
+        # A second sweep raises nothing more.
+        await hub.timers.sweep()
+        assert len(await open_alerts(db, "long_lie")) == 1
+    cur = await db.execute(
+        "SELECT action FROM alert_audit WHERE alert_id = %s ORDER BY id", (fall_id,)
+    )
+    assert [row[0] for row in await cur.fetchall()] == ["raise", "renotify", "overdue", "clear"]
+
+
+async def test_offline_and_low_battery_resolve_by_themselves_when_the_condition_ends(
+    hub: Hub, db: DB, clock: ManualClock
+) -> None:
+    """Non-latched kinds: offline after 2 x heartbeat, back online resolves; battery too."""
+    async with fake_device(hub.settings, "fs-1") as sensor:
+        await sensor.send("telemetry", sensor.message(presence=True, battery=12, rssi=-60))
+        await wait_for(lambda: _stored_state(db, "fs-1", 12))
+        await hub.timers.sweep()
+        battery = await open_alerts(db, "low_battery")
+        assert [row[4] for row in battery] == ["fs-1"]
+
+        clock.advance(121)  # heartbeat_s is 60 at the test site
+        await hub.timers.sweep()
+        offline = {row[4] for row in await open_alerts(db, "device_offline")}
+        assert offline == {"fs-1", "eb-1", "oc-1"}
+
+        await sensor.send("telemetry", sensor.message(presence=True, battery=80, rssi=-60))
+        await wait_for(lambda: _stored_state(db, "fs-1", 80))
+        await hub.timers.sweep()
+    assert {row[4] for row in await open_alerts(db, "device_offline")} == {"eb-1", "oc-1"}
+    assert await open_alerts(db, "low_battery") == []
+    cur = await db.execute("SELECT disposition, resolved_by FROM alerts WHERE kind = 'low_battery'")
+    assert await cur.fetchall() == [("other", "system")]
+
+
+async def _stored_state(db: DB, device_id: str, battery: float) -> bool:
+    cur = await db.execute("SELECT battery FROM device_state WHERE device_id = %s", (device_id,))
+    row = await cur.fetchone()
+    return row is not None and row[0] == battery
+
+
+async def test_over_capacity_and_staff_ratio_need_their_hold_time_and_clear_themselves(
+    hub: Hub, db: DB, clock: ManualClock
+) -> None:
+    """A class above capacity for 2 min and above its ratio for 5 min; both end when it does."""
+    async with fake_device(hub.settings, "oc-1") as counter:
+        # 托小班 A: capacity 15, ratio 1:5. 17 people of whom 2 staff: 15 children > 10.
+        await counter.send("telemetry", counter.message(count=17, staff=2, zone="class-a"))
+        await wait_for(lambda: _count_stored(db, "oc-1", 17))
+        await hub.timers.sweep()
+        assert await open_alerts(db, "over_capacity") == []
+        clock.advance(121)
+        await counter.send("telemetry", counter.message(count=17, staff=2, zone="class-a"))
+        await asyncio.sleep(0.3)
+        await hub.timers.sweep()
+        assert len(await open_alerts(db, "over_capacity")) == 1
+        assert await open_alerts(db, "staff_ratio") == []
+        clock.advance(180)
+        await counter.send("telemetry", counter.message(count=17, staff=2, zone="class-a"))
+        await asyncio.sleep(0.3)
+        await hub.timers.sweep()
+        assert len(await open_alerts(db, "staff_ratio")) == 1
+
+        await counter.send("telemetry", counter.message(count=12, staff=3, zone="class-a"))
+        await wait_for(lambda: _count_stored(db, "oc-1", 12))
+        await hub.timers.sweep()
+    assert await open_alerts(db, "over_capacity") == []
+    assert await open_alerts(db, "staff_ratio") == []
+    cur = await db.execute("SELECT subject, kind FROM alerts ORDER BY id")
+    subjects = await cur.fetchall()
+    assert (f"zone:{FACILITY}/class-a", "over_capacity") in subjects
+    assert (f"zone:{FACILITY}/class-a", "staff_ratio") in subjects
+
+
+async def _count_stored(db: DB, device_id: str, count: int) -> bool:
+    cur = await db.execute("SELECT count FROM device_state WHERE device_id = %s", (device_id,))
+    row = await cur.fetchone()
+    return row is not None and row[0] == count
+
+
+async def test_a_tampered_audit_row_is_named_by_verify(hub: Hub, db: DB) -> None:
+    """Editing or deleting an audit row breaks the facility's chain at that row."""
+    async with fake_device(hub.settings, "eb-1") as button:
+        for _ in range(3):
+            await button.send("event", button.message(event="pressed", button="pendant"))
+        await wait_for(lambda: len(button.acks) >= 3)
+    alert_id = (await open_alerts(db, "sos"))[0][0]
+    await hub.alerts.acknowledge(alert_id, "staff-wang")
+    assert await verify_audit(db) == []
+    cur = await db.execute("SELECT id FROM alert_audit ORDER BY id")
+    ids = [row[0] for row in await cur.fetchall()]
+    await db.execute("UPDATE alert_audit SET actor = 'someone-else' WHERE id = %s", (ids[-1],))
+    problems = await verify_audit(db, FACILITY)
+    assert [(p.row_id, p.why) for p in problems] == [(ids[-1], "its content was changed")]
+    await db.execute("DELETE FROM alert_audit WHERE id = %s", (ids[-1],))
+    await db.execute("DELETE FROM alert_audit WHERE id = %s", (ids[1],))
+    problems = await verify_audit(db, FACILITY)
+    assert [p.row_id for p in problems] == [ids[2]]
+
+
+async def test_one_open_alert_per_device_and_kind_is_kept_by_the_database(hub: Hub, db: DB) -> None:
+    """Concurrent raises of one device's sos from many tasks give one alert and its count."""
+    from hub.rules import decision
+
+    now = hub.clock.now()
+    decisions = [
+        decision(
+            "sos",
+            facility_id=FACILITY,
+            zone_id="room-101",
+            device_id="eb-1",
+            subject="eb-1",
+            at=now,
+            seq=1000 + n,
+        )
+        for n in range(40)
+    ]
+    await asyncio.gather(*(hub.alerts.raise_alert(d) for d in decisions))
+    rows = await open_alerts(db, "sos")
+    assert [(r[2]) for r in rows] == [40]
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await db.execute(
+            "INSERT INTO alerts (facility_id, device_id, subject, kind, priority, latched,"
+            " raised_at, last_raised_at) VALUES (%s, 'eb-1', 'eb-1', 'sos', 'high', true,"
+            " now(), now())",
+            (FACILITY,),
+        )
