@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -22,6 +22,7 @@ from hub.ingest import Ingest
 from hub.live import LiveFeed
 from hub.metrics import Metrics
 from hub.models import Inbound
+from hub.notify import Notifier
 from hub.pipeline import Pipeline
 from hub.settings import Settings
 from hub.storage.migrate import migrate
@@ -48,6 +49,7 @@ class Hub:
     timers: Timers
     live: LiveFeed
     clock: Clock
+    notifier: Notifier
     # The stages' tasks, owned by run_hub: cancelled and awaited on exit.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -72,7 +74,12 @@ async def run_hub(
     alerts.add_listener(pipeline.publish_ack)
     timers = Timers(settings, pool, alerts, clock, lambda: pipeline.rule_params)
     live = LiveFeed(settings, pool)
-    hub = Hub(settings, pool, ingest, pipeline, metrics, alerts, timers, live, clock)
+    # Notices are queued in each alert's own transaction and sent by their own task, so a
+    # slow or dead webhook never holds up ingest or the alert's commit.
+    notifier = Notifier(settings, pool, clock)
+    alerts.add_transaction_hook(notifier.enqueue)
+    alerts.add_listener(notifier.wake)
+    hub = Hub(settings, pool, ingest, pipeline, metrics, alerts, timers, live, clock, notifier)
     tasks = hub.tasks
     tasks.append(asyncio.create_task(pipeline.run(), name="carehub-pipeline"))
     try:
@@ -80,6 +87,7 @@ async def run_hub(
         tasks.append(asyncio.create_task(ingest.run(), name="carehub-ingest"))
         tasks.append(asyncio.create_task(live.run(), name="carehub-live"))
         tasks.append(asyncio.create_task(timers.run(), name="carehub-timers"))
+        tasks.append(asyncio.create_task(notifier.run(), name="carehub-notifier"))
         for task in tasks:
             task.add_done_callback(_report_crash)
         yield hub
@@ -134,9 +142,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
 
     @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
+    async def healthz(hub: HubDep) -> dict[str, Any]:
+        """Liveness: the process answers; a failing webhook shows here as "degraded".
+
+        A dead notification endpoint is reported, never a reason to restart the hub, so
+        the answer stays 200.
+        """
+        notifications = hub.notifier.health()
+        return {"status": notifications["status"], "notifications": notifications}
 
     @app.get("/readyz", tags=["health"])
     async def readyz(hub: HubDep) -> Response:
