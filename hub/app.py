@@ -74,6 +74,7 @@ async def run_hub(
     alerts.add_listener(pipeline.publish_ack)
     timers = Timers(settings, pool, alerts, clock, lambda: pipeline.rule_params)
     live = LiveFeed(settings, pool)
+    pipeline.add_provisional_listener(live.publish_local)
     # Notices are queued in each alert's own transaction and sent by their own task, so a
     # slow or dead webhook never holds up ingest or the alert's commit.
     notifier = Notifier(settings, pool, clock)

@@ -109,6 +109,13 @@ class LiveFeed:
         finally:
             self._subscribers.discard(subscription)
 
+    def publish_local(self, message: dict[str, Any]) -> None:
+        """Hand `message` to this process's subscribers now, without the database.
+
+        For what cannot wait for it: an alert decided while the database is down.
+        """
+        self._send(message)
+
     async def run(self) -> None:
         """LISTEN and dispatch until cancelled; reconnect (and catch up) on errors."""
         async with asyncio.TaskGroup() as group:

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection
@@ -17,7 +18,16 @@ from hub.decode import decode
 from hub.errors import HubError, StorageError
 from hub.ingest import Ingest
 from hub.metrics import Metrics
-from hub.models import AlertChange, Decoded, DeviceInfo, Event, Inbound, Reading, Rejection
+from hub.models import (
+    AlertChange,
+    AlertDecision,
+    Decoded,
+    DeviceInfo,
+    Event,
+    Inbound,
+    Reading,
+    Rejection,
+)
 from hub.rules import Clear, RuleParams, ScheduledTestCall, decide_event
 from hub.settings import Settings
 from hub.spool import Spool
@@ -112,6 +122,25 @@ def ack_payload(change: AlertChange) -> bytes:
     return _encode({"seq": alert.seq, "alert_id": str(alert.id), "state": ACK_STATES[alert.state]})
 
 
+def provisional_json(decision: AlertDecision) -> dict[str, Any]:
+    """A live message for an alert decided while the database is down (SPEC §8).
+
+    It carries no alert id: the alert is stored when the database is back (the spooled
+    message's replay raises it) and then arrives as an ordinary `alert` message.
+    """
+    return {
+        "type": "alert_provisional",
+        "facility_id": decision.facility_id,
+        "zone_id": decision.zone_id,
+        "device_id": decision.device_id,
+        "kind": decision.kind,
+        "priority": decision.priority,
+        "seq": decision.seq,
+        "at": decision.at.isoformat(),
+        "reason": "database_unavailable",
+    }
+
+
 def rejection_payload(rejection: Rejection) -> bytes:
     """The JSON body of a `rejected` message (SPEC §3)."""
     return _encode(
@@ -154,7 +183,12 @@ class Pipeline:
         ] = asyncio.Queue(BATCH_QUEUE)
         self.devices = DeviceCache(pool)
         self._database_down = False
+        self._provisional_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.ready = asyncio.Event()
+
+    def add_provisional_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call `listener` with `provisional_json` of each alert the database could not take."""
+        self._provisional_listeners.append(listener)
 
     async def run(self) -> None:
         """Run every stage until cancelled."""
@@ -255,24 +289,60 @@ class Pipeline:
 
     def _start_rules(self, message: Inbound, event: Event) -> None:
         """Run the event's rule now, beside the batch: a fall never waits for a batch."""
-        if self._database_down:
-            return  # the batch is spooled; its replay runs the rules
         outcome = decide_event(event, self.rule_params)
+        if self._database_down:
+            # The batch is spooled and its replay stores the alert; until then the screens
+            # and the device hear of it from this process, so an outage silences no call.
+            if isinstance(outcome, AlertDecision):
+                self._announce_provisional(outcome)
+            elif isinstance(outcome, ScheduledTestCall):
+                self._ack_test_call(outcome)
+            return
         if outcome is None:
             return
         task = asyncio.create_task(self._apply_rule(outcome), name="carehub-alert")
         self._alert_work.append((message, task))
 
-    async def _apply_rule(self, outcome: object) -> None:
-        """Persist what a rule decided; StorageError leaves the message to the spool."""
+    async def _apply_rule(self, outcome: object, *, announce: bool = True) -> None:
+        """Persist what a rule decided; StorageError leaves the message to the spool.
+
+        `announce`: when the alert cannot be stored, announce it provisionally (the fast
+        path does; a replay of the spool, which already did, does not).
+        """
         if isinstance(outcome, ScheduledTestCall):
-            topic = f"{self._settings.topic_root}/v1/{outcome.facility_id}/{outcome.device_id}/ack"
-            body = {"seq": outcome.seq, "alert_id": None, "state": "received", "test": True}
-            self._ingest.reply(topic, _encode(body), urgent=True)
+            self._ack_test_call(outcome)
         elif isinstance(outcome, Clear):
             await self._alerts.clear(outcome.kind, outcome.device_id, outcome.at)
-        elif outcome is not None:
-            await self._alerts.raise_alert(outcome)  # type: ignore[arg-type]
+        elif isinstance(outcome, AlertDecision):
+            try:
+                await self._alerts.raise_alert(outcome)
+            except HubError:
+                if announce:
+                    self._announce_provisional(outcome)
+                raise
+
+    def _ack_test_call(self, call: ScheduledTestCall) -> None:
+        topic = f"{self._settings.topic_root}/v1/{call.facility_id}/{call.device_id}/ack"
+        body = {"seq": call.seq, "alert_id": None, "state": "received", "test": True}
+        self._ingest.reply(topic, _encode(body), urgent=True)
+
+    def _announce_provisional(self, decision: AlertDecision) -> None:
+        """Hand an alert the database cannot take yet to the live feed, and ack the device."""
+        message = provisional_json(decision)
+        logger.warning(
+            "database down: %s from %s announced provisionally; stored on replay",
+            decision.kind,
+            decision.device_id,
+            extra={"device_id": decision.device_id, "facility_id": decision.facility_id},
+        )
+        for listener in self._provisional_listeners:
+            listener(message)
+        if decision.device_id is not None and decision.seq is not None:
+            root = self._settings.topic_root
+            topic = f"{root}/v1/{decision.facility_id}/{decision.device_id}/ack"
+            body = {"seq": decision.seq, "alert_id": None, "state": "received", "provisional": True}
+            if not self._ingest.reply(topic, _encode(body), urgent=True):
+                self._metrics.replies_dropped += 1
 
     def publish_ack(self, change: AlertChange) -> None:
         """Tell the device what became of its alert (a change listener of the store)."""
@@ -381,7 +451,7 @@ class Pipeline:
             items = [await self._decode(message) for message in self._spool.read(path)]
             for item in items:
                 if isinstance(item, Event):
-                    await self._apply_rule(decide_event(item, self.rule_params))
+                    await self._apply_rule(decide_event(item, self.rule_params), announce=False)
             result = await self._writer.write(items)
             self._account(items, result)
             self._metrics.replayed_messages += len(items)

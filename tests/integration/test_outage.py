@@ -13,7 +13,7 @@ import pytest
 
 from hub.app import run_hub
 from hub.settings import Settings
-from tests.fix_hub import DEVICES, FACILITY, connect_db, now_ts, raw_client, wait_for
+from tests.fix_hub import DEVICES, FACILITY, connect_db, fake_device, now_ts, raw_client, wait_for
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
 
@@ -153,3 +153,54 @@ async def test_a_database_outage_is_spooled_and_replayed_exactly_once(
     rows, distinct = await _count(migrated)
     assert (rows, distinct) == (400, 400)
     assert [p for p in (tmp_path / "spool").rglob("*") if p.is_file()] == []
+
+
+async def test_an_sos_during_a_database_outage_reaches_the_screens_and_the_button(
+    migrated: Settings, proxy: PostgresProxy, tmp_path: Path
+) -> None:
+    """SPEC §8: with the database cut, a press is announced live and acked `received` at once;
+    once the database is back, the alert is stored and announced as an ordinary alert."""
+    settings = migrated.model_copy(
+        update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
+    )
+    async with run_hub(settings) as hub, fake_device(settings, "eb-1") as button:
+        await asyncio.wait_for(hub.ingest.connected.wait(), 15)
+        await asyncio.wait_for(hub.live.listening.wait(), 15)
+        with hub.live.subscribe() as screen:
+            proxy.sever()
+            # A reading first, so the hub finds the database gone and spools.
+            await button.send("telemetry", button.message(battery=80))
+            await wait_for(lambda: not hub.metrics.database_up, timeout=30)
+
+            await button.send("event", button.message(event="pressed", button="red"))
+            press_seq = button.seq
+            message = await asyncio.wait_for(screen.queue.get(), 5)
+            assert message["type"] == "alert_provisional"
+            assert (message["facility_id"], message["device_id"]) == (FACILITY, "eb-1")
+            assert (message["kind"], message["priority"], message["seq"]) == (
+                "sos",
+                "high",
+                press_seq,
+            )
+            await wait_for(lambda: bool(button.acks), timeout=5)
+            assert button.acks[0] == {
+                "seq": press_seq,
+                "alert_id": None,
+                "state": "received",
+                "provisional": True,
+            }
+
+            proxy.restore()
+            raised = await asyncio.wait_for(screen.queue.get(), 60)
+            assert (raised["type"], raised["action"]) == ("alert", "raise")
+            assert raised["alert"]["kind"] == "sos"
+            assert raised["alert"]["device_id"] == "eb-1"
+
+            def acked_with_id() -> bool:
+                return any(ack.get("alert_id") == raised["alert"]["id"] for ack in button.acks)
+
+            await wait_for(acked_with_id, timeout=10)
+
+    async with await connect_db(migrated) as conn:
+        cur = await conn.execute("SELECT count(*) FROM alerts WHERE device_id = 'eb-1'")
+        assert await cur.fetchone() == (1,)
