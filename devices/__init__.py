@@ -31,6 +31,8 @@ ALERT_KINDS: dict[str, AlertKind] = {
         key=lambda kind: _SPEC_ORDER.index(kind.name),
     )
 }
+# What staff and regulators call each kind (简体中文): notifications and live summaries.
+ALERT_LABELS: dict[str, str] = {name: kind.label for name, kind in ALERT_KINDS.items()}
 # What a rule override may name: every kind, and the escalation timing.
 RULE_PARAMS: dict[str, AlertKind] = {**ALERT_KINDS, ESCALATION.name: ESCALATION}
 
@@ -50,6 +52,7 @@ def topic(root: str, facility_id: str, device_id: str, channel: str) -> str:
 
 __all__ = [
     "ALERT_KINDS",
+    "ALERT_LABELS",
     "CATALOGUE",
     "CLASS_LIMITS",
     "CONTRACT_VERSION",

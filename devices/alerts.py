@@ -13,6 +13,7 @@ DEVICE_OFFLINE = AlertKind(
     latched=False,
     doc="nothing heard for heartbeat_factor × heartbeat_s, or the device's will said offline",
     params=(ParamSpec("heartbeat_factor", 2, 1.5, 10, doc="missed heartbeats before offline"),),
+    label="设备离线",
 )
 
 LOW_BATTERY = AlertKind(
@@ -24,6 +25,7 @@ LOW_BATTERY = AlertKind(
         ParamSpec("threshold_percent", 15, 1, 50, doc="raise at or below"),
         ParamSpec("clear_percent", 20, 1, 100, doc="resolve above (no flapping at the line)"),
     ),
+    label="电量低",
 )
 
 # Not a kind: how long an alert may stay `active` before someone is told again.
@@ -36,4 +38,5 @@ ESCALATION = AlertKind(
         ParamSpec("renotify_after_s", 60, 10, 3600, integer=True, doc="notify the manager again"),
         ParamSpec("overdue_after_s", 180, 30, 7200, integer=True, doc="overdue for regulators"),
     ),
+    label="升级提醒",
 )

@@ -9,6 +9,7 @@ SOS = AlertKind(
     "high",
     latched=True,
     doc="the button was pressed (not a test call); cancelling at the button keeps it open",
+    label="紧急呼叫",
 )
 
 DEVICE_TYPE = DeviceType(

@@ -12,6 +12,7 @@ FALL = AlertKind(
     latched=True,
     doc="fall_detected with confidence at or above min_confidence",
     params=(ParamSpec("min_confidence", 0.6, 0, 1, doc="the zone's threshold"),),
+    label="跌倒",
 )
 LONG_LIE = AlertKind(
     "long_lie",
@@ -19,6 +20,7 @@ LONG_LIE = AlertKind(
     latched=True,
     doc="a fall not attended within limit_min minutes",
     params=(ParamSpec("limit_min", 10, 1, 240, integer=True, doc="minutes"),),
+    label="跌倒后长时间未起",
 )
 DWELL = AlertKind(
     "dwell",
@@ -26,6 +28,7 @@ DWELL = AlertKind(
     latched=True,
     doc="the sensor saw no movement for at least min_seconds",
     params=(ParamSpec("min_seconds", 0, 0, 7 * 86400, integer=True, doc="ignore shorter"),),
+    label="长时间无活动",
 )
 
 DEVICE_TYPE = DeviceType(

@@ -17,6 +17,7 @@ OVER_CAPACITY = AlertKind(
     latched=False,
     doc="a zone's or the facility's count above its licensed capacity for hold_s",
     params=(ParamSpec("hold_s", 120, 0, 3600, integer=True, doc="seconds above capacity"),),
+    label="超员",
 )
 STAFF_RATIO = AlertKind(
     "staff_ratio",
@@ -24,6 +25,7 @@ STAFF_RATIO = AlertKind(
     latched=False,
     doc="a childcare class with more children per staff member than its ratio, for hold_s",
     params=(ParamSpec("hold_s", 300, 0, 3600, integer=True, doc="seconds above the ratio"),),
+    label="师幼比超标",
 )
 
 DEVICE_TYPE = DeviceType(

@@ -88,6 +88,8 @@ class AlertKind:
     latched: bool
     doc: str
     params: tuple[ParamSpec, ...] = ()
+    # What staff and regulators call it (简体中文), in notifications and live summaries.
+    label: str = ""
 
     def param(self, name: str) -> ParamSpec | None:
         """The parameter called `name`, or None."""

@@ -43,6 +43,7 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from devices import ALERT_LABELS
 from hub.clock import Clock
 from hub.errors import HubError, raise_if_cancelled
 from hub.models import AlertChange
@@ -98,16 +99,7 @@ MESSAGE_STATUSES = frozenset({400, 413, 422})
 # Facilities are in China (UTC+8, no daylight saving); staff read times in it.
 CHINA = timezone(timedelta(hours=8))
 
-KIND_TEXT = {
-    "sos": "紧急呼叫",
-    "fall": "跌倒",
-    "long_lie": "跌倒后长时间未起",
-    "dwell": "长时间无活动",
-    "over_capacity": "超员",
-    "staff_ratio": "师幼比超标",
-    "device_offline": "设备离线",
-    "low_battery": "电量低",
-}
+KIND_TEXT = ALERT_LABELS
 # What happened, as a sentence about the place or device.
 KIND_SENTENCE = {
     "sos": "求助",
