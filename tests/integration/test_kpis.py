@@ -392,6 +392,13 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_kpis_command_prints_a_table_json_and_refusals(migrated: Settings) -> None:
     """`carehub kpis` prints the figures, or JSON, and exits 1 naming what it refused."""
     await _seed(migrated)
+    # The command reads "online now" on the wall clock, which has moved on from NOW (taken
+    # when this module was imported, perhaps minutes ago): re-base when devices were heard.
+    async with await connect_db(migrated) as conn:
+        await conn.execute(
+            "UPDATE device_state SET last_seen = last_seen + %s",
+            (datetime.now(UTC) + timedelta(minutes=1) - NOW,),
+        )
     period = ("--from", START.isoformat(), "--to", END.isoformat())
 
     table = await asyncio.to_thread(_cli, migrated, "--facility", FACILITY, *period)
