@@ -488,6 +488,21 @@ class AlertStore:
                 logger.exception("alert listener failed", extra={"alert_id": change.alert.id})
 
 
+async def open_alerts(
+    conn: AsyncConnection[Any], facility_ids: Sequence[str] | None = None
+) -> list[Alert]:
+    """Every open (unresolved) alert of some facilities (all when None), newest first."""
+    ids = None if facility_ids is None else list(facility_ids)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE state <> 'resolved'"
+            " AND (%(ids)s::text[] IS NULL OR facility_id = ANY(%(ids)s::text[]))"
+            " ORDER BY raised_at DESC, id DESC",
+            {"ids": ids},
+        )
+        return [_alert(row) for row in await cur.fetchall()]
+
+
 def _present(row: _Row | None) -> _Row:
     """The row a statement with RETURNING (or a locked read) must have produced."""
     if row is None:

@@ -20,6 +20,7 @@ from hub.alerts import AlertStore
 from hub.clock import Clock, SystemClock
 from hub.ingest import Ingest
 from hub.live import LiveFeed
+from hub.live_status import StatusWatcher
 from hub.metrics import Metrics
 from hub.models import Inbound
 from hub.notify import Notifier
@@ -34,6 +35,11 @@ logger = logging.getLogger(__name__)
 # How long each stage may take to stop once cancelled, and the pool to close.
 STOP_S = 15.0
 POOL_CLOSE_S = 5.0
+# uvicorn options wherever the hub is served. The live feed sends every change to every
+# screen: per-message deflate would cost one compression per client per message, so it is
+# off. A websocket client that stopped reading never finishes closing: shutdown waits for
+# such connections this long, then goes on.
+SERVER_OPTIONS: dict[str, Any] = {"ws_per_message_deflate": False, "timeout_graceful_shutdown": 5}
 
 
 @dataclass(slots=True)
@@ -50,6 +56,8 @@ class Hub:
     live: LiveFeed
     clock: Clock
     notifier: Notifier
+    # Facility, zone and device deltas for the live websocket (one per process).
+    status: StatusWatcher
     # The stages' tasks, owned by run_hub: cancelled and awaited on exit.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -80,13 +88,17 @@ async def run_hub(
     notifier = Notifier(settings, pool, clock)
     alerts.add_transaction_hook(notifier.enqueue)
     alerts.add_listener(notifier.wake)
-    hub = Hub(settings, pool, ingest, pipeline, metrics, alerts, timers, live, clock, notifier)
+    status = StatusWatcher(pool, live.broadcast)
+    hub = Hub(
+        settings, pool, ingest, pipeline, metrics, alerts, timers, live, clock, notifier, status
+    )
     tasks = hub.tasks
     tasks.append(asyncio.create_task(pipeline.run(), name="carehub-pipeline"))
     try:
         await pipeline.ready.wait()
         tasks.append(asyncio.create_task(ingest.run(), name="carehub-ingest"))
         tasks.append(asyncio.create_task(live.run(), name="carehub-live"))
+        tasks.append(asyncio.create_task(status.run(), name="carehub-live-status"))
         tasks.append(asyncio.create_task(timers.run(), name="carehub-timers"))
         tasks.append(asyncio.create_task(notifier.run(), name="carehub-notifier"))
         for task in tasks:
@@ -169,4 +181,17 @@ def create_app(settings: Settings) -> FastAPI:
         hub.metrics.mqtt_connected = hub.ingest.connected.is_set()
         return hub.metrics.render()
 
+    # Imported here: the api package's routers import this module for the Hub type.
+    from hub.api import api_router, install_error_handlers  # noqa: PLC0415
+    from hub.api.live import router as live_router  # noqa: PLC0415
+
+    install_error_handlers(app)
+    app.include_router(api_router())
+
+    app.include_router(live_router, prefix="/api/v1")
+
+    # The built dashboards: / (regulator screen), /console/ (staff), /assets/.
+    from hub.api.dashboards import router as dashboards_router  # noqa: PLC0415
+
+    app.include_router(dashboards_router)
     return app

@@ -36,7 +36,7 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
-    from hub.app import create_app
+    from hub.app import SERVER_OPTIONS, create_app
 
     print(
         f"carehub serving on http://{settings.http_host}:{settings.http_port} "
@@ -48,6 +48,7 @@ def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
+        **SERVER_OPTIONS,
     )
     return 0
 
@@ -129,6 +130,26 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.which == "dashboard":
+        from hub.bench_dashboard import run_dashboard_bench
+
+        return run_dashboard_bench(
+            settings,
+            facilities=args.facilities,
+            loads=args.loads,
+            chromium=args.chromium,
+            keep=args.keep,
+        )
+    if args.which == "live":
+        from hub.bench_live import run_live_bench
+
+        return run_live_bench(
+            settings,
+            clients=args.clients,
+            rate=args.rate if args.rate is not None else 100.0,
+            duration_s=args.duration if args.duration is not None else 30.0,
+            devices=args.devices,
+        )
     if args.which == "latency":
         from hub.bench_latency import run_latency_bench
 
@@ -270,6 +291,57 @@ def _add_kpis_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     kpis.set_defaults(handler=_cmd_kpis)
 
 
+def _add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `carehub bench` on the subcommands."""
+    bench = sub.add_parser("bench", help="benchmarks that print their figures")
+    bench.add_argument("which", choices=["ingest", "latency", "live", "dashboard"])
+    bench.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of sustained load (default 60 for ingest, 30 for latency and live)",
+    )
+    bench.add_argument("--devices", type=int, default=10_000)
+    bench.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="telemetry messages per second offered (default 10,000 for ingest, 5,000 latency); "
+        "live: alert changes per second (default 100)",
+    )
+    bench.add_argument(
+        "--presses", type=float, default=10.0, help="latency: button presses per second"
+    )
+    bench.add_argument(
+        "--clients", type=int, default=500, help="live: websocket clients (default 500)"
+    )
+    bench.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        help="MQTT connections the devices are spread over (default 8)",
+    )
+    bench.add_argument(
+        "--facilities",
+        type=int,
+        default=500,
+        help="dashboard: facilities seeded for the regulator's screen (default 500)",
+    )
+    bench.add_argument(
+        "--loads", type=int, default=3, help="dashboard: cold page loads measured (default 3)"
+    )
+    bench.add_argument(
+        "--chromium",
+        type=Path,
+        default=Path("/usr/bin/chromium"),
+        help="dashboard: the Chromium binary (default /usr/bin/chromium)",
+    )
+    bench.add_argument(
+        "--keep", action="store_true", help="keep the bench schema (bench_<hex>) for inspection"
+    )
+    bench.set_defaults(handler=_cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every `carehub` subcommand."""
     parser = argparse.ArgumentParser(
@@ -345,40 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.set_defaults(handler=_cmd_simulate)
 
-    bench = sub.add_parser("bench", help="benchmarks that print their figures")
-    bench.add_argument("which", choices=["ingest", "latency"])
-    bench.add_argument(
-        "--duration",
-        type=float,
-        default=None,
-        help="seconds of sustained load (default 60 for ingest, 30 for latency)",
-    )
-    bench.add_argument("--devices", type=int, default=10_000)
-    bench.add_argument(
-        "--rate",
-        type=float,
-        default=None,
-        help="telemetry messages per second offered (default 10,000 for ingest, 5,000 latency)",
-    )
-    bench.add_argument(
-        "--presses", type=float, default=10.0, help="latency: button presses per second"
-    )
-    bench.add_argument(
-        "--connections",
-        type=int,
-        default=8,
-        help="MQTT connections the devices are spread over (default 8)",
-    )
-    bench.add_argument(
-        "--keep", action="store_true", help="keep the bench schema (bench_<hex>) for inspection"
-    )
-    bench.set_defaults(handler=_cmd_bench)
+    _add_bench_command(sub)
 
     _add_kpis_command(sub)
 
     from hub.cli_alerts import add_alert_commands
 
     add_alert_commands(sub)
+
+    from hub.cli_users import add_user_commands
+
+    add_user_commands(sub)
     return parser
 
 

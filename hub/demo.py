@@ -18,13 +18,16 @@ from pathlib import Path
 
 import uvicorn
 
-from hub.app import create_app
+from hub.api.dashboards import dashboard_dir
+from hub.app import SERVER_OPTIONS, create_app
+from hub.auth import add_user
 from hub.embedded.broker import EmbeddedBroker, free_port
 from hub.embedded.postgres import EmbeddedPostgres
-from hub.errors import HubError
+from hub.errors import AuthError, HubError
 from hub.settings import Settings
 from hub.simulate import register_district
-from simulators import build_district, run_simulation
+from hub.storage.registry import connect
+from simulators import District, build_district, run_simulation
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,45 @@ READY_TIMEOUT_S = 60.0
 SIMULATORS_STOP_S = 15.0
 HUB_STOP_S = 20.0
 HUB_FORCE_STOP_S = 5.0
+# Demo accounts: everyone shares one known password (this is a demo on one machine).
+DEMO_PASSWORD = "carehub-demo"  # noqa: S105 - printed in the banner on purpose
+# Facilities that get a demo manager and a demo staff account.
+DEMO_FACILITY_ACCOUNTS = 3
+
+
+async def ensure_demo_accounts(settings: Settings, district: District) -> list[tuple[str, str]]:
+    """Demo accounts of every role, made once (kept on restart): (username, what it sees)."""
+    accounts: list[tuple[str, str, str | None, str | None, str]] = [
+        ("admin", "admin", None, None, "管理员"),
+    ]
+    districts = sorted({facility.district for facility in district.facilities})
+    accounts += [("regulator", "regulator", None, name, f"{name} 监管员") for name in districts[:1]]
+    for facility in district.facilities[:DEMO_FACILITY_ACCOUNTS]:
+        accounts.append(
+            (f"manager-{facility.id}", "manager", facility.id, None, f"{facility.name} 院长")
+        )
+        accounts.append(
+            (f"staff-{facility.id}", "staff", facility.id, None, f"{facility.name} 护理员")
+        )
+    async with await connect(settings) as conn:
+        for username, role, facility_id, district_name, display_name in accounts:
+            try:
+                await add_user(
+                    conn,
+                    username,
+                    role,
+                    DEMO_PASSWORD,
+                    facility_id=facility_id,
+                    district=district_name,
+                    display_name=display_name,
+                )
+            except AuthError as exc:
+                if exc.code != "conflict":  # else made by an earlier start of the demo
+                    raise
+    return [
+        (username, f"{role} of {facility_id or district_name or 'everything'}")
+        for username, role, facility_id, district_name, _ in accounts
+    ]
 
 
 def _port_is_free(host: str, port: int) -> bool:
@@ -128,6 +170,7 @@ async def run_demo(
         demo = _demo_settings(settings, broker, postgres, data_dir)
         district = build_district(facilities, seed=7)
         await register_district(demo, district, data_dir / "district")
+        logins = await ensure_demo_accounts(demo, district)
 
         config = uvicorn.Config(
             create_app(demo),
@@ -135,6 +178,7 @@ async def run_demo(
             port=demo.http_port,
             log_level="warning",
             lifespan="on",
+            **SERVER_OPTIONS,
         )
         server = uvicorn.Server(config)
         # Signals are ours: the stack stops in order, the simulators before the hub.
@@ -152,10 +196,14 @@ async def run_demo(
             name="carehub-simulators",
         )
         base = f"http://{demo.http_host}:{demo.http_port}"
+        built = await asyncio.to_thread((dashboard_dir(demo) / "index.html").is_file)
+        dashboards_note = "" if built else "  (not built yet: run `make setup`)"
         print(
             "\n".join(
                 [
                     "carehub demo is running:",
+                    f"  regulator screen {base}/{dashboards_note}",
+                    f"  staff console    {base}/console/",
                     f"  HTTP API         {base}/api/v1/docs",
                     f"  health           {base}/readyz   metrics {base}/metrics",
                     f"  MQTT broker      {broker.url}  "
@@ -164,6 +212,8 @@ async def run_demo(
                     f"  data             {data_dir}",
                     f"  simulated        {len(district.facilities)} facilities, "
                     f"{len(district.devices)} devices (time x{time_scale:g})",
+                    f"  demo logins      (password for all: {DEMO_PASSWORD})",
+                    *(f"    {name:22} {what}" for name, what in logins),
                     "Press Ctrl-C to stop.",
                 ]
             ),

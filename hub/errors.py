@@ -46,6 +46,16 @@ class AlertError(HubError):
         self.code = code
 
 
+class AuthError(HubError):
+    """Signing in or managing an account failed: `code` is unauthorized, invalid, not_found
+    or conflict; `field` names the bad input when there is one."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+
+
 class QueryError(HubError):
     """A report cannot be computed as asked: `code` is not_found or invalid."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hub.errors import SettingsError
@@ -20,7 +20,11 @@ _TOPIC_ROOT = re.compile(r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$")
 class Settings(BaseSettings):
     """Everything the hub reads from its environment; see the README's settings table."""
 
-    model_config = SettingsConfigDict(env_prefix="CAREHUB_", frozen=True, extra="ignore")
+    # populate_by_name: a field with environment aliases (tile_url) still takes its own
+    # name as a keyword, as every other setting does.
+    model_config = SettingsConfigDict(
+        env_prefix="CAREHUB_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     # A stable client id is what makes the broker keep our session (and our unacknowledged
@@ -57,6 +61,27 @@ class Settings(BaseSettings):
     spool_dir: Path = Path(".carehub/spool")
 
     log_level: str = "INFO"
+
+    # -- accounts (hub/auth.py) -----------------------------------------------------------
+    # An API token is good for this long after sign-in (default 12 h: one care shift).
+    token_ttl_s: int = Field(default=43200, ge=60, le=31 * 86400)
+    # Map tiles for the dashboards ({z}/{x}/{y} template); None: the dashboards' default.
+    # CAREHUB_MAP_TILE_URL is the name the README gives; CAREHUB_TILE_URL works too.
+    tile_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CAREHUB_MAP_TILE_URL", "CAREHUB_TILE_URL"),
+    )
+
+    # -- dashboards (hub/api/dashboards.py) ----------------------------------------------
+    # The built pages (`npm run build` in dashboards/); None: the repository's
+    # dashboards/dist next to the hub package.
+    dashboard_dir: Path | None = None
+
+    # -- live websocket (hub/api/live.py) -------------------------------------------------
+    # Messages queued per client before it counts as lagging and is disconnected (4008).
+    # The messages are shared by all clients, so a queue costs a pointer per message: room
+    # for a burst (every facility's status after an outage) is cheap.
+    live_client_queue: int = Field(default=10_000, ge=100, le=1_000_000)
 
     # -- staff notifications (hub/notify.py) ----------------------------------------------
     # One POST to a webhook may take this long; a dead endpoint costs at most this per try.

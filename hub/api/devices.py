@@ -1,0 +1,129 @@
+"""Devices with their latest state, and a device's telemetry history in buckets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter
+
+from hub.api.common import Cursor, FacilityFilter, From, Limit, To, page, visible_facility
+from hub.api.deps import Reader, connection
+from hub.api.errors import ERROR_RESPONSES, ApiError, not_found
+from hub.api.models import Bucket, Device, DeviceList, DeviceType, Readings
+from hub.api.pagination import decode_cursor
+from hub.app import HubDep
+from hub.auth import Principal
+from hub.storage import api_queries
+from hub.storage.api_queries import BUCKET_SECONDS
+
+router = APIRouter(tags=["devices"])
+
+MAX_POINTS = 100_000
+DEFAULT_HISTORY = timedelta(hours=24)
+_DEVICE_FIELDS = tuple(Device.model_fields)
+
+
+def device_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A Device of docs/api.md from a row of api_queries' device select."""
+    return {name: row[name] for name in _DEVICE_FIELDS}
+
+
+@router.get(
+    "/devices",
+    response_model=DeviceList,
+    summary="Devices in your scope",
+    description="Registered devices with their latest state, by id; filter by facility, "
+    "type, and whether they are online (heard within two heartbeats).",
+    responses=ERROR_RESPONSES,
+)
+async def list_devices(
+    hub: HubDep,
+    principal: Reader,
+    facility: FacilityFilter = None,
+    type: DeviceType | None = None,
+    online: bool | None = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Devices in scope."""
+    after = str(decode_cursor("text", cursor)) if cursor is not None else None
+    async with connection(hub) as conn:
+        if facility is not None:
+            await visible_facility(conn, principal, facility)
+        rows = await api_queries.list_devices(
+            conn,
+            principal.scope_params(),
+            facility_id=facility,
+            device_type=type,
+            online=online,
+            after=after,
+            limit=limit,
+        )
+    return page(rows, limit, "text", lambda row: row["id"], device_json)
+
+
+async def _visible_device(hub: Any, principal: Principal, device_id: str) -> dict[str, Any]:
+    async with connection(hub) as conn:
+        row = await api_queries.get_device(conn, device_id)
+    if row is None or not principal.sees_facility(row["facility_id"], row["district"]):
+        raise not_found(f"device {device_id!r}")
+    return row
+
+
+@router.get(
+    "/devices/{device_id}",
+    response_model=Device,
+    summary="One device",
+    description="A device and its latest state.",
+    responses=ERROR_RESPONSES,
+)
+async def get_device(device_id: str, hub: HubDep, principal: Reader) -> dict[str, Any]:
+    """One device."""
+    return device_json(await _visible_device(hub, principal, device_id))
+
+
+@router.get(
+    "/devices/{device_id}/readings",
+    response_model=Readings,
+    summary="A device's telemetry history",
+    description="Telemetry per bucket (1m, 5m, 1h, 1d; aligned to UTC) in [from, to); "
+    "from/to default to the last 24 hours. At most 100,000 points. 5 minutes of an "
+    "occupancy counter read the occupancy_5m aggregate (staff_avg and n are null there).",
+    responses={**ERROR_RESPONSES, 400: ERROR_RESPONSES[422]},
+)
+async def get_readings(
+    device_id: str,
+    hub: HubDep,
+    principal: Reader,
+    start: From = None,
+    end: To = None,
+    bucket: Bucket = "5m",
+) -> dict[str, Any]:
+    """A device's history."""
+    device = await _visible_device(hub, principal, device_id)
+    end = end or datetime.now(UTC)
+    try:
+        start = start or end - DEFAULT_HISTORY
+    except OverflowError:
+        raise ApiError(400, "to is too early to count back 24 hours from", "query.to") from None
+    if start >= end:
+        raise ApiError(400, "from must be before to", "query.from")
+    points = (end - start).total_seconds() / BUCKET_SECONDS[bucket]
+    if points > MAX_POINTS:
+        raise ApiError(
+            400,
+            f"{points:.0f} buckets of {bucket} asked; at most {MAX_POINTS:,}: "
+            "choose a shorter period or a larger bucket",
+            "query.bucket",
+        )
+    async with connection(hub) as conn:
+        rows = await api_queries.device_readings(
+            conn,
+            device_id=device["id"],
+            device_type=device["type"],
+            start=start,
+            end=end,
+            bucket=bucket,
+        )
+    return {"device_id": device["id"], "bucket": bucket, "points": rows}

@@ -1,0 +1,171 @@
+"""One error shape for every failure (docs/api.md Errors), and the handlers that make it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hub.api.pagination import CursorError
+from hub.errors import AlertError, AuthError, HubError, QueryError, RuleError, StorageError
+from hub.notify import NotifyError
+
+logger = logging.getLogger(__name__)
+
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "bad_request",
+    415: "bad_request",
+    422: "bad_request",
+    500: "internal",
+    503: "unavailable",
+}
+# HubError codes (AlertError, QueryError, AuthError) as HTTP statuses.
+_STATUS_OF_CODE = {
+    "invalid": 400,
+    "not_found": 404,
+    "conflict": 409,
+    "unauthorized": 401,
+    "forbidden": 403,
+}
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers: a code, a sentence a person can act on, the bad field."""
+
+    error: str
+    message: str
+    field: str | None = None
+
+
+class ApiError(Exception):
+    """An HTTP error with its code, message and (for bad input) the field at fault."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def not_found(what: str) -> ApiError:
+    """404 that neither confirms nor denies that something outside the caller's scope exists."""
+    return ApiError(404, f"there is no {what}, or it is not yours to see")
+
+
+def error_response(
+    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The JSON error response of docs/api.md."""
+    body: dict[str, Any] = {"error": CODES.get(status, "bad_request"), "message": message}
+    if field is not None:
+        body["field"] = field
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# Responses every authenticated route may give, for the OpenAPI document.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "no token, or an expired or revoked one"},
+    403: {"model": ErrorBody, "description": "the caller's role may not do this"},
+    404: {"model": ErrorBody, "description": "no such object in the caller's scope"},
+    422: {"model": ErrorBody, "description": "a parameter or the body is invalid (`field`)"},
+}
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(part) for part in loc]
+    return ".".join(parts) if parts else "request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error, FastAPI's and the hub's, with the one JSON shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"there is no route {request.url.path}; see /api/v1/openapi.json"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if not errors:
+            return error_response(422, "the request is invalid")
+        first = errors[0]
+        field = _field(first.get("loc", ()))
+        if first.get("type") == "json_invalid":
+            return error_response(422, "the body is not valid JSON", "body")
+        if field == "body" and first.get("type") in ("model_attributes_type", "dict_type"):
+            return error_response(422, "the body must be a JSON object", "body")
+        # The message, never the input: it may be huge, or somebody else's junk.
+        return error_response(422, f"{field}: {first.get('msg', 'invalid')}", field)
+
+    @app.exception_handler(AlertError)
+    async def _alert_error(_request: Request, exc: AlertError) -> JSONResponse:
+        return error_response(_STATUS_OF_CODE.get(exc.code, 400), str(exc))
+
+    @app.exception_handler(QueryError)
+    async def _query_error(_request: Request, exc: QueryError) -> JSONResponse:
+        field = "query.cursor" if isinstance(exc, CursorError) else None
+        return error_response(_STATUS_OF_CODE.get(exc.code, 400), str(exc), field)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_request: Request, exc: AuthError) -> JSONResponse:
+        return error_response(_STATUS_OF_CODE.get(exc.code, 400), str(exc), exc.field)
+
+    @app.exception_handler(RuleError)
+    async def _rule_error(_request: Request, exc: RuleError) -> JSONResponse:
+        return error_response(400, str(exc), "body.params")
+
+    @app.exception_handler(NotifyError)
+    async def _notify_error(_request: Request, exc: NotifyError) -> JSONResponse:
+        return error_response(400, str(exc))
+
+    @app.exception_handler(StorageError)
+    async def _storage_error(_request: Request, exc: StorageError) -> JSONResponse:
+        logger.warning("API request failed on storage: %s", exc)
+        return error_response(503, "the database is unavailable just now; try again shortly")
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(_request: Request, _exc: PoolTimeout) -> JSONResponse:
+        return error_response(503, "the database is busy or unreachable; try again shortly")
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database_down(_request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        logger.warning("API request failed on the database: %s", exc)
+        return error_response(503, "the database is unavailable just now; try again shortly")
+
+    @app.exception_handler(psycopg.DataError)
+    async def _bad_value(_request: Request, _exc: psycopg.DataError) -> JSONResponse:
+        return error_response(400, "a value in the request is out of range or not valid text")
+
+    @app.exception_handler(HubError)
+    async def _hub_error(_request: Request, exc: HubError) -> JSONResponse:
+        return error_response(400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "the hub failed to answer; the error is in its log")

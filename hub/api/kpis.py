@@ -1,0 +1,134 @@
+"""KPIs of a facility or a district over a period, as JSON or as CSV for the monthly report."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from hub.api.common import FacilityFilter, From, To, visible_facility
+from hub.api.deps import connection, require
+from hub.api.errors import ERROR_RESPONSES, ApiError, ErrorBody, not_found
+from hub.app import Hub, HubDep
+from hub.auth import Principal
+from hub.storage import api_queries
+from hub.storage.kpis import district_kpis, facility_kpis, kpis_as_dict
+
+router = APIRouter(tags=["kpis"])
+
+DEFAULT_PERIOD = timedelta(days=30)
+District = Annotated[str | None, Query(max_length=128, description="a district's name")]
+KpiReader = Annotated[Principal, Depends(require("kpis"))]
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    400: {"model": ErrorBody, "description": "both or neither scope given, or a bad period"},
+}
+
+
+async def _kpis(
+    hub: Hub,
+    principal: Principal,
+    facility: str | None,
+    district: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> dict[str, Any]:
+    if facility is not None and district is not None:
+        raise ApiError(400, "give facility or district, not both", "query.district")
+    if facility is None and district is None:
+        # Without a scope, the caller's own: a regulator's district, a manager's facility.
+        if principal.role == "regulator":
+            district = principal.district
+        elif principal.facility_id is not None:
+            facility = principal.facility_id
+        else:
+            raise ApiError(400, "give facility=<id> or district=<name>", "query.facility")
+    now = datetime.now(UTC)
+    end = end or now
+    try:
+        start = start or end - DEFAULT_PERIOD
+    except OverflowError:
+        raise ApiError(400, "to is too early to count back 30 days from", "query.to") from None
+    if start >= end:
+        raise ApiError(400, "from must be before to", "query.from")
+    async with connection(hub) as conn:
+        if facility is not None:
+            await visible_facility(conn, principal, facility)
+            kpis = await facility_kpis(conn, facility, start, end, now)
+        else:
+            assert district is not None  # noqa: S101 - one of the two is set above
+            if not principal.sees_all and district != principal.district:
+                raise not_found(f"district {district!r}")
+            if not await api_queries.district_exists(conn, district):
+                raise not_found(f"district {district!r}")
+            kpis = await district_kpis(conn, district, start, end, now)
+    return kpis_as_dict(kpis)
+
+
+@router.get(
+    "/kpis",
+    summary="KPIs of a facility or district",
+    description="SPEC §4 KPIs over [from, to) (default: the last 30 days): acknowledged "
+    "within 60 s and 180 s, median and p90 times, overdue calls, false alarms, devices "
+    "online, people present. Without facility or district: your own scope.",
+    responses={
+        200: {"description": "hub.storage.kpis.kpis_as_dict"},
+        **_RESPONSES,
+    },
+)
+async def get_kpis(
+    hub: HubDep,
+    principal: KpiReader,
+    facility: FacilityFilter = None,
+    district: District = None,
+    start: From = None,
+    end: To = None,
+) -> dict[str, Any]:
+    """KPIs as JSON."""
+    return await _kpis(hub, principal, facility, district, start, end)
+
+
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(figure, value) rows from nested KPIs: dotted names, list items by position."""
+    rows: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            rows += flatten(inner, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list | tuple):
+        for index, inner in enumerate(value):
+            rows += flatten(inner, f"{prefix}[{index}]")
+    else:
+        rows.append((prefix, "" if value is None else str(value)))
+    return rows
+
+
+@router.get(
+    "/kpis.csv",
+    summary="KPIs as CSV (monthly supervision report)",
+    description="The same figures as GET /kpis, one row per figure (figure,value), UTF-8 "
+    "with a byte-order mark so spreadsheet programs read the Chinese names right.",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}, **_RESPONSES},
+)
+async def get_kpis_csv(
+    hub: HubDep,
+    principal: KpiReader,
+    facility: FacilityFilter = None,
+    district: District = None,
+    start: From = None,
+    end: To = None,
+) -> Response:
+    """KPIs as CSV."""
+    kpis = await _kpis(hub, principal, facility, district, start, end)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(("figure", "value"))
+    writer.writerows(flatten(kpis))
+    return Response(
+        "\ufeff" + out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="carehub-kpis.csv"'},
+    )

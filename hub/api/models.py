@@ -1,0 +1,359 @@
+"""The API's bodies and answers (docs/api.md), as pydantic models for validation and OpenAPI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.alerts import NOTE_MAX
+
+Bucket = Literal["1m", "5m", "1h", "1d"]
+AlertStateFilter = Literal["open", "active", "acknowledged", "attended", "resolved"]
+Priority = Literal["high", "medium", "low"]
+FacilityKind = Literal["elderly", "childcare", "integrated"]
+DeviceType = Literal["fall_sensor", "emergency_button", "occupancy_counter"]
+Disposition = Literal["real", "false_alarm", "test", "other"]
+WebhookFormat = Literal["json", "wecom", "dingtalk"]
+# Ids of the registry (SPEC §3); anything else cannot name a facility or device.
+ID = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class Body(BaseModel):
+    """A request body: unknown fields are refused, so a typo is not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- sign-in -------------------------------------------------------------------------------
+
+
+class LoginIn(Body):
+    """Name and password."""
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class Me(BaseModel):
+    """The signed-in account."""
+
+    username: str
+    role: Literal["admin", "regulator", "manager", "staff"]
+    facility_id: str | None
+    district: str | None
+    display_name: str
+
+
+class LoginOut(BaseModel):
+    """A new token (shown once), when it expires, and whose it is."""
+
+    token: str
+    expires_at: datetime
+    user: Me
+
+
+# -- facilities, zones, devices ------------------------------------------------------------
+
+
+class OpenAlerts(BaseModel):
+    """Open alerts by priority (shelved ones not counted)."""
+
+    high: int
+    medium: int
+    low: int
+
+
+class FacilityStatus(BaseModel):
+    """A facility's state for the screen; overdue > alert > offline > ok."""
+
+    state: Literal["ok", "alert", "overdue", "offline"]
+    open_alerts: OpenAlerts
+    overdue: int
+    devices_total: int
+    devices_online: int
+    present: int
+    staff: int
+
+
+class Facility(BaseModel):
+    """A registered facility (SPEC §5) and its status now."""
+
+    id: str
+    name: str
+    kind: FacilityKind
+    district: str
+    address: str
+    latitude: float | None
+    longitude: float | None
+    registration_no: str
+    beds: int
+    childcare_places: int
+    status: FacilityStatus
+
+
+class Zone(BaseModel):
+    """A room, class or common area; present/staff are null without a current counter."""
+
+    zone_id: str
+    name: str
+    kind: Literal["room", "class", "common"]
+    capacity: int | None
+    class_type: str | None
+    present: int | None
+    staff: int | None
+    staff_ratio_limit: int | None = Field(description="children per staff member allowed")
+    over_capacity: bool
+    ratio_breached: bool
+
+
+class FacilityDetail(Facility):
+    """A facility with its zones and how many devices of each type it has."""
+
+    zones: list[Zone]
+    devices_by_type: dict[str, int]
+
+
+class FacilityList(BaseModel):
+    """A page of facilities."""
+
+    items: list[Facility]
+    next: str | None
+
+
+class Device(BaseModel):
+    """A registered device and its latest state."""
+
+    id: str
+    facility_id: str
+    zone_id: str | None
+    type: DeviceType
+    vendor: str
+    model: str
+    heartbeat_s: int
+    online: bool
+    battery: float | None
+    last_seen: datetime | None
+    presence: bool | None
+    count: int | None
+    staff: int | None
+
+
+class DeviceList(BaseModel):
+    """A page of devices."""
+
+    items: list[Device]
+    next: str | None
+
+
+class ReadingPoint(BaseModel):
+    """One bucket of a device's telemetry; fields its type does not measure are null."""
+
+    t: datetime
+    count_avg: float | None
+    count_max: int | None
+    staff_avg: float | None
+    staff_max: int | None
+    battery_min: float | None
+    presence_share: float | None
+    n: int | None
+
+
+class Readings(BaseModel):
+    """A device's telemetry history, per bucket."""
+
+    device_id: str
+    bucket: Bucket
+    points: list[ReadingPoint]
+
+
+# -- alerts --------------------------------------------------------------------------------
+
+
+class AlertOut(BaseModel):
+    """An alert (SPEC §4, §6), as hub.alerts.alert_json writes it."""
+
+    id: str
+    facility_id: str
+    zone_id: str | None
+    device_id: str | None
+    kind: str
+    priority: Priority
+    state: Literal["active", "acknowledged", "attended", "resolved"]
+    count: int
+    latched: bool
+    raised_at: datetime
+    last_raised_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    attended_at: datetime | None
+    attended_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    disposition: Disposition | None
+    note: str
+    cleared_at: datetime | None
+    renotified_at: datetime | None
+    overdue_at: datetime | None
+    overdue: bool
+    shelved: bool
+    detail: dict[str, Any]
+
+
+class AuditEntry(BaseModel):
+    """One change in an alert's trail."""
+
+    at: datetime
+    actor: str
+    action: str
+    from_state: str | None
+    to_state: str | None
+    note: str
+
+
+class AlertDetail(AlertOut):
+    """An alert with its whole trail."""
+
+    audit: list[AuditEntry]
+
+
+class AlertList(BaseModel):
+    """A page of alerts, newest first."""
+
+    items: list[AlertOut]
+    next: str | None
+
+
+class NoteIn(Body):
+    """An optional note for acknowledging or attending."""
+
+    note: str = Field(default="", max_length=NOTE_MAX)
+
+
+class CommentIn(Body):
+    """A comment for the alert's trail."""
+
+    note: str = Field(min_length=1, max_length=NOTE_MAX)
+
+
+class ResolveIn(Body):
+    """How the alert ended, and a note."""
+
+    disposition: Disposition
+    note: str = Field(default="", max_length=NOTE_MAX)
+
+
+class SnoozeIn(Body):
+    """Shelve the alert's zone for a while, with a reason."""
+
+    minutes: int = Field(ge=1, le=7 * 24 * 60)
+    reason: str = Field(min_length=1, max_length=NOTE_MAX)
+
+
+# -- rules, webhooks, registry, config -----------------------------------------------------
+
+
+class RuleOverrideOut(BaseModel):
+    """One stored override."""
+
+    zone_id: str | None
+    kind: str
+    params: dict[str, float]
+    updated_at: datetime
+    updated_by: str
+
+
+class Rules(BaseModel):
+    """A facility's rule parameters: the catalogue defaults, the overrides, and in force."""
+
+    facility_id: str
+    defaults: dict[str, dict[str, float]]
+    overrides: list[RuleOverrideOut]
+    in_force: dict[str, dict[str, float]]
+
+
+class RuleOverrideIn(Body):
+    """Override some parameters of one alert kind for the facility or one of its zones."""
+
+    zone_id: str | None = Field(default=None, pattern=ID)
+    kind: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] = Field(min_length=1, max_length=32)
+
+
+class WebhookIn(Body):
+    """Where to send a facility's alert notices."""
+
+    url: str = Field(min_length=1, max_length=2000)
+    format: WebhookFormat = "json"
+    secret: str = Field(default="", max_length=500)
+
+
+class Webhook(BaseModel):
+    """A webhook (its secret is never shown) and how its endpoint is doing."""
+
+    id: str
+    facility_id: str
+    url: str
+    format: WebhookFormat
+    has_secret: bool
+    enabled: bool
+    created_at: datetime
+    consecutive_failures: int
+    last_error: str | None
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+
+
+class WebhookList(BaseModel):
+    """A facility's webhooks."""
+
+    items: list[Webhook]
+    next: str | None
+
+
+class PendingDevice(BaseModel):
+    """A device heard but not registered."""
+
+    device_id: str
+    facility_id: str
+    first_seen: datetime
+    last_seen: datetime
+    messages: int
+    last_topic: str
+
+
+class PendingList(BaseModel):
+    """A page of pending devices."""
+
+    items: list[PendingDevice]
+    next: str | None
+
+
+class DeadLetter(BaseModel):
+    """A refused message and why (its payload as text, at most 16 KiB)."""
+
+    id: str
+    received_at: datetime
+    topic: str
+    reason: str
+    detail: str
+    facility_id: str | None
+    device_id: str | None
+    payload: str
+    payload_size: int
+
+
+class DeadLetterList(BaseModel):
+    """A page of dead letters, newest first."""
+
+    items: list[DeadLetter]
+    next: str | None
+
+
+class PublicConfig(BaseModel):
+    """What a dashboard needs before sign-in."""
+
+    tile_url: str | None
+    map_center: tuple[float, float]
+    default_language: str

@@ -1,0 +1,76 @@
+"""For admins: devices heard but not registered, and messages the hub refused."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from hub.api.common import Cursor, Limit, page
+from hub.api.deps import connection, require
+from hub.api.errors import ERROR_RESPONSES
+from hub.api.models import DeadLetterList, PendingList
+from hub.api.pagination import decode_cursor
+from hub.app import HubDep
+from hub.auth import Principal
+from hub.storage import api_queries
+
+router = APIRouter(tags=["registry"])
+
+Admin = Annotated[Principal, Depends(require("registry"))]
+
+
+@router.get(
+    "/pending-devices",
+    response_model=PendingList,
+    summary="Devices heard but not registered",
+    description="Register one with `carehub devices register`.",
+    responses=ERROR_RESPONSES,
+)
+async def list_pending(
+    hub: HubDep, principal: Admin, limit: Limit = 100, cursor: Cursor = None
+) -> dict[str, Any]:
+    """Pending devices."""
+    del principal
+    after = str(decode_cursor("text", cursor)) if cursor is not None else None
+    async with connection(hub) as conn:
+        rows = await api_queries.list_pending(conn, after=after, limit=limit)
+    return page(rows, limit, "text", lambda row: row["device_id"], dict)
+
+
+def _dead_letter_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **row,
+        "id": str(row["id"]),
+        "payload": bytes(row["payload"]).decode("utf-8", "replace"),
+    }
+
+
+@router.get(
+    "/dead-letters",
+    response_model=DeadLetterList,
+    summary="Refused messages",
+    description="Every message the hub refused, newest first, with its reason code "
+    "(SPEC §3); filter by device and reason.",
+    responses=ERROR_RESPONSES,
+)
+async def list_dead_letters(
+    hub: HubDep,
+    principal: Admin,
+    device: Annotated[str | None, Query(max_length=64)] = None,
+    reason: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Dead letters."""
+    del principal
+    before = decode_cursor("int", cursor) if cursor is not None else None
+    async with connection(hub) as conn:
+        rows = await api_queries.list_dead_letters(
+            conn,
+            device_id=device,
+            reason=reason,
+            before=before if isinstance(before, int) else None,
+            limit=limit,
+        )
+    return page(rows, limit, "int", lambda row: int(row["id"]), _dead_letter_json)

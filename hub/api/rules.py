@@ -1,0 +1,85 @@
+"""A facility's alert rule parameters: defaults, overrides, and what is in force."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from devices import RULE_PARAMS
+from hub.api.common import visible_facility
+from hub.api.deps import connection, require
+from hub.api.errors import ERROR_RESPONSES, ApiError, ErrorBody
+from hub.api.models import RuleOverrideIn, Rules
+from hub.app import Hub, HubDep
+from hub.auth import Principal
+from hub.errors import RuleError
+from hub.rules import validate_override
+from hub.storage import api_queries
+from hub.storage.rules import load_rule_params, save_overrides
+
+router = APIRouter(tags=["rules"])
+
+Configurer = Annotated[Principal, Depends(require("configure"))]
+# RuleError messages name "kind.param:" or "unknown alert kind".
+_PARAM_IN_MESSAGE = re.compile(r": [a-z_]+\.([A-Za-z0-9_]+): ")
+
+
+async def _rules(hub: Hub, principal: Principal, facility_id: str) -> dict[str, Any]:
+    async with connection(hub) as conn:
+        await visible_facility(conn, principal, facility_id)
+        overrides = await api_queries.rule_overrides(conn, facility_id)
+        params = await load_rule_params(conn)
+    return {
+        "facility_id": facility_id,
+        "defaults": {kind: dict(spec.defaults) for kind, spec in RULE_PARAMS.items()},
+        "overrides": [{**row, "zone_id": row["zone_id"] or None} for row in overrides],
+        "in_force": {kind: params.get(kind, facility_id) for kind in RULE_PARAMS},
+    }
+
+
+@router.get(
+    "/facilities/{facility_id}/rules",
+    response_model=Rules,
+    summary="A facility's rule parameters",
+    description="Catalogue defaults, the facility's stored overrides (facility-wide and "
+    "per zone), and the facility-wide values in force.",
+    responses=ERROR_RESPONSES,
+)
+async def get_rules(facility_id: str, hub: HubDep, principal: Configurer) -> dict[str, Any]:
+    """Rules of a facility."""
+    return await _rules(hub, principal, facility_id)
+
+
+@router.put(
+    "/facilities/{facility_id}/rules",
+    response_model=Rules,
+    summary="Override rule parameters",
+    description="Set some parameters of one alert kind for the facility or one zone; "
+    "merged into what the kind already has. A bad value is a 400 naming the field. "
+    "Running hubs apply it within 30 s.",
+    responses={**ERROR_RESPONSES, 400: {"model": ErrorBody, "description": "a bad override"}},
+)
+async def put_rules(
+    facility_id: str, body: RuleOverrideIn, hub: HubDep, principal: Configurer
+) -> dict[str, Any]:
+    """Store an override."""
+    async with connection(hub) as conn:
+        await visible_facility(conn, principal, facility_id)
+        try:
+            override = validate_override(facility_id, body.zone_id or "", body.kind, body.params)
+            await save_overrides(conn, [override], principal.username)
+        except RuleError as exc:
+            message = str(exc)
+            found = _PARAM_IN_MESSAGE.search(message)
+            if found:
+                field = f"body.params.{found.group(1)}"
+            elif "zone" in message and "no such zone" in message:
+                field = "body.zone_id"
+            elif "unknown alert kind" in message:
+                field = "body.kind"
+            else:
+                field = "body.params"
+            raise ApiError(400, message, field) from None
+    return await _rules(hub, principal, facility_id)

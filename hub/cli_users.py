@@ -1,0 +1,134 @@
+"""`carehub users add|list|disable`: the accounts that sign in to the API and dashboards."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from typing import Any
+
+import psycopg
+
+from hub.auth import PASSWORD_MIN, ROLES, add_user, disable_user, list_users
+from hub.errors import AuthError, StorageError
+from hub.settings import Settings
+from hub.storage.accounts import UserRow
+
+# Bad input (a missing facility, a short password): like argparse's own usage errors.
+USAGE_ERROR = 2
+
+
+async def _connect(settings: Settings) -> psycopg.AsyncConnection[Any]:
+    try:
+        return await psycopg.AsyncConnection.connect(
+            settings.database_url,
+            autocommit=True,
+            options=f"-c search_path={settings.database_schema},public",
+        )
+    except psycopg.OperationalError as exc:
+        raise StorageError(f"cannot reach the database: {exc}") from exc
+
+
+def _read_password(from_stdin: bool) -> str:
+    """The new account's password: one line of stdin, or typed twice at a prompt."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("password: ")
+    if password and getpass.getpass("again: ") != password:
+        raise AuthError("invalid", "the two passwords differ", "password")
+    return password
+
+
+def _cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        password = _read_password(args.password_stdin)
+    except (EOFError, KeyboardInterrupt):
+        print("carehub: no password given", file=sys.stderr)
+        return USAGE_ERROR
+
+    async def run() -> UserRow:
+        async with await _connect(settings) as conn:
+            return await add_user(
+                conn,
+                args.name,
+                args.role,
+                password,
+                facility_id=args.facility,
+                district=args.district,
+                display_name=args.display_name or "",
+            )
+
+    try:
+        user = asyncio.run(run())
+    except AuthError as exc:
+        print(f"carehub: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    scope = user.facility_id or user.district or "everything"
+    print(f"account {user.username} added: {user.role} of {scope}")
+    return 0
+
+
+def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
+    async def run() -> list[UserRow]:
+        async with await _connect(settings) as conn:
+            return await list_users(conn)
+
+    users = asyncio.run(run())
+    if not users:
+        print("no accounts; add one with `carehub users add NAME --role admin`")
+        return 0
+    header = ("username", "role", "scope", "display name", "state", "created")
+    rows = [
+        (
+            user.username,
+            user.role,
+            user.facility_id or user.district or "-",
+            user.display_name,
+            "disabled" if user.disabled else "active",
+            f"{user.created_at:%Y-%m-%d %H:%M%z}",
+        )
+        for user in users
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    return 0
+
+
+def _cmd_users_disable(settings: Settings, args: argparse.Namespace) -> int:
+    async def run() -> None:
+        async with await _connect(settings) as conn:
+            await disable_user(conn, args.name)
+
+    try:
+        asyncio.run(run())
+    except AuthError as exc:
+        print(f"carehub: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    print(f"account {args.name} disabled; its tokens are revoked")
+    return 0
+
+
+def add_user_commands(sub: Any) -> None:
+    """Register `users` on the `carehub` command's subparsers."""
+    users = sub.add_parser("users", help="accounts for the API and the dashboards")
+    actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="add an account (password from a prompt or stdin)")
+    add.add_argument("name", help="the sign-in name: letters, digits, . _ @ -")
+    add.add_argument("--role", required=True, choices=ROLES)
+    add.add_argument("--facility", default=None, help="the facility id of a manager or staff")
+    add.add_argument("--district", default=None, help="the district of a regulator")
+    add.add_argument("--display-name", default=None, help="the name shown on screens")
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help=f"read the password (at least {PASSWORD_MIN} characters) from one line of stdin",
+    )
+    add.set_defaults(handler=_cmd_users_add)
+    listing = actions.add_parser("list", help="every account")
+    listing.set_defaults(handler=_cmd_users_list)
+    disable = actions.add_parser("disable", help="disable an account and revoke its tokens")
+    disable.add_argument("name")
+    disable.set_defaults(handler=_cmd_users_disable)

@@ -1,0 +1,159 @@
+"""Account SQL: users, hashed API tokens, and the regulators' access log (SPEC §7)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from hub.errors import AuthError, StorageError
+
+_USER_COLUMNS = "username, display_name, role, facility_id, district, disabled, created_at"
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """One account as stored, without its password hash."""
+
+    username: str
+    display_name: str
+    role: str
+    facility_id: str | None
+    district: str | None
+    disabled: bool
+    created_at: datetime
+
+
+async def insert_user(
+    conn: AsyncConnection[Any],
+    *,
+    username: str,
+    display_name: str,
+    role: str,
+    facility_id: str | None,
+    district: str | None,
+    password_hash: str,
+) -> UserRow:
+    """Store a new account; AuthError conflict when the name is taken."""
+    try:
+        async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            if facility_id is not None:
+                await cur.execute("SELECT 1 FROM facilities WHERE id = %s", (facility_id,))
+                if await cur.fetchone() is None:
+                    raise AuthError(
+                        "invalid", f"facility {facility_id!r} is not registered", "facility"
+                    )
+            await cur.execute(
+                "INSERT INTO users (username, display_name, role, facility_id, district,"
+                " password_hash) VALUES (%s, %s, %s, %s, %s, %s)"
+                f" ON CONFLICT (username) DO NOTHING RETURNING {_USER_COLUMNS}",
+                (username, display_name, role, facility_id, district, password_hash),
+            )
+            row = await cur.fetchone()
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot store account {username!r}: {exc}") from exc
+    if row is None:
+        raise AuthError("conflict", f"an account named {username!r} already exists", "username")
+    return UserRow(**row)
+
+
+async def select_users(conn: AsyncConnection[Any]) -> list[UserRow]:
+    """Every account, by name."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_USER_COLUMNS} FROM users ORDER BY username")
+        return [UserRow(**row) for row in await cur.fetchall()]
+
+
+async def select_password_hash(
+    conn: AsyncConnection[Any], username: str
+) -> tuple[UserRow, str] | None:
+    """An account and its password hash, or None."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE username = %s", (username,)
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    password_hash = str(row.pop("password_hash"))
+    return UserRow(**row), password_hash
+
+
+async def update_password_hash(conn: AsyncConnection[Any], username: str, new_hash: str) -> None:
+    """Replace an account's hash (argon2 parameters were raised since it was written)."""
+    await conn.execute(
+        "UPDATE users SET password_hash = %s WHERE username = %s", (new_hash, username)
+    )
+
+
+async def set_disabled(conn: AsyncConnection[Any], username: str, disabled: bool) -> bool:
+    """Disable or enable an account and, when disabling, revoke its tokens; False if unknown."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE users SET disabled = %s WHERE username = %s RETURNING 1", (disabled, username)
+        )
+        found = await cur.fetchone() is not None
+        if found and disabled:
+            await conn.execute(
+                "UPDATE api_tokens SET revoked_at = now()"
+                " WHERE username = %s AND revoked_at IS NULL",
+                (username,),
+            )
+    return found
+
+
+async def insert_token(
+    conn: AsyncConnection[Any], token_sha256: str, username: str, ttl_s: int
+) -> datetime:
+    """Store a new token's hash; returns when it expires (the database's clock)."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO api_tokens (token_sha256, username, expires_at)"
+            " VALUES (%s, %s, now() + make_interval(secs => %s)) RETURNING expires_at",
+            (token_sha256, username, ttl_s),
+        )
+        row = await cur.fetchone()
+        # Expired tokens go when new ones come, so the table stays the size of its users.
+        await conn.execute("DELETE FROM api_tokens WHERE expires_at < now() - interval '7 days'")
+    if row is None:
+        raise StorageError("the database returned no row where one was certain")
+    expires_at: datetime = row[0]
+    return expires_at
+
+
+async def select_token_user(conn: AsyncConnection[Any], token_sha256: str) -> UserRow | None:
+    """The enabled account of a live (unexpired, unrevoked) token, or None."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT u.username, u.display_name, u.role, u.facility_id, u.district, u.disabled,"
+            " u.created_at FROM api_tokens t JOIN users u ON u.username = t.username"
+            " WHERE t.token_sha256 = %s AND t.revoked_at IS NULL AND t.expires_at > now()"
+            " AND NOT u.disabled",
+            (token_sha256,),
+        )
+        row = await cur.fetchone()
+    return None if row is None else UserRow(**row)
+
+
+async def revoke_token(conn: AsyncConnection[Any], token_sha256: str) -> bool:
+    """Revoke one token; False when it was not live."""
+    cur = await conn.execute(
+        "UPDATE api_tokens SET revoked_at = now()"
+        " WHERE token_sha256 = %s AND revoked_at IS NULL RETURNING 1",
+        (token_sha256,),
+    )
+    return await cur.fetchone() is not None
+
+
+async def log_access(
+    conn: AsyncConnection[Any], *, username: str, role: str, route: str, facility_id: str
+) -> None:
+    """Record one read of a facility's detail (SPEC §7, PIPL)."""
+    await conn.execute(
+        "INSERT INTO access_log (username, role, route, facility_id) VALUES (%s, %s, %s, %s)",
+        (username, role, route, facility_id),
+    )
