@@ -8,23 +8,31 @@ that falls behind is marked lagging and gets nothing more, never slowing the oth
 Floods: when a facility raises more than `flood_threshold` alerts within the window, its
 new medium and low alerts reach subscribers as one summary per facility and second
 ("37 devices offline"); each alert is still stored. High alerts always come singly.
+
+Websocket clients (`LiveClient`) get each message serialised to JSON once, whoever many
+they are, and only the messages of the facilities they may see. Change ids are handed out
+when a transaction inserts its row, not when it commits, so a row may appear after a
+higher one was read: such gaps are looked up again for a while, never skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from devices import ALERT_LABELS
 from hub.alerts import live_channel
 from hub.errors import raise_if_cancelled
 from hub.settings import Settings
@@ -38,16 +46,20 @@ NOTIFY_WAIT_S = 1.0
 GROUP_EMIT_S = 1.0
 # Catching up reads at most this many rows per query.
 CATCH_UP_ROWS = 1000
-KIND_TEXT = {
-    "sos": "紧急呼叫",
-    "fall": "跌倒",
-    "long_lie": "跌倒后长时间未起",
-    "dwell": "长时间无活动",
-    "over_capacity": "超员",
-    "staff_ratio": "师幼比超标",
-    "device_offline": "设备离线",
-    "low_battery": "电量低",
-}
+# A client's writer writes at most this many messages before handing the loop back, and a
+# burst (a catch-up after a reconnect) is handed out this many changes at a time with the
+# writers let run in between: a burst never outruns a client that keeps up, and never
+# looks like a slow one.
+WRITE_BURST = 8
+# A change id skipped over (its transaction had not committed yet) is looked for this long;
+# a rolled-back transaction leaves a gap for good, so the wait must end.
+GAP_WAIT_S = 10.0
+# A jump larger than this is a sequence cache or a rollback spree, not in-flight commits.
+GAP_MAX = 1000
+# Websocket clients hear from the hub at least this often, so idle proxies keep the
+# connection and a client can tell a dead link from a quiet district (docs/api.md).
+PING_S = 20.0
+KIND_TEXT = ALERT_LABELS
 
 
 @dataclass(eq=False)
@@ -67,6 +79,89 @@ class Subscription:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
             self.lagging = True
+
+
+@dataclass(frozen=True, slots=True)
+class LiveMessage:
+    """A message for websocket clients, serialised once: its facility and its JSON text."""
+
+    # None: for every client (ping).
+    facility_id: str | None
+    text: str
+    # The live_changes id of an `alert` message, so a client's snapshot can skip it.
+    change_id: int | None = None
+    # Device-level (device_status): only for clients of one facility, not district screens.
+    device_level: bool = False
+    # The ASGI event that sends it, built once too: uvicorn only reads it.
+    event: dict[str, Any] = field(default_factory=dict)
+    # Alerts (and their floods and provisional calls) are written before statuses.
+    urgent: bool = False
+
+
+def encode_message(
+    message: dict[str, Any], facility_id: str | None, *, device_level: bool = False
+) -> LiveMessage:
+    """Serialise `message` for every client that sees `facility_id`."""
+    change_id = message.get("change_id")
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    return LiveMessage(
+        facility_id,
+        text,
+        change_id if isinstance(change_id, int) else None,
+        device_level,
+        {"type": "websocket.send", "text": text},
+        str(message.get("type", "")).startswith("alert"),
+    )
+
+
+class LiveClient:
+    """One websocket client: the facilities it sees and its bounded backlog of messages.
+
+    Alert messages go ahead of status ones: a second's burst of facility statuses must
+    not hold up a fall. A client whose backlog is full is marked lagging and gets nothing
+    more: the server tells it so and closes, and it comes back with `since`. It never
+    slows anyone else.
+    """
+
+    def __init__(
+        self, facilities: frozenset[str] | None, size: int, *, device_level: bool = False
+    ) -> None:
+        # None: every facility (an admin).
+        self.facilities = facilities
+        self.device_level = device_level
+        self.size = size
+        self.lagging = asyncio.Event()
+        self._alerts: deque[LiveMessage] = deque()
+        self._statuses: deque[LiveMessage] = deque()
+        self._waiting = asyncio.Event()
+
+    def sees(self, facility_id: str | None) -> bool:
+        """True when a message about `facility_id` is for this client."""
+        return facility_id is None or self.facilities is None or facility_id in self.facilities
+
+    @property
+    def backlog(self) -> int:
+        """How many messages wait to be written."""
+        return len(self._alerts) + len(self._statuses)
+
+    def offer(self, message: LiveMessage) -> None:
+        """Queue `message` if it is in scope, or mark this client as fallen behind."""
+        if self.lagging.is_set() or not self.sees(message.facility_id):
+            return
+        if message.device_level and not self.device_level:
+            return
+        if len(self._alerts) + len(self._statuses) >= self.size:
+            self.lagging.set()
+            return
+        (self._alerts if message.urgent else self._statuses).append(message)
+        self._waiting.set()
+
+    async def next(self) -> LiveMessage:
+        """The next message to write: alerts first, then statuses, each in order."""
+        while not (self._alerts or self._statuses):
+            self._waiting.clear()
+            await self._waiting.wait()
+        return self._alerts.popleft() if self._alerts else self._statuses.popleft()
 
 
 @dataclass
@@ -92,6 +187,10 @@ class LiveFeed:
         self._pool = pool
         self._channel = live_channel(settings.database_schema)
         self._subscribers: set[Subscription] = set()
+        self._clients: set[LiveClient] = set()
+        # Change ids skipped over while their transaction was still open, and until when
+        # (monotonic) they are looked for.
+        self._gaps: dict[int, float] = {}
         self._floods: dict[str, _Flood] = {}
         self._threshold = flood_threshold
         self._window = flood_window_s
@@ -109,17 +208,55 @@ class LiveFeed:
         finally:
             self._subscribers.discard(subscription)
 
+    @contextlib.contextmanager
+    def connect(
+        self, facilities: frozenset[str] | None, queue_size: int, *, device_level: bool = False
+    ) -> Iterator[LiveClient]:
+        """A websocket client's LiveClient for the duration of a `with` block."""
+        client = LiveClient(facilities, queue_size, device_level=device_level)
+        self._clients.add(client)
+        try:
+            yield client
+        finally:
+            self._clients.discard(client)
+
+    @property
+    def clients(self) -> int:
+        """How many websocket clients are connected to this process."""
+        return len(self._clients)
+
+    @property
+    def lagging(self) -> int:
+        """How many connected websocket clients have fallen behind (and are being closed)."""
+        return sum(1 for client in self._clients if client.lagging.is_set())
+
+    @property
+    def last_change_id(self) -> int | None:
+        """The newest change handed out so far (None before the first connection)."""
+        return self._last_id
+
     def publish_local(self, message: dict[str, Any]) -> None:
         """Hand `message` to this process's subscribers now, without the database.
 
         For what cannot wait for it: an alert decided while the database is down.
         """
-        self._send(message)
+        facility_id = message.get("facility_id")
+        self._send(message, facility_id if isinstance(facility_id, str) else None)
+
+    def broadcast(
+        self, message: dict[str, Any], facility_id: str | None, *, device_level: bool = False
+    ) -> None:
+        """Hand a status message (not an alert change) to the websocket clients that see it."""
+        if self._clients:
+            encoded = encode_message(message, facility_id, device_level=device_level)
+            for client in list(self._clients):
+                client.offer(encoded)
 
     async def run(self) -> None:
         """LISTEN and dispatch until cancelled; reconnect (and catch up) on errors."""
         async with asyncio.TaskGroup() as group:
             group.create_task(self._flush_groups())
+            group.create_task(self._ping())
             while True:
                 try:
                     await self._listen()
@@ -158,11 +295,43 @@ class LiveFeed:
                 (self._last_id, CATCH_UP_ROWS),
             )
             rows = await cur.fetchall()
-            for change_id, facility_id, change in rows:
+            for n, (change_id, facility_id, change) in enumerate(rows, 1):
+                self._note_gap(int(change_id))
                 self._last_id = int(change_id)
                 self._dispatch(int(change_id), str(facility_id), dict(change))
+                if n % WRITE_BURST == 0:
+                    await asyncio.sleep(0)
             if len(rows) < CATCH_UP_ROWS:
-                return
+                break
+        if self._gaps:
+            await self._fill_gaps(conn)
+
+    def _note_gap(self, change_id: int) -> None:
+        """Remember the ids between the last one read and `change_id`, if any."""
+        last = self._last_id
+        if last is None or change_id <= last + 1:
+            return
+        if change_id - last - 1 > GAP_MAX:
+            logger.warning(
+                "live changes jumped from %d to %d; not waiting for the gap", last, change_id
+            )
+            return
+        deadline = time.monotonic() + GAP_WAIT_S
+        for missing in range(last + 1, change_id):
+            self._gaps[missing] = deadline
+
+    async def _fill_gaps(self, conn: AsyncConnection[Any]) -> None:
+        """Dispatch the skipped-over changes that have committed since; forget old gaps."""
+        cur = await conn.execute(
+            "SELECT id, facility_id, change FROM live_changes WHERE id = ANY(%s) ORDER BY id",
+            (list(self._gaps),),
+        )
+        for change_id, facility_id, change in await cur.fetchall():
+            del self._gaps[int(change_id)]
+            self._dispatch(int(change_id), str(facility_id), dict(change))
+        now = time.monotonic()
+        for expired in [gap for gap, deadline in self._gaps.items() if deadline < now]:
+            del self._gaps[expired]
 
     def _dispatch(self, change_id: int, facility_id: str, change: dict[str, Any]) -> None:
         message = {**change, "change_id": change_id}
@@ -179,12 +348,21 @@ class LiveFeed:
                 flood.grouped[str(alert.get("kind"))] += 1
                 flood.dirty = True
                 return
-        self._send(message)
+        self._send(message, facility_id)
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: dict[str, Any], facility_id: str | None) -> None:
         self.delivered += 1
         for subscription in list(self._subscribers):
             subscription.offer(message)
+        if self._clients:
+            encoded = encode_message(message, facility_id)
+            for client in list(self._clients):
+                client.offer(encoded)
+
+    async def _ping(self) -> None:
+        while True:
+            await asyncio.sleep(PING_S)
+            self.broadcast({"type": "ping", "at": datetime.now(UTC).isoformat()}, None)
 
     async def _flush_groups(self) -> None:
         while True:
@@ -194,7 +372,7 @@ class LiveFeed:
                 if flood.dirty and now - flood.last_emit >= GROUP_EMIT_S:
                     flood.dirty = False
                     flood.last_emit = now
-                    self._send(group_message(facility_id, flood.grouped))
+                    self._send(group_message(facility_id, flood.grouped), facility_id)
 
 
 def group_message(facility_id: str, grouped: Counter[str]) -> dict[str, Any]:

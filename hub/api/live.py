@@ -1,0 +1,314 @@
+"""The live websocket `/api/v1/live` (docs/api.md): a snapshot of what the caller sees, then
+every change of it, filtered to the caller's facilities.
+
+Per connection: a bounded queue filled by the process's LiveFeed (messages serialised
+once for all clients), one task writing it to the socket, one reading (so a close is
+seen), and a check that the token still holds. A client that falls behind is told
+`lagging` and closed with 4008; it never slows the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from psycopg import AsyncConnection
+from psycopg_pool import PoolTimeout
+from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
+
+from hub.alerts import alert_json, open_alerts
+from hub.auth import Principal, principal_for_token
+from hub.errors import StorageError
+from hub.live import WRITE_BURST, LiveClient, encode_message
+from hub.storage.live import (
+    changes_between,
+    devices,
+    district_facilities,
+    facility_rows,
+    last_change_id,
+    oldest_change_id,
+)
+from hub.storage.status import facility_statuses, zone_status
+
+if TYPE_CHECKING:
+    from hub.app import Hub
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["live"])
+
+CLOSE_BAD_TOKEN = 4401
+CLOSE_LAGGING = 4008
+# RFC 6455 "try again later": the database cannot answer who the caller is right now.
+CLOSE_TRY_AGAIN = 1013
+# The last words to a lagging or revoked client may wait this long for its socket to
+# drain; a client that reads nothing at all is left to TCP after that.
+FAREWELL_S = 10.0
+# A token revoked or expired mid-connection is noticed within this long.
+TOKEN_RECHECK_S = 60.0
+# A change id is a bigint; anything else in `since` is not one of ours.
+_SINCE = re.compile(r"^[0-9]{1,18}$")
+
+_DB_ERRORS = (StorageError, psycopg.Error, PoolTimeout, OSError)
+
+
+class LiveEndpoint:
+    """The route as a plain ASGI app, so that each client's writer hands the server the
+    message's shared, pre-built send event: at hundreds of screens, the per-message layers
+    of a WebSocket object cost more than the rest of the fan-out."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one websocket connection."""
+        await live(WebSocket(scope, receive, send), send)
+
+
+async def live(websocket: WebSocket, send: Send) -> None:
+    """Snapshot, then alert, status, device and count changes in the caller's scope."""
+    hub: Hub = websocket.state.hub
+    token = websocket.query_params.get("token") or ""
+    since = _parse_since(websocket.query_params.get("since"))
+    # Accepted first, so that a refusal can carry a close code the client can read.
+    await websocket.accept()
+    try:
+        principal = await principal_for_token(hub.pool, token)
+        scope = None if principal is None else await _scope(hub, principal)
+    except _DB_ERRORS as exc:
+        logger.warning("live: cannot check a token: %s", exc)
+        await _farewell(websocket, CLOSE_TRY_AGAIN, "the database is unavailable; try again")
+        return
+    if principal is None:
+        await _farewell(
+            websocket, CLOSE_BAD_TOKEN, "the token is unknown, expired or revoked; sign in again"
+        )
+        return
+    # Device-level deltas are for the screens of one facility, not a district's.
+    device_level = principal.role in ("manager", "staff")
+    with hub.live.connect(
+        scope, hub.settings.live_client_queue, device_level=device_level
+    ) as client:
+        try:
+            floor = await _start(websocket, hub, principal, scope, since)
+        except _DB_ERRORS as exc:
+            logger.warning("live: cannot build a snapshot: %s", exc)
+            await _farewell(websocket, CLOSE_TRY_AGAIN, "the database is unavailable; try again")
+            return
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        await _serve(websocket, send, hub, client, floor, token)
+
+
+def _parse_since(text: str | None) -> int | None:
+    """The change id a client resumes after; None (a fresh snapshot) for anything else."""
+    if text is None or not _SINCE.match(text):
+        return None
+    return int(text)
+
+
+async def _scope(hub: Hub, principal: Principal) -> frozenset[str] | None:
+    """The facilities the caller sees (None: all of them)."""
+    if principal.sees_all:
+        return None
+    if principal.role == "regulator":
+        if principal.district is None:
+            return frozenset()
+        async with hub.pool.connection() as conn:
+            return await district_facilities(conn, principal.district)
+    return frozenset() if principal.facility_id is None else frozenset({principal.facility_id})
+
+
+async def _start(
+    websocket: WebSocket,
+    hub: Hub,
+    principal: Principal,
+    scope: frozenset[str] | None,
+    since: int | None,
+) -> int:
+    """Send the snapshot, or `resumed` and what was missed; the change id deltas follow."""
+    # Everything is read first and sent after: a slow socket must not hold a connection.
+    async with hub.pool.connection() as conn:
+        resumed: list[dict[str, Any]] | None = None
+        if since is not None:
+            newest = await last_change_id(conn)
+            oldest = await oldest_change_id(conn)
+            if since <= newest and (since == newest or (oldest or 0) <= since + 1):
+                resumed = await _resume(hub, conn, principal, scope, since=since, upto=newest)
+        if resumed is None:
+            # End the reads above: the snapshot's isolation is set as its transaction begins.
+            await conn.rollback()
+            async with conn.transaction():
+                # One view of the database for the change id and the alerts it covers.
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                snapshot = await _snapshot(hub, conn, principal, scope)
+    if resumed is not None:
+        for message in resumed:
+            await websocket.send_text(encode_message(message, None).text)
+        upto: int = resumed[0]["change_id"]
+        return upto
+    await websocket.send_text(encode_message(snapshot, None).text)
+    change_id: int = snapshot["change_id"]
+    return change_id
+
+
+async def _snapshot(
+    hub: Hub, conn: AsyncConnection[Any], principal: Principal, scope: frozenset[str] | None
+) -> dict[str, Any]:
+    change_id = await last_change_id(conn)
+    facilities = await facility_rows(conn, scope)
+    ids = [facility["id"] for facility in facilities]
+    statuses, zones = await _statuses_and_zones(hub, conn, ids)
+    for facility in facilities:
+        facility["status"] = statuses.get(facility["id"])
+    alerts = await open_alerts(conn, None if scope is None else sorted(scope))
+    snapshot: dict[str, Any] = {
+        "type": "snapshot",
+        "change_id": change_id,
+        "facilities": facilities,
+        "alerts": [alert_json(alert) for alert in alerts],
+        "zones": zones,
+    }
+    if principal.role in ("manager", "staff"):
+        snapshot["devices"] = await devices(conn, facility_ids=scope or frozenset())
+    return snapshot
+
+
+async def _statuses_and_zones(
+    hub: Hub, conn: AsyncConnection[Any], ids: list[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """What the status watcher last published (so deltas continue from it), else fresh."""
+    watcher = hub.status
+    statuses = watcher.statuses(ids) if watcher.ready.is_set() else {}
+    zones = watcher.zones(ids) if watcher.ready.is_set() else {}
+    missing = [fid for fid in ids if fid not in statuses]
+    if missing:
+        # Registered since the watcher's last poll, or the watcher has not read yet.
+        statuses.update(await facility_statuses(conn, missing))
+        fresh = await zone_status(conn, missing)
+        zones.update({fid: fresh.get(fid, []) for fid in missing})
+    return statuses, zones
+
+
+async def _resume(
+    hub: Hub,
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    scope: frozenset[str] | None,
+    *,
+    since: int,
+    upto: int,
+) -> list[dict[str, Any]]:
+    """`resumed`, the missed alert changes, then the current status of what is in scope."""
+    missed = await changes_between(conn, since, upto, scope)
+    rows = await facility_rows(conn, scope)
+    ids = [row["id"] for row in rows]
+    statuses, zones = await _statuses_and_zones(hub, conn, ids)
+    device_list = (
+        await devices(conn, facility_ids=scope or frozenset())
+        if principal.role in ("manager", "staff")
+        else []
+    )
+    messages: list[dict[str, Any]] = [{"type": "resumed", "change_id": upto}]
+    messages += [{**change, "change_id": change_id} for change_id, _, change in missed]
+    # Status deltas are not kept: what the client missed of them is the current state.
+    messages += [
+        {"type": "facility_status", "facility_id": fid, "status": status}
+        for fid, status in statuses.items()
+    ]
+    messages += [
+        {
+            "type": "zone_count",
+            "facility_id": fid,
+            "zone_id": zone["zone_id"],
+            "present": zone["present"],
+            "staff": zone["staff"],
+        }
+        for fid, facility_zones in zones.items()
+        for zone in facility_zones
+    ]
+    messages += [{"type": "device_status", "device": device} for device in device_list]
+    return messages
+
+
+async def _serve(
+    websocket: WebSocket, send: Send, hub: Hub, client: LiveClient, floor: int, token: str
+) -> None:
+    """Write the queue to the socket until the client leaves, lags or loses its token."""
+    writer = asyncio.create_task(_write(send, client, floor))
+    reader = asyncio.create_task(_read(websocket))
+    lagging = asyncio.create_task(client.lagging.wait())
+    revoked = asyncio.create_task(_token_lapses(hub, token))
+    tasks = (writer, reader, lagging, revoked)
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if reader in done or writer in done:
+        return
+    if lagging in done:
+        await _farewell(
+            websocket,
+            CLOSE_LAGGING,
+            "you fell behind; reconnect with since=<the last change_id you got>",
+            message={
+                "type": "lagging",
+                "message": "this client fell behind and is disconnected; "
+                "reconnect with since=<the last change_id it received>",
+            },
+        )
+    elif revoked in done:
+        await _farewell(websocket, CLOSE_BAD_TOKEN, "the token expired or was revoked")
+
+
+async def _write(send: Send, client: LiveClient, floor: int) -> None:
+    written = 0
+    while True:
+        message = await client.next()
+        if message.change_id is not None and message.change_id <= floor:
+            continue  # already in the snapshot or the replay
+        await send(message.event)
+        written += 1
+        if written % WRITE_BURST == 0:
+            # A send to a willing socket never suspends: let the others (and the feed,
+            # with the next alert) have the loop between bursts.
+            await asyncio.sleep(0)
+
+
+async def _read(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, until it closes."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+async def _token_lapses(hub: Hub, token: str) -> None:
+    """Return once the token is no longer good (a database outage is not that)."""
+    while True:
+        await asyncio.sleep(TOKEN_RECHECK_S)
+        try:
+            if await principal_for_token(hub.pool, token) is None:
+                return
+        except _DB_ERRORS:
+            continue
+
+
+async def _farewell(
+    websocket: WebSocket, code: int, reason: str, *, message: dict[str, Any] | None = None
+) -> None:
+    """Send a last message and close with `code`, unless the client is gone or stuck."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, TimeoutError):
+        async with asyncio.timeout(FAREWELL_S):
+            if message is not None:
+                await websocket.send_text(json.dumps(message, ensure_ascii=False))
+            await websocket.close(code, reason)
+
+
+router.routes.append(WebSocketRoute("/live", LiveEndpoint(), name="live"))

@@ -1,0 +1,143 @@
+"""Queries of the live websocket: a client's scope, its snapshot, and devices' state.
+
+Facility status and zone counts come from hub/storage/status.py (shared with the REST
+API); this module adds what only the live feed needs, in bulk, one round trip each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from hub.errors import StorageError
+from hub.storage.kpis import HEARTBEATS_ONLINE
+
+# As hub/storage/status.py counts a device online: heard within HEARTBEATS_ONLINE
+# heartbeats, and its last will did not say offline. Never heard is offline.
+_ONLINE = (
+    "coalesce(s.online IS NOT FALSE AND s.last_seen >= now()"
+    f" - make_interval(secs => {HEARTBEATS_ONLINE} * d.heartbeat_s), false)"
+)
+
+_FACILITY_COLUMNS = (
+    "f.id, f.name, f.kind, f.district, f.address, f.latitude, f.longitude,"
+    " f.registration_no, f.beds, f.childcare_places"
+)
+
+_DEVICE_COLUMNS = (
+    "d.id, d.facility_id, d.zone_id, d.type, d.vendor, d.model, d.heartbeat_s,"
+    f" {_ONLINE} AS online, s.battery, s.last_seen, s.presence, s.count, s.staff"
+)
+
+
+async def district_facilities(conn: AsyncConnection[Any], district: str) -> frozenset[str]:
+    """The ids of a district's facilities (a regulator's scope)."""
+    try:
+        cur = await conn.execute("SELECT id FROM facilities WHERE district = %s", (district,))
+        return frozenset(str(row[0]) for row in await cur.fetchall())
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot read the facilities of {district}: {exc}") from exc
+
+
+async def last_change_id(conn: AsyncConnection[Any]) -> int:
+    """The newest live change's id (0 when there is none)."""
+    cur = await conn.execute("SELECT coalesce(max(id), 0) FROM live_changes")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def oldest_change_id(conn: AsyncConnection[Any]) -> int | None:
+    """The oldest retained live change's id, or None when none is retained."""
+    cur = await conn.execute("SELECT min(id) FROM live_changes")
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+async def changes_between(
+    conn: AsyncConnection[Any], after: int, upto: int, facility_ids: frozenset[str] | None
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """(id, facility_id, change) of the changes after `after` up to `upto`, in scope."""
+    cur = await conn.execute(
+        "SELECT id, facility_id, change FROM live_changes WHERE id > %s AND id <= %s"
+        " AND (%s::text[] IS NULL OR facility_id = ANY(%s::text[])) ORDER BY id",
+        (after, upto, _ids(facility_ids), _ids(facility_ids)),
+    )
+    return [(int(row[0]), str(row[1]), dict(row[2])) for row in await cur.fetchall()]
+
+
+async def facility_rows(
+    conn: AsyncConnection[Any], facility_ids: frozenset[str] | None
+) -> list[dict[str, Any]]:
+    """The registry fields of docs/api.md `Facility`, of every facility in scope, by id."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_FACILITY_COLUMNS} FROM facilities f"
+            " WHERE %(ids)s::text[] IS NULL OR f.id = ANY(%(ids)s::text[]) ORDER BY f.id",
+            {"ids": _ids(facility_ids)},
+        )
+        return list(await cur.fetchall())
+
+
+async def devices(
+    conn: AsyncConnection[Any],
+    *,
+    facility_ids: frozenset[str] | None = None,
+    device_ids: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """docs/api.md `Device` objects of some facilities' devices, or of some devices, by id."""
+    try:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices d"
+                " LEFT JOIN device_state s ON s.device_id = d.id"
+                " WHERE (%(facilities)s::text[] IS NULL OR d.facility_id = ANY(%(facilities)s))"
+                " AND (%(devices)s::text[] IS NULL OR d.id = ANY(%(devices)s)) ORDER BY d.id",
+                {
+                    "facilities": _ids(facility_ids),
+                    "devices": None if device_ids is None else list(device_ids),
+                },
+            )
+            return [device_json(row) for row in await cur.fetchall()]
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot read devices: {exc}") from exc
+
+
+async def device_flags(conn: AsyncConnection[Any]) -> list[tuple[str, str, bool, float | None]]:
+    """(device id, facility id, online, battery) of every device: what device deltas watch."""
+    try:
+        cur = await conn.execute(
+            f"SELECT d.id, d.facility_id, {_ONLINE}, s.battery FROM devices d"
+            " LEFT JOIN device_state s ON s.device_id = d.id"
+        )
+        return [(str(r[0]), str(r[1]), bool(r[2]), r[3]) for r in await cur.fetchall()]
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot read the devices' state: {exc}") from exc
+
+
+def device_json(row: dict[str, Any]) -> dict[str, Any]:
+    """docs/api.md `Device` from a row of _DEVICE_COLUMNS."""
+    last_seen: datetime | None = row["last_seen"]
+    return {
+        "id": row["id"],
+        "facility_id": row["facility_id"],
+        "zone_id": row["zone_id"],
+        "type": row["type"],
+        "vendor": row["vendor"],
+        "model": row["model"],
+        "heartbeat_s": row["heartbeat_s"],
+        "online": bool(row["online"]),
+        "battery": row["battery"],
+        "last_seen": None if last_seen is None else last_seen.isoformat(),
+        "presence": row["presence"],
+        "count": row["count"],
+        "staff": row["staff"],
+    }
+
+
+def _ids(facility_ids: frozenset[str] | None) -> list[str] | None:
+    return None if facility_ids is None else sorted(facility_ids)
