@@ -1,0 +1,110 @@
+// The live websocket: snapshot, then changes; reconnects with `since` so nothing is missed
+// (docs/api.md), and tells the page plainly whether it is connected.
+import { API } from "./api";
+import type { LiveMessage } from "./types";
+
+export type ConnectionState = "connecting" | "live" | "lost" | "signed_out";
+
+const CLOSE_BAD_TOKEN = 4401;
+// Backoff between reconnects: quick first (a hub restart takes a second or two), capped so
+// a phone on a flaky network keeps trying without hammering the hub.
+const RECONNECT_MIN_MS = 500;
+const RECONNECT_MAX_MS = 5000;
+// The hub pings every 20 s: twice that without a word means the link is dead even if the
+// socket has not noticed (a phone that slept, a NAT that forgot us).
+const SILENCE_MS = 45_000;
+
+declare global {
+  interface Window {
+    /** The socket's URL and a way to drop it, for the browser tests and for support. */
+    __carehubLive?: { url: string; drop: () => void };
+  }
+}
+
+export interface LiveOptions {
+  token: () => string | null;
+  onMessage: (message: LiveMessage) => void;
+  onState: (state: ConnectionState) => void;
+}
+
+export class LiveConnection {
+  private socket: WebSocket | null = null;
+  private lastChangeId: number | null = null;
+  private retryMs = RECONNECT_MIN_MS;
+  private retryTimer: number | undefined;
+  private silenceTimer: number | undefined;
+  private stopped = false;
+
+  constructor(private readonly options: LiveOptions) {}
+
+  start(): void {
+    this.stopped = false;
+    this.open();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    window.clearTimeout(this.retryTimer);
+    window.clearTimeout(this.silenceTimer);
+    this.socket?.close(1000);
+    this.socket = null;
+  }
+
+  private open(): void {
+    const current = this.options.token();
+    if (current === null) {
+      this.options.onState("signed_out");
+      return;
+    }
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const query = new URLSearchParams({ token: current });
+    if (this.lastChangeId !== null) {
+      query.set("since", String(this.lastChangeId));
+    }
+    this.options.onState(this.lastChangeId === null ? "connecting" : "lost");
+    const url = `${scheme}//${location.host}${API}/live?${query.toString()}`;
+    const socket = new WebSocket(url);
+    this.socket = socket;
+    window.__carehubLive = {
+      url: url.replace(/token=[^&]*/, "token=…"),
+      drop: () => socket.close(4000),
+    };
+    socket.onmessage = (event: MessageEvent<string>) => {
+      if (socket !== this.socket) {
+        return;
+      }
+      this.heard();
+      const message = JSON.parse(event.data) as LiveMessage;
+      if (message.type === "snapshot" || message.type === "resumed") {
+        this.retryMs = RECONNECT_MIN_MS;
+        this.options.onState("live");
+      }
+      if ("change_id" in message && typeof message.change_id === "number") {
+        this.lastChangeId = Math.max(this.lastChangeId ?? 0, message.change_id);
+      }
+      this.options.onMessage(message);
+    };
+    socket.onclose = (event: CloseEvent) => {
+      if (socket !== this.socket || this.stopped) {
+        return;
+      }
+      this.socket = null;
+      window.clearTimeout(this.silenceTimer);
+      if (event.code === CLOSE_BAD_TOKEN) {
+        this.options.onState("signed_out");
+        return;
+      }
+      this.options.onState("lost");
+      this.retryTimer = window.setTimeout(() => this.open(), this.retryMs);
+      this.retryMs = Math.min(this.retryMs * 2, RECONNECT_MAX_MS);
+    };
+    socket.onerror = () => {
+      // onclose follows and reconnects.
+    };
+  }
+
+  private heard(): void {
+    window.clearTimeout(this.silenceTimer);
+    this.silenceTimer = window.setTimeout(() => this.socket?.close(4000), SILENCE_MS);
+  }
+}

@@ -1,0 +1,201 @@
+// The regulator's screen (监管一屏掌控): map, KPI band, live alert feed, drill-down, export.
+import "leaflet/dist/leaflet.css";
+import "../common/base.css";
+import "./regulator.css";
+
+import { getJson } from "../common/api";
+import { h } from "../common/dom";
+import { localIso, startOfToday } from "../common/format";
+import { applyStatic, onLanguageChange } from "../common/i18n";
+import { LiveConnection } from "../common/live";
+import { type Shell, startShell } from "../common/shell";
+import type { Facility, Kpis, LiveMessage, SnapshotMessage, Zone } from "../common/types";
+import { DrillDown } from "./drilldown";
+import { exportForm } from "./export";
+import { AlertFeed } from "./feed";
+import { KpiBand } from "./kpis";
+import { FacilityMap, legendItems } from "./map";
+
+declare global {
+  interface Window {
+    /** performance.now() when the first snapshot was on screen (bench dashboard reads it). */
+    __carehubLiveAt?: number;
+  }
+}
+
+// Today's acknowledgement share is read again this often, and shortly after any ack.
+const ACK_REFRESH_MS = 60_000;
+const ACK_DEBOUNCE_MS = 1500;
+
+class RegulatorScreen {
+  private readonly facilities = new Map<string, Facility>();
+  private readonly zones = new Map<string, Zone[]>();
+  private readonly kpis = new KpiBand();
+  private readonly feed: AlertFeed;
+  private readonly drill = new DrillDown();
+  private readonly map: FacilityMap;
+  private readonly legend = h("ul", { class: "legend", "data-testid": "map-legend" });
+  private ackTimer: number | undefined;
+
+  constructor(private readonly shell: Shell) {
+    this.feed = new AlertFeed({
+      facilityName: (id) => this.facilities.get(id)?.name ?? id,
+      zoneName: (facilityId, zoneId) =>
+        this.zones.get(facilityId)?.find((zone) => zone.zone_id === zoneId)?.name ?? zoneId ?? "",
+      onSelect: (id) => void this.drill.open(id),
+    });
+    const mapElement = h("div", { class: "map", "data-testid": "map" });
+    const layout = h(
+      "div",
+      { class: "regulator" },
+      this.kpis.element,
+      h(
+        "section",
+        { class: "map-panel" },
+        mapElement,
+        this.legend,
+      ),
+      h("div", { class: "side" }, this.feed.element, exportForm(() => this.scope())),
+      this.drill.element,
+    );
+    shell.main.replaceChildren(layout);
+    this.map = new FacilityMap(
+      mapElement,
+      shell.config.tile_url,
+      shell.config.map_center,
+      (id) => void this.drill.open(id),
+    );
+    this.kpis.watch(() => this.facilities.values());
+    this.renderLegend();
+    applyStatic(layout);
+    onLanguageChange(() => {
+      this.renderLegend();
+      this.kpis.render();
+      this.feed.repaint();
+      this.drill.repaint();
+    });
+  }
+
+  start(): void {
+    new LiveConnection({
+      token: () => sessionStorage.getItem("carehub.token"),
+      onMessage: (message) => this.handle(message),
+      onState: (state) => this.shell.setConnection(state),
+    }).start();
+    void this.refreshAck();
+    window.setInterval(() => void this.refreshAck(), ACK_REFRESH_MS);
+  }
+
+  private handle(message: LiveMessage): void {
+    switch (message.type) {
+      case "snapshot":
+        this.snapshot(message);
+        break;
+      case "alert":
+        this.feed.apply(message.alert);
+        this.drill.alertChanged(message.alert);
+        if (message.action !== "raise") {
+          this.scheduleAck();
+        }
+        break;
+      case "alert_group":
+        this.feed.applyGroup(message);
+        break;
+      case "facility_status": {
+        const facility = this.facilities.get(message.facility_id);
+        if (facility !== undefined) {
+          facility.status = message.status;
+          this.map.update(facility);
+          this.kpis.schedule();
+          this.drill.status(facility.id, message.status);
+        }
+        break;
+      }
+      case "zone_count": {
+        const zone = this.zones.get(message.facility_id)?.find((one) => one.zone_id === message.zone_id);
+        if (zone !== undefined) {
+          zone.present = message.present;
+          zone.staff = message.staff;
+        }
+        this.drill.zoneCount(message.facility_id, message.zone_id, message.present, message.staff);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  private snapshot(message: SnapshotMessage): void {
+    this.facilities.clear();
+    this.zones.clear();
+    for (const facility of message.facilities) {
+      this.facilities.set(facility.id, facility);
+    }
+    for (const [facilityId, zones] of Object.entries(message.zones)) {
+      this.zones.set(facilityId, zones);
+    }
+    this.map.setFacilities(this.facilities.values(), (facility) => facility.name);
+    this.feed.reset(message.alerts);
+    this.kpis.render();
+    if (window.__carehubLiveAt === undefined) {
+      // On screen means painted: the next frame after the DOM holds the snapshot.
+      requestAnimationFrame(() => {
+        window.__carehubLiveAt = performance.now();
+        document.body.dataset.live = "true";
+      });
+    }
+  }
+
+  /** The KPI scope of the signed-in account (a regulator's district, a manager's facility). */
+  private scope(): URLSearchParams | null {
+    const me = this.shell.me;
+    if (me.district !== null) {
+      return new URLSearchParams({ district: me.district });
+    }
+    if (me.facility_id !== null) {
+      return new URLSearchParams({ facility: me.facility_id });
+    }
+    // An admin: the district with the most facilities on the screen.
+    const counts = new Map<string, number>();
+    for (const facility of this.facilities.values()) {
+      counts.set(facility.district, (counts.get(facility.district) ?? 0) + 1);
+    }
+    const top = [...counts.entries()].sort((a, b) => b[1] - a[1])[0];
+    return top === undefined ? null : new URLSearchParams({ district: top[0] });
+  }
+
+  private scheduleAck(): void {
+    window.clearTimeout(this.ackTimer);
+    this.ackTimer = window.setTimeout(() => void this.refreshAck(), ACK_DEBOUNCE_MS);
+  }
+
+  private async refreshAck(): Promise<void> {
+    if (this.shell.me.role === "staff") {
+      return; // staff have no KPI access (docs/api.md)
+    }
+    let query = this.scope();
+    if (query === null) {
+      // An admin before the snapshot: try again once facilities are known.
+      window.setTimeout(() => void this.refreshAck(), 2000);
+      return;
+    }
+    query = new URLSearchParams(query);
+    query.set("from", localIso(startOfToday()));
+    query.set("to", localIso(new Date(Date.now() + 1000)));
+    try {
+      this.kpis.setAck(await getJson<Kpis>(`/kpis?${query.toString()}`));
+    } catch {
+      this.kpis.setAck(null);
+    }
+  }
+
+  private renderLegend(): void {
+    this.legend.replaceChildren(
+      ...legendItems().map(([state, colour, text]) =>
+        h("li", { "data-state": state }, h("span", { class: "swatch", style: `background:${colour}` }), text),
+      ),
+    );
+  }
+}
+
+void startShell("app.regulator", (shell) => new RegulatorScreen(shell).start());

@@ -1,0 +1,178 @@
+"""The regulator's screen in headless Chromium, on the whole `carehub demo` stack: the banner
+names the dashboards, the map, the KPI band and the drill-down fill with the simulated
+district's data, the language switches, and the KPIs export as CSV."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from tests.e2e.conftest import SCREEN, screenshot, sign_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
+
+FACILITIES = 20
+DEMO_PASSWORD = "carehub-demo"  # noqa: S105 - the demo's published password
+
+
+class _Output:
+    """A child's output lines, read in a thread."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def demo() -> Iterator[str]:
+    """`carehub demo` on free ports; yields its banner once it is running."""
+    folder = Path(tempfile.mkdtemp(prefix="carehub-e2e-demo-"))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREHUB_")}
+    env.update(CAREHUB_HTTP_PORT="0", CAREHUB_LOG_LEVEL="WARNING")
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "demo",
+            "--data-dir",
+            str(folder / "demo"),
+            "--facilities",
+            str(FACILITIES),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert child.stdout is not None
+    output = _Output(child.stdout)
+    try:
+        deadline = time.monotonic() + 120
+        while "Press Ctrl-C to stop." not in output.text():
+            if child.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("carehub demo did not start:\n" + output.text())
+            time.sleep(0.1)
+        yield output.text()
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _kpi(page: Page, name: str) -> str:
+    return (await page.get_by_test_id(f"kpi-{name}-value").text_content()) or ""
+
+
+async def test_the_regulator_screen_shows_the_district_live_and_drills_into_a_facility(
+    demo: str, browser: Browser, tmp_path: Path
+) -> None:
+    """Map with every facility, KPI band, feed, drill-down with data, language, CSV."""
+    regulator_url = re.search(r"regulator screen\s+(http://\S+/)", demo)
+    console_url = re.search(r"staff console\s+(http://\S+/console/)", demo)
+    assert regulator_url is not None, demo
+    assert console_url is not None, demo
+    assert "not built" not in demo, demo
+
+    page = await browser.new_page(viewport=SCREEN, accept_downloads=True)
+    # Signed out, the screen asks for a sign-in (in Chinese by default).
+    await page.goto(regulator_url.group(1))
+    await expect(page.get_by_test_id("login-submit")).to_have_text("登录")
+    await sign_in(page, regulator_url.group(1), "regulator", DEMO_PASSWORD)
+    await expect(page.get_by_test_id("connection-status")).to_have_text("实时")
+
+    # Every facility of the district on the map, each coloured by a known state.
+    markers = page.get_by_test_id("map-facility")
+    await expect(markers).to_have_count(FACILITIES)
+    states = await markers.evaluate_all("els => els.map(e => e.getAttribute('data-state'))")
+    assert set(states) <= {"ok", "alert", "overdue", "offline"}, states
+
+    # The KPI band fills from the snapshot: the simulated devices report within seconds.
+    await expect(page.get_by_test_id("kpi-facilities-online-value")).to_have_text(
+        re.compile(rf"^\d+ / {FACILITIES}$")
+    )
+    await expect(page.get_by_test_id("kpi-devices-online-value")).to_have_text(
+        re.compile(r"^[1-9]\d* / [1-9]\d*$"), timeout=20_000
+    )
+    await expect(page.get_by_test_id("kpi-present-value")).to_have_text(
+        re.compile(r"^[1-9]\d* / [1-9]\d*$"), timeout=20_000
+    )
+    await expect(page.get_by_test_id("kpi-present-detail")).to_contain_text("托位")
+    for priority in ("high", "medium", "low"):
+        await expect(page.get_by_test_id(f"kpi-open-{priority}")).to_have_attribute(
+            "data-count", re.compile(r"^\d+$")
+        )
+    await expect(page.get_by_test_id("kpi-ack60-value")).not_to_have_text("", timeout=10_000)
+    await screenshot(page, "regulator.png")
+
+    # Drill into the first facility (it has occupancy counters).
+    await page.locator('[data-testid="map-facility"][data-facility-id="lc-001"]').click(force=True)
+    drill = page.get_by_test_id("drilldown")
+    await expect(drill).to_have_attribute("data-loaded", "true", timeout=10_000)
+    await expect(page.get_by_test_id("drill-title")).to_contain_text("养老")
+    zones = page.get_by_test_id("drill-zone")
+    assert await zones.count() > 0
+    counts = await page.get_by_test_id("drill-zone-count").all_text_contents()
+    assert any(re.match(r"^\d+ / \d+$", count) for count in counts), counts
+    devices = page.get_by_test_id("drill-device")
+    assert await devices.count() > 3
+    batteries = await devices.evaluate_all("rows => rows.map(r => r.children[3].textContent)")
+    assert any(re.match(r"^\d+%$", battery or "") for battery in batteries), batteries
+    await expect(page.get_by_test_id("drill-chart")).to_have_attribute(
+        "data-points", re.compile(r"^[1-9]\d*$"), timeout=10_000
+    )
+    await expect(page.get_by_test_id("drill-chart").locator("canvas").first).to_be_visible()
+    await screenshot(page, "drilldown.png")
+
+    # One click to English, and the choice outlives a reload.
+    title = page.get_by_test_id("page-title")
+    await expect(title).to_have_text("一老一小 · 监管一屏掌控")
+    await page.get_by_test_id("lang-toggle").click()
+    await expect(title).to_have_text("Elderly & childcare · Supervision screen")
+    await expect(page.get_by_test_id("kpi-present-detail")).to_contain_text("childcare places")
+    await expect(page.get_by_test_id("drill-close")).to_have_text("Close")
+    await page.reload()
+    await page.wait_for_selector("body[data-live=true]")
+    await expect(title).to_have_text("Elderly & childcare · Supervision screen")
+    await page.get_by_test_id("lang-toggle").click()
+    await expect(title).to_have_text("一老一小 · 监管一屏掌控")
+
+    # The period's KPIs as CSV, through the form.
+    async with page.expect_download() as download_info:
+        await page.get_by_test_id("export-csv").click()
+    download = await download_info.value
+    saved = tmp_path / "kpis.csv"
+    await download.save_as(saved)
+    text = saved.read_text(encoding="utf-8-sig")
+    assert text.startswith("figure,value"), text[:200]
+    assert "high_alerts," in text
+
+    # The console's URL from the banner serves the console.
+    console = await browser.new_page()
+    await console.goto(console_url.group(1))
+    await expect(console.get_by_test_id("page-title")).to_have_text("一老一小 · 值班台")
