@@ -151,8 +151,16 @@ class _Client(asyncio.Protocol):
                 stop = buffer.find(b",", at)
                 self.snapshot_id = int(buffer[at + len(_CHANGE_ID) : stop])
                 self.ready.set()
-            elif (at := buffer.rfind(_CHANGE_ID, start, end)) >= 0:
-                self.arrivals.append((int(buffer[at + len(_CHANGE_ID) : end - 1]), now))
+            else:
+                # One message, or a JSON array of several: every change id in the frame.
+                at = buffer.find(_CHANGE_ID, start, end)
+                while at >= 0:
+                    digits = at + len(_CHANGE_ID)
+                    stop = digits
+                    while stop < end and 48 <= buffer[stop] <= 57:
+                        stop += 1
+                    self.arrivals.append((int(buffer[digits:stop]), now))
+                    at = buffer.find(_CHANGE_ID, stop, end)
         elif opcode == 9:  # ping: answer with a masked pong carrying the same payload
             payload = bytes(buffer[start:end])
             mask = secrets.token_bytes(4)

@@ -51,6 +51,10 @@ CATCH_UP_ROWS = 1000
 # writers let run in between: a burst never outruns a client that keeps up, and never
 # looks like a slow one.
 WRITE_BURST = 8
+# What waits in a client's queue when its writer comes round goes out in one frame (a JSON
+# array), at most this many messages: at hundreds of screens, the cost of a frame, not of
+# its bytes, is what limits the fan-out (docs/api.md).
+FRAME_MAX_MESSAGES = 64
 # A change id skipped over (its transaction had not committed yet) is looked for this long;
 # a rolled-back transaction leaves a gap for good, so the wait must end.
 GAP_WAIT_S = 10.0
@@ -158,10 +162,18 @@ class LiveClient:
 
     async def next(self) -> LiveMessage:
         """The next message to write: alerts first, then statuses, each in order."""
+        return (await self.take(1))[0]
+
+    async def take(self, limit: int) -> list[LiveMessage]:
+        """Wait for a message, then every waiting one up to `limit`: alerts first, in order."""
         while not (self._alerts or self._statuses):
             self._waiting.clear()
             await self._waiting.wait()
-        return self._alerts.popleft() if self._alerts else self._statuses.popleft()
+        taken: list[LiveMessage] = []
+        for source in (self._alerts, self._statuses):
+            while source and len(taken) < limit:
+                taken.append(source.popleft())
+        return taken
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -117,10 +119,19 @@ async def live_client(server: LiveServer, query: str) -> AsyncIterator[ClientCon
         yield websocket
 
 
+# Messages of a frame that held several (a JSON array), not yet handed out, per client.
+_unread: weakref.WeakKeyDictionary[ClientConnection, deque[dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def next_message(websocket: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
-    """The next message the server sends, decoded."""
-    text = await asyncio.wait_for(websocket.recv(), timeout)
-    message: dict[str, Any] = json.loads(text)
+    """The next message the server sends, decoded; a frame of several is handed out in order."""
+    unread = _unread.setdefault(websocket, deque())
+    if not unread:
+        frame = json.loads(await asyncio.wait_for(websocket.recv(), timeout))
+        unread.extend(frame if isinstance(frame, list) else [frame])
+    message: dict[str, Any] = unread.popleft()
     return message
 
 

@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from hub.alerts import alert_json, open_alerts
 from hub.auth import Principal, principal_for_token
 from hub.errors import StorageError
-from hub.live import WRITE_BURST, LiveClient, encode_message
+from hub.live import FRAME_MAX_MESSAGES, WRITE_BURST, LiveClient, encode_message
 from hub.storage.live import (
     changes_between,
     devices,
@@ -270,10 +270,21 @@ async def _serve(
 async def _write(send: Send, client: LiveClient, floor: int) -> None:
     written = 0
     while True:
-        message = await client.next()
-        if message.change_id is not None and message.change_id <= floor:
-            continue  # already in the snapshot or the replay
-        await send(message.event)
+        messages = [
+            message
+            for message in await client.take(FRAME_MAX_MESSAGES)
+            # Already in the snapshot or the replay.
+            if message.change_id is None or message.change_id > floor
+        ]
+        if not messages:
+            continue
+        if len(messages) == 1:
+            # The event built once for every client.
+            await send(messages[0].event)
+        else:
+            # Several waiting: one frame, a JSON array of them in order (docs/api.md).
+            text = "[" + ",".join(message.text for message in messages) + "]"
+            await send({"type": "websocket.send", "text": text})
         written += 1
         if written % WRITE_BURST == 0:
             # A send to a willing socket never suspends: let the others (and the feed,

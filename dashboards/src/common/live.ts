@@ -74,15 +74,11 @@ export class LiveConnection {
         return;
       }
       this.heard();
-      const message = JSON.parse(event.data) as LiveMessage;
-      if (message.type === "snapshot" || message.type === "resumed") {
-        this.retryMs = RECONNECT_MIN_MS;
-        this.options.onState("live");
+      // A frame holds one message, or an array of several that were ready together.
+      const frame = JSON.parse(event.data) as LiveMessage | LiveMessage[];
+      for (const message of Array.isArray(frame) ? frame : [frame]) {
+        this.handle(message);
       }
-      if ("change_id" in message && typeof message.change_id === "number") {
-        this.lastChangeId = Math.max(this.lastChangeId ?? 0, message.change_id);
-      }
-      this.options.onMessage(message);
     };
     socket.onclose = (event: CloseEvent) => {
       if (socket !== this.socket || this.stopped) {
@@ -101,6 +97,17 @@ export class LiveConnection {
     socket.onerror = () => {
       // onclose follows and reconnects.
     };
+  }
+
+  private handle(message: LiveMessage): void {
+    if (message.type === "snapshot" || message.type === "resumed") {
+      this.retryMs = RECONNECT_MIN_MS;
+      this.options.onState("live");
+    }
+    if ("change_id" in message && typeof message.change_id === "number") {
+      this.lastChangeId = Math.max(this.lastChangeId ?? 0, message.change_id);
+    }
+    this.options.onMessage(message);
   }
 
   private heard(): void {
