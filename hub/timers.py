@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,6 +49,14 @@ TICK_S = 1.0
 FOLLOWER_RETRY_S = 3.0
 # Devices handled between yields to the event loop within one sweep.
 SWEEP_YIELD_EVERY = 200
+# Housekeeping: live_changes is what a reconnecting screen resumes from (one older than
+# this gets a fresh snapshot instead), alert_triggers what makes a redelivered message no
+# repeat (brokers keep a session a day; spools replay within hours). Pruned by the leader
+# at most this often, a bounded batch at a time so a backlog never blocks a sweep.
+PRUNE_EVERY_S = 60.0
+PRUNE_BATCH = 10_000
+LIVE_CHANGES_KEEP = "24 hours"
+ALERT_TRIGGERS_KEEP = "30 days"
 _LOCK_CLASS = 0x63617265  # 'care'
 _HIGH = ("high",)
 _ESCALATING = ("high", "medium")
@@ -71,6 +80,7 @@ class Timers:
         self._params = params
         self.leader = asyncio.Event()
         self.sweeps = 0
+        self._pruned_at = -PRUNE_EVERY_S
 
     async def run(self) -> None:
         """Try for leadership until cancelled; sweep every TICK_S while holding it."""
@@ -102,6 +112,8 @@ class Timers:
             try:
                 while True:
                     await self.sweep()
+                    if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                        await self.prune()
                     # The lock lives with this session: a broken connection ends the term.
                     await conn.execute("SELECT 1")
                     await asyncio.sleep(TICK_S)
@@ -117,6 +129,24 @@ class Timers:
         await self._escalations(now, params)
         await self._long_lies(now, params)
         self.sweeps += 1
+
+    async def prune(self) -> int:
+        """Drop live changes and trigger claims past their keep (database time); rows gone."""
+        self._pruned_at = time.monotonic()
+        removed = 0
+        async with self._pool.connection() as conn:
+            for table, keep in (
+                ("live_changes", LIVE_CHANGES_KEEP),
+                ("alert_triggers", ALERT_TRIGGERS_KEEP),
+            ):
+                key = "id" if table == "live_changes" else "ctid"
+                cur = await conn.execute(
+                    f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table}"
+                    f" WHERE at < now() - interval '{keep}' LIMIT %s)",
+                    (PRUNE_BATCH,),
+                )
+                removed += cur.rowcount
+        return removed
 
     # -- device rules --------------------------------------------------------------------
 

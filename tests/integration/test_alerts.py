@@ -348,3 +348,30 @@ async def test_a_dwell_is_a_latched_high_alert_acked_to_the_sensor(hub: Hub, db:
         "SELECT priority, latched, detail->>'seconds' FROM alerts WHERE id = %s", (dwell_id,)
     )
     assert await cur.fetchone() == ("high", True, "2400")
+
+
+async def test_the_leader_prunes_old_live_changes_and_trigger_claims(hub: Hub, db: DB) -> None:
+    """live_changes older than a day and trigger claims older than 30 days are dropped."""
+    async with fake_device(hub.settings, "eb-1") as button:
+        await button.send("event", button.message(event="pressed", button="red"))
+        await wait_for(lambda: len(button.acks) >= 1)
+    await db.execute(
+        "INSERT INTO live_changes (at, facility_id, change) VALUES"
+        " (now() - interval '25 hours', %s, '{}'), (now() - interval '2 hours', %s, '{}')",
+        (FACILITY, FACILITY),
+    )
+    await db.execute(
+        "INSERT INTO alert_triggers (device_id, seq, kind, at) VALUES"
+        " ('eb-1', 900, 'sos', now() - interval '31 days'),"
+        " ('eb-1', 901, 'sos', now() - interval '29 days')"
+    )
+    assert await hub.timers.prune() == 2
+    cur = await db.execute(
+        "SELECT count(*) FILTER (WHERE at < now() - interval '1 day'), count(*) FROM live_changes"
+    )
+    remaining = await cur.fetchone()
+    assert remaining is not None
+    assert remaining[0] == 0
+    assert remaining[1] >= 2  # the press's change and the 2-hour-old one are kept
+    cur = await db.execute("SELECT seq FROM alert_triggers WHERE device_id = 'eb-1' ORDER BY seq")
+    assert [row[0] for row in await cur.fetchall()] == [1, 901]
