@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -60,7 +61,9 @@ def build_settings(
         "topic_root": topic_root,
         "spool_dir": spool_dir,
         "batch_interval_ms": 10,
-        "timescaledb": "off",
+        # Plain PostgreSQL unless asked: CAREHUB_TEST_TIMESCALEDB=auto runs the whole suite
+        # on hypertables when the test database has the extension.
+        "timescaledb": os.environ.get("CAREHUB_TEST_TIMESCALEDB", "off"),
     }
     values.update(overrides)
     return load_settings(**values)
