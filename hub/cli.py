@@ -179,7 +179,7 @@ def _cmd_kpis(settings: Settings, args: argparse.Namespace) -> int:
 
     from hub.errors import QueryError
     from hub.storage.kpis import Kpis, district_kpis, facility_kpis, kpis_as_dict
-    from hub.storage.registry import connect
+    from hub.storage.pool import connect
 
     def when(text: str | None, option: str, default: datetime) -> datetime:
         if text is None:

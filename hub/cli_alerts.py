@@ -10,31 +10,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from devices import RULE_PARAMS
 from hub.alerts import verify_audit
-from hub.errors import RuleError, StorageError
+from hub.errors import RuleError
 from hub.notify import FORMATS, NotifyError, add_webhook, redact_url
 from hub.rules import parse_overrides_toml
 from hub.settings import Settings
+from hub.storage.pool import connect
 from hub.storage.rules import load_rule_params, save_overrides
-
-
-async def _connect(settings: Settings) -> psycopg.AsyncConnection[Any]:
-    try:
-        return await psycopg.AsyncConnection.connect(
-            settings.database_url,
-            autocommit=True,
-            options=f"-c search_path={settings.database_schema},public",
-        )
-    except psycopg.OperationalError as exc:
-        raise StorageError(f"cannot reach the database: {exc}") from exc
 
 
 def _cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> int:
-        async with await _connect(settings) as conn:
+        async with await connect(settings) as conn:
             problems = await verify_audit(conn, args.facility)
             cur = await conn.execute(
                 "SELECT count(*), count(DISTINCT facility_id) FROM alert_audit"
@@ -63,7 +51,7 @@ def _cmd_rules_import(settings: Settings, args: argparse.Namespace) -> int:
     overrides = parse_overrides_toml(text)
 
     async def run() -> int:
-        async with await _connect(settings) as conn:
+        async with await connect(settings) as conn:
             return await save_overrides(conn, overrides, args.actor)
 
     saved = asyncio.run(run())
@@ -73,7 +61,7 @@ def _cmd_rules_import(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_rules_show(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> dict[str, dict[str, float]]:
-        async with await _connect(settings) as conn:
+        async with await connect(settings) as conn:
             params = await load_rule_params(conn)
         return {kind: params.get(kind, args.facility, args.zone) for kind in RULE_PARAMS}
 
@@ -92,7 +80,7 @@ def _cmd_webhooks_add(settings: Settings, args: argparse.Namespace) -> int:
     secret = sys.stdin.readline().strip() if args.secret_stdin else ""
 
     async def run() -> int:
-        async with await _connect(settings) as conn:
+        async with await connect(settings) as conn:
             return await add_webhook(conn, args.facility, args.url, args.format, secret)
 
     try:
@@ -106,7 +94,7 @@ def _cmd_webhooks_add(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_webhooks_list(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> list[tuple[Any, ...]]:
-        async with await _connect(settings) as conn:
+        async with await connect(settings) as conn:
             cur = await conn.execute(
                 "SELECT id, facility_id, format, url, enabled, consecutive_failures, last_error,"
                 " last_success_at FROM webhooks"
@@ -142,7 +130,7 @@ def _cmd_webhooks_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_webhooks_disable(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> int:
-        async with await _connect(settings) as conn:
+        async with await connect(settings) as conn:
             cur = await conn.execute(
                 "UPDATE webhooks SET enabled = false WHERE id = %s", (args.webhook_id,)
             )

@@ -8,26 +8,14 @@ import getpass
 import sys
 from typing import Any
 
-import psycopg
-
 from hub.auth import PASSWORD_MIN, ROLES, add_user, disable_user, list_users
-from hub.errors import AuthError, StorageError
+from hub.errors import AuthError
 from hub.settings import Settings
 from hub.storage.accounts import UserRow
+from hub.storage.pool import connect
 
 # Bad input (a missing facility, a short password): like argparse's own usage errors.
 USAGE_ERROR = 2
-
-
-async def _connect(settings: Settings) -> psycopg.AsyncConnection[Any]:
-    try:
-        return await psycopg.AsyncConnection.connect(
-            settings.database_url,
-            autocommit=True,
-            options=f"-c search_path={settings.database_schema},public",
-        )
-    except psycopg.OperationalError as exc:
-        raise StorageError(f"cannot reach the database: {exc}") from exc
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -48,7 +36,7 @@ def _cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
         return USAGE_ERROR
 
     async def run() -> UserRow:
-        async with await _connect(settings) as conn:
+        async with await connect(settings) as conn:
             return await add_user(
                 conn,
                 args.name,
@@ -71,7 +59,7 @@ def _cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
     async def run() -> list[UserRow]:
-        async with await _connect(settings) as conn:
+        async with await connect(settings) as conn:
             return await list_users(conn)
 
     users = asyncio.run(run())
@@ -99,7 +87,7 @@ def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _cmd_users_disable(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> None:
-        async with await _connect(settings) as conn:
+        async with await connect(settings) as conn:
             await disable_user(conn, args.name)
 
     try:

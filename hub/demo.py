@@ -26,7 +26,7 @@ from hub.embedded.postgres import EmbeddedPostgres
 from hub.errors import AuthError, HubError
 from hub.settings import Settings
 from hub.simulate import register_district
-from hub.storage.registry import connect
+from hub.storage.pool import connect
 from simulators import District, build_district, run_simulation
 
 logger = logging.getLogger(__name__)

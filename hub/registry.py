@@ -23,6 +23,7 @@ import devices
 from hub.errors import ImportRowError
 from hub.settings import Settings
 from hub.storage import registry as store
+from hub.storage.pool import connect
 from hub.storage.registry import RegistryError
 
 RegistryKind: TypeAlias = Literal["facilities", "zones", "devices"]
@@ -568,7 +569,7 @@ async def import_file(
     imported = 0
     done = 0
     try:
-        async with await store.connect(settings) as conn:
+        async with await connect(settings) as conn:
             writer = store.RegistryWriter(conn, kind)
             await writer.prepare()
             while batch := await asyncio.to_thread(lambda: list(islice(rows, BATCH_ROWS))):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from hub.errors import StorageError
 from hub.settings import Settings
 
 
@@ -23,3 +27,16 @@ def create_pool(
         # Fail a checkout quickly so ingest can spool instead of hanging on a dead database.
         timeout=5.0,
     )
+
+
+async def connect(settings: Settings) -> AsyncConnection[tuple[Any, ...]]:
+    """One autocommit connection in the hub's schema, for a command; StorageError if none."""
+    try:
+        return await psycopg.AsyncConnection.connect(
+            settings.database_url,
+            autocommit=True,
+            # The schema is a setting, not input; search_path keeps every query unqualified.
+            options=f"-c search_path={settings.database_schema},public",
+        )
+    except psycopg.OperationalError as exc:
+        raise StorageError(f"cannot reach the database: {exc}") from exc

@@ -16,6 +16,7 @@ from psycopg.rows import class_row
 import devices
 from hub.errors import HubError, ImportRowError, StorageError
 from hub.settings import Settings
+from hub.storage.pool import connect
 
 logger = logging.getLogger(__name__)
 
@@ -150,19 +151,6 @@ def _storage_error(exc: psycopg.Error) -> StorageError:
     if isinstance(exc, psycopg.errors.UndefinedTable):
         return StorageError(f"the registry tables are missing ({exc}); run `carehub migrate` first")
     return StorageError(f"the database refused the registry change: {exc}")
-
-
-async def connect(settings: Settings) -> Connection:
-    """An autocommit connection in the hub's schema; each batch opens its own transaction."""
-    try:
-        return await psycopg.AsyncConnection.connect(
-            settings.database_url,
-            autocommit=True,
-            # The schema is a setting, not input; search_path keeps every query unqualified.
-            options=f"-c search_path={settings.database_schema},public",
-        )
-    except psycopg.OperationalError as exc:
-        raise StorageError(f"cannot reach the database: {exc}") from exc
 
 
 class RegistryWriter:

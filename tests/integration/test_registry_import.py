@@ -19,11 +19,11 @@ from hub.errors import StorageError
 from hub.registry import COLUMNS, ImportFileError, RegistryKind, import_file
 from hub.settings import Settings, load_settings
 from hub.storage.migrate import migrate
+from hub.storage.pool import connect
 from hub.storage.registry import (
     NOTIFY_CHANNEL,
     RegistryError,
     RegistryWriter,
-    connect,
     list_pending,
     register_pending,
 )
