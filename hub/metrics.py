@@ -22,6 +22,7 @@ class Metrics:
     spooled_batches: int = 0
     spooled_messages: int = 0
     replayed_messages: int = 0
+    replay_failures: int = 0
     replies_dropped: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     last_batch_seconds: float = 0.0
@@ -59,6 +60,8 @@ class Metrics:
             f"carehub_spooled_messages_total {self.spooled_messages}",
             "# TYPE carehub_replayed_messages_total counter",
             f"carehub_replayed_messages_total {self.replayed_messages}",
+            "# TYPE carehub_replay_failures_total counter",
+            f"carehub_replay_failures_total {self.replay_failures}",
             "# TYPE carehub_replies_dropped_total counter",
             f"carehub_replies_dropped_total {self.replies_dropped}",
             "# TYPE carehub_spool_pending_batches gauge",

@@ -10,12 +10,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from hub.alerts import AlertStore
 from hub.decode import decode
-from hub.errors import HubError, StorageError
+from hub.errors import HubError, StorageError, raise_if_cancelled
 from hub.ingest import Ingest
 from hub.metrics import Metrics
 from hub.models import (
@@ -432,12 +433,22 @@ class Pipeline:
                 continue
             try:
                 await self._replay()
-            except StorageError as exc:
+            except (HubError, psycopg.Error, OSError) as exc:
+                # PoolTimeout and connection errors come from reading the registry, which
+                # the replay does first; the spool stays until a replay gets through.
+                raise_if_cancelled()
+                self._metrics.replay_failures += 1
                 logger.info(
                     "database still unavailable (%s); %d spooled batches wait",
                     exc,
                     len(self._spool.files()),
                 )
+                continue
+            except Exception:
+                # Never the end of the pipeline: ingest and the fast path must go on.
+                raise_if_cancelled()
+                self._metrics.replay_failures += 1
+                logger.exception("replaying the spool failed; trying again")
                 continue
             if self._database_down:
                 logger.info("database is back; spool replayed")
