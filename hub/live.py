@@ -275,6 +275,10 @@ class LiveFeed:
                 except (psycopg.Error, OSError) as exc:
                     raise_if_cancelled()
                     logger.warning("live feed lost its database connection: %s", exc)
+                except Exception:
+                    # A bad row or a bug must not end the feed: screens would go quiet.
+                    raise_if_cancelled()
+                    logger.exception("live feed failed; reconnecting")
                 self.listening.clear()
                 await asyncio.sleep(RECONNECT_S)
 

@@ -92,6 +92,12 @@ class Timers:
                 if self.leader.is_set():
                     logger.warning("timer leadership lost: %s", exc)
                 self.leader.clear()
+            except Exception:
+                # A bug in one sweep must not end offline detection and escalation for good:
+                # the lock goes with the connection, and this process tries again.
+                raise_if_cancelled()
+                logger.exception("timer sweep failed; retrying")
+                self.leader.clear()
             await asyncio.sleep(FOLLOWER_RETRY_S)
 
     async def _lead_if_possible(self) -> None:

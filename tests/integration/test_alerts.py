@@ -375,3 +375,25 @@ async def test_the_leader_prunes_old_live_changes_and_trigger_claims(hub: Hub, d
     assert remaining[1] >= 2  # the press's change and the 2-hour-old one are kept
     cur = await db.execute("SELECT seq FROM alert_triggers WHERE device_id = 'eb-1' ORDER BY seq")
     assert [row[0] for row in await cur.fetchall()] == [1, 901]
+
+
+async def test_a_failing_sweep_is_logged_and_the_timers_go_on(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in one sweep does not end the timers: leadership is taken again, sweeps resume."""
+    real = hub.timers._escalations
+    failed = asyncio.Event()
+
+    async def broken_once(*args: Any) -> None:
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("a bug in a rule")
+        await real(*args)
+
+    monkeypatch.setattr(hub.timers, "_escalations", broken_once)
+    await asyncio.wait_for(failed.wait(), 10)
+    after_failure = hub.timers.sweeps
+    await wait_for(lambda: hub.timers.sweeps > after_failure + 1, timeout=15)
+    assert hub.timers.leader.is_set()
+    assert not any(task.done() for task in hub.tasks)
+    assert "timer sweep failed; retrying" in caplog.text
