@@ -213,25 +213,9 @@ class _Publisher:
 
     async def connect(self) -> None:
         """Open the connection and wait for a successful CONNACK."""
-        context = ssl.create_default_context() if self._target.tls else None
-        try:
-            self._reader, self._writer = await asyncio.open_connection(
-                self._target.host, self._target.port, ssl=context
-            )
-        except OSError as exc:
-            raise HubError(
-                f"bench connection {self._index} cannot reach the broker at "
-                f"{self._target.host}:{self._target.port}: {exc}"
-            ) from exc
-        sock = self._writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._writer.write(_connect_packet(self._client_id, self._target))
-        connack = await asyncio.wait_for(self._reader.readexactly(4), 10)
-        if connack[0] != 0x20 or connack[3] != 0:
-            raise HubError(
-                f"broker refused bench connection {self._index}: CONNACK {connack.hex()}"
-            )
+        self._reader, self._writer = await _open_mqtt(
+            self._target, self._client_id, f"bench connection {self._index}", 10
+        )
 
     async def read_acks(self) -> None:
         """Count PUBACKs (in bulk) until the connection closes."""
@@ -366,7 +350,15 @@ def _http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
 class _HubProcess:
     """`carehub serve` as a child process, with its CPU and memory sampled."""
 
-    def __init__(self, settings: Settings, schema: str, root: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        schema: str,
+        root: str,
+        workdir: Path,
+        *,
+        mqtt_protocol: int | None = None,
+    ) -> None:
         self.port = _free_port()
         self.log_path = workdir / "hub.log"
         env = dict(os.environ)
@@ -384,6 +376,8 @@ class _HubProcess:
             CAREHUB_SPOOL_DIR=str(workdir / "spool"),
             CAREHUB_LOG_LEVEL=os.environ.get("CAREHUB_LOG_LEVEL", "WARNING"),
         )
+        if mqtt_protocol is not None:
+            env["CAREHUB_MQTT_PROTOCOL"] = str(mqtt_protocol)
         # One hub takes the whole stream; a shared group would split it with strangers.
         env.pop("CAREHUB_MQTT_SHARED_GROUP", None)
         self._log = self.log_path.open("wb")
@@ -813,3 +807,55 @@ def _report(
     print(f"{verdict:<13}" + "; ".join(("ok " if ok else "MISS ") + text for ok, text in checks))
     if hub.process.poll() is not None:
         print(f"hub exited early ({hub.process.returncode}):\n{hub.log_tail()}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Spread:
+    """Latency percentiles of one measurement, in milliseconds."""
+
+    count: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+    def __str__(self) -> str:
+        return (
+            f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms "
+            f"(n={self.count:,})"
+        )
+
+
+def _spread(seconds: Sequence[float]) -> _Spread | None:
+    """Nearest-rank percentiles of latencies given in seconds; None when there are none."""
+    if not seconds:
+        return None
+    ordered = sorted(seconds)
+
+    def rank(q: float) -> float:
+        return ordered[max(math.ceil(q * len(ordered)) - 1, 0)] * 1000
+
+    return _Spread(len(ordered), rank(0.5), rank(0.99), ordered[-1] * 1000)
+
+
+async def _open_mqtt(
+    target: MqttTarget, client_id: str, who: str, connack_s: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw MQTT connection for a bench client: TCP (or TLS), CONNECT, a successful CONNACK.
+
+    `who` names the client in errors ("bench connection 3", "button eb-1").
+    """
+    context = ssl.create_default_context() if target.tls else None
+    try:
+        reader, writer = await asyncio.open_connection(target.host, target.port, ssl=context)
+    except OSError as exc:
+        raise HubError(
+            f"{who} cannot reach the broker at {target.host}:{target.port}: {exc}"
+        ) from exc
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    writer.write(_connect_packet(client_id, target))
+    connack = await asyncio.wait_for(reader.readexactly(4), connack_s)
+    if connack[0] != 0x20 or connack[3] != 0:
+        raise HubError(f"broker refused {who}: CONNACK {connack.hex()}")
+    return reader, writer

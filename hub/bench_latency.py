@@ -20,8 +20,6 @@ import logging
 import math
 import os
 import secrets
-import socket
-import ssl
 import sys
 import tempfile
 import time
@@ -40,15 +38,16 @@ from hub.bench import (
     CONNECTIONS,
     CST,
     _busy,
-    _connect_packet,
     _db_now,
     _device_ids,
     _HubProcess,
     _Load,
     _machine_clock,
+    _open_mqtt,
     _Publisher,
     _register,
     _Sample,
+    _spread,
     _stored,
     _utf8,
     _varint,
@@ -72,7 +71,6 @@ ACK_GRACE_S = 10.0
 # The lean CONNECT asks for a 60 s keepalive; a button pressed less often pings.
 PING_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
-PROTOCOL_ENV = "CAREHUB_MQTT_PROTOCOL"
 _PINGREQ = b"\xc0\x00"
 
 
@@ -111,27 +109,6 @@ class _Presses:
         self.acked += 1
         if self.acked == len(self.by_key):
             self.all_acked.set()
-
-
-class _Mqtt5Hub(_HubProcess):
-    """The hub child of `bench ingest`, always on MQTT 5.
-
-    With 3.1.1 the broker caps the hub's unacknowledged deliveries (20 at Mosquitto), and
-    since the hub acks after commit, a press would queue behind telemetry at the broker.
-    _HubProcess copies our environment when it starts the child, so the protocol is set
-    in it for exactly that moment.
-    """
-
-    def __init__(self, settings: Settings, schema: str, root: str, workdir: Path) -> None:
-        saved = os.environ.get(PROTOCOL_ENV)
-        os.environ[PROTOCOL_ENV] = "5"
-        try:
-            super().__init__(settings, schema, root, workdir)
-        finally:
-            if saved is None:
-                del os.environ[PROTOCOL_ENV]
-            else:
-                os.environ[PROTOCOL_ENV] = saved
 
 
 def _next_packet(buffer: bytes, pos: int) -> tuple[int, int, int] | None:
@@ -184,23 +161,9 @@ class _Button:
 
     async def connect(self) -> None:
         """Connect, subscribe to the button's `ack` at QoS 1, and wait for the SUBACK."""
-        context = ssl.create_default_context() if self._target.tls else None
-        try:
-            self._reader, self._writer = await asyncio.open_connection(
-                self._target.host, self._target.port, ssl=context
-            )
-        except OSError as exc:
-            raise HubError(
-                f"button {self.device_id} cannot reach the broker at "
-                f"{self._target.host}:{self._target.port}: {exc}"
-            ) from exc
-        sock = self._writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._writer.write(_connect_packet(self._client_id, self._target))
-        connack = await asyncio.wait_for(self._reader.readexactly(4), CONNECT_TIMEOUT_S)
-        if connack[0] != 0x20 or connack[3] != 0:
-            raise HubError(f"broker refused button {self.device_id}: CONNACK {connack.hex()}")
+        self._reader, self._writer = await _open_mqtt(
+            self._target, self._client_id, f"button {self.device_id}", CONNECT_TIMEOUT_S
+        )
         body = self._packet_id().to_bytes(2, "big") + _utf8(self._ack_topic) + b"\x01"
         self._writer.write(b"\x82" + _varint(len(body)) + body)
         suback = await asyncio.wait_for(self._reader.readexactly(5), CONNECT_TIMEOUT_S)
@@ -332,7 +295,7 @@ async def _bench_latency(
     try:
         await _register(conn, fleet)
         with tempfile.TemporaryDirectory(prefix="carehub-bench-") as workdir:
-            hub = _Mqtt5Hub(bench_settings, schema, root, Path(workdir))
+            hub = _HubProcess(bench_settings, schema, root, Path(workdir), mqtt_protocol=5)
             try:
                 await hub.wait_ready()
                 await _load_and_report(
@@ -502,32 +465,6 @@ async def _load_and_report(
 
 
 # -- the figures -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Spread:
-    count: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-
-    def __str__(self) -> str:
-        return (
-            f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms "
-            f"(n={self.count:,})"
-        )
-
-
-def _spread(seconds: Sequence[float]) -> _Spread | None:
-    """Nearest-rank percentiles of latencies given in seconds; None when there are none."""
-    if not seconds:
-        return None
-    ordered = sorted(seconds)
-
-    def rank(q: float) -> float:
-        return ordered[max(math.ceil(q * len(ordered)) - 1, 0)] * 1000
-
-    return _Spread(len(ordered), rank(0.5), rank(0.99), ordered[-1] * 1000)
 
 
 def _report(

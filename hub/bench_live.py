@@ -19,7 +19,6 @@ import base64
 import contextlib
 import logging
 import math
-import os
 import secrets
 import tempfile
 import time
@@ -36,7 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from hub.alerts import AlertStore
 from hub.auth import add_user, login
-from hub.bench import _busy, _HubProcess, _machine_clock, _Sample
+from hub.bench import _busy, _HubProcess, _machine_clock, _Sample, _spread
 from hub.errors import HubError
 from hub.models import AlertDecision
 from hub.settings import Settings
@@ -53,25 +52,9 @@ CONNECT_TIMEOUT_S = 30.0
 DELIVERY_GRACE_S = 10.0
 # The hub settles (first status poll, pool warm) this long before changes start.
 WARMUP_S = 1.0
-PROTOCOL_ENV = "CAREHUB_MQTT_PROTOCOL"
 _CHANGE_ID = b'"change_id":'
 _SNAPSHOT = b'{"type":"snapshot"'
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-class _Hub(_HubProcess):
-    """`carehub serve` as a child, speaking the MQTT version this process is set to."""
-
-    def __init__(self, settings: Settings, schema: str, root: str, workdir: Path) -> None:
-        saved = os.environ.get(PROTOCOL_ENV)
-        os.environ[PROTOCOL_ENV] = str(settings.mqtt_protocol)
-        try:
-            super().__init__(settings, schema, root, workdir)
-        finally:
-            if saved is None:
-                del os.environ[PROTOCOL_ENV]
-            else:
-                os.environ[PROTOCOL_ENV] = saved
 
 
 @dataclass(eq=False)
@@ -264,7 +247,9 @@ async def _bench(
         await add_user(conn, "bench", "admin", password)
         token = (await login(conn, "bench", password, 3600)).token
         with tempfile.TemporaryDirectory(prefix="carehub-bench-") as workdir:
-            hub = _Hub(bench_settings, schema, root, Path(workdir))
+            hub = _HubProcess(
+                bench_settings, schema, root, Path(workdir), mqtt_protocol=settings.mqtt_protocol
+            )
             try:
                 await hub.wait_ready()
                 await _run(
@@ -434,31 +419,6 @@ async def _clock_offset(conn: psycopg.AsyncConnection[Any]) -> float:
     row = await cur.fetchone()
     after = time.time()
     return 0.0 if row is None else float(row[0]) - (before + after) / 2
-
-
-@dataclass(frozen=True, slots=True)
-class _Spread:
-    count: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-
-    def __str__(self) -> str:
-        return (
-            f"p50 {self.p50_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms "
-            f"(n={self.count:,})"
-        )
-
-
-def _spread(seconds: list[float]) -> _Spread | None:
-    if not seconds:
-        return None
-    seconds.sort()
-
-    def rank(q: float) -> float:
-        return seconds[max(math.ceil(q * len(seconds)) - 1, 0)] * 1000
-
-    return _Spread(len(seconds), rank(0.5), rank(0.99), seconds[-1] * 1000)
 
 
 def _report(
