@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from devices import CATALOGUE
 from hub.auth import SCOPE_SQL
 from hub.models import Alert
-from hub.storage.kpis import HEARTBEATS_ONLINE
+from hub.storage.kpis import online_sql
 
 Conn = AsyncConnection[Any]
 
@@ -32,8 +32,7 @@ _FACILITY_COLUMNS = (
 )
 _DEVICE_SELECT = f"""
 SELECT d.id, d.facility_id, d.zone_id, d.type, d.vendor, d.model, d.heartbeat_s,
-       (s.online IS NOT FALSE AND s.last_seen
-        >= now() - make_interval(secs => {HEARTBEATS_ONLINE} * d.heartbeat_s)) IS TRUE AS online,
+       {online_sql("now()")} AS online,
        s.battery, s.last_seen, s.presence, s.count, s.staff, f.district
 FROM devices d
 JOIN facilities f ON f.id = d.facility_id

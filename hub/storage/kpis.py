@@ -23,6 +23,26 @@ ACK_FAST_S = 60
 ACK_SLOW_S = 180
 # A device is online while heard within this many heartbeats (SPEC §4, device_offline).
 HEARTBEATS_ONLINE = 2
+
+
+def fresh_sql(now: str) -> str:
+    """SQL: device `d`'s state `s` was heard within HEARTBEATS_ONLINE heartbeats of `now`.
+
+    `now` is an SQL expression (`now()`, or a parameter); a counter's count is current,
+    and a device may be online, only while this holds.
+    """
+    return f"s.last_seen >= {now} - make_interval(secs => {HEARTBEATS_ONLINE} * d.heartbeat_s)"
+
+
+def online_sql(now: str) -> str:
+    """SQL: device `d` is online at `now`, as the device_offline rule sees it.
+
+    Heard recently and its last will did not say offline; never heard is offline (false,
+    not NULL). The KPIs, the facility status, the REST API and the live feed all use it.
+    """
+    return f"coalesce(s.online IS NOT FALSE AND {fresh_sql(now)}, false)"
+
+
 # Care lines ask residents to test their alarm monthly.
 BUTTON_TEST_WINDOW = timedelta(days=30)
 
@@ -140,9 +160,7 @@ ORDER BY per_device,
 # heard for two heartbeats. Never heard at all is offline too.
 _DEVICE_FIGURES = f"""
 SELECT count(*) AS total,
-       count(*) FILTER (WHERE s.online IS NOT FALSE AND s.last_seen
-                        >= %(now)s - make_interval(secs => {HEARTBEATS_ONLINE} * d.heartbeat_s))
-           AS online
+       count(*) FILTER (WHERE {online_sql("%(now)s")}) AS online
 FROM devices d LEFT JOIN device_state s ON s.device_id = d.id
 WHERE d.facility_id = ANY(%(facilities)s)
 """
@@ -155,7 +173,7 @@ FROM zones z
 JOIN devices d ON d.facility_id = z.facility_id AND d.zone_id = z.zone_id
      AND d.type = 'occupancy_counter'
 JOIN device_state s ON s.device_id = d.id AND s.count IS NOT NULL
-     AND s.last_seen >= %(now)s - make_interval(secs => {HEARTBEATS_ONLINE} * d.heartbeat_s)
+     AND {fresh_sql("%(now)s")}
 WHERE z.facility_id = ANY(%(facilities)s)
 GROUP BY z.facility_id, z.zone_id, z.name, z.capacity
 ORDER BY z.facility_id, z.zone_id

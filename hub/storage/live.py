@@ -15,14 +15,10 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from hub.errors import StorageError
-from hub.storage.kpis import HEARTBEATS_ONLINE
+from hub.storage.kpis import online_sql
 
-# As hub/storage/status.py counts a device online: heard within HEARTBEATS_ONLINE
-# heartbeats, and its last will did not say offline. Never heard is offline.
-_ONLINE = (
-    "coalesce(s.online IS NOT FALSE AND s.last_seen >= now()"
-    f" - make_interval(secs => {HEARTBEATS_ONLINE} * d.heartbeat_s), false)"
-)
+# Online as the KPIs and the facility status count it.
+_ONLINE = online_sql("now()")
 
 _FACILITY_COLUMNS = (
     "f.id, f.name, f.kind, f.district, f.address, f.latitude, f.longitude,"

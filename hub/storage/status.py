@@ -16,11 +16,9 @@ from psycopg.rows import dict_row
 
 from devices import CLASS_LIMITS
 from hub.errors import StorageError
-from hub.storage.kpis import HEARTBEATS_ONLINE
+from hub.storage.kpis import fresh_sql, online_sql
 
-# A device counts as online, and a counter's count as current, while it was heard within
-# HEARTBEATS_ONLINE heartbeats and its last will did not say offline (as the KPIs count).
-_FRESH = f"s.last_seen >= {{now}} - make_interval(secs => {HEARTBEATS_ONLINE} * d.heartbeat_s)"
+# Online devices and current counts as the KPIs count them (hub/storage/kpis.py).
 _NOW = "coalesce(%(now)s::timestamptz, now())"
 
 # Shelved alerts (their zone is snoozed) are listed but do not colour the facility: that
@@ -39,11 +37,11 @@ WITH a AS (
 ), dv AS (
     SELECT d.facility_id,
            count(*) AS total,
-           count(*) FILTER (WHERE s.online IS NOT FALSE AND {_FRESH.format(now=_NOW)}) AS online,
+           count(*) FILTER (WHERE {online_sql(_NOW)}) AS online,
            sum(s.count) FILTER (WHERE d.type = 'occupancy_counter'
-                                AND {_FRESH.format(now=_NOW)}) AS present,
+                                AND {fresh_sql(_NOW)}) AS present,
            sum(s.staff) FILTER (WHERE d.type = 'occupancy_counter'
-                                AND {_FRESH.format(now=_NOW)}) AS staff
+                                AND {fresh_sql(_NOW)}) AS staff
     FROM devices d LEFT JOIN device_state s ON s.device_id = d.id
     WHERE (%(ids)s::text[] IS NULL OR d.facility_id = ANY(%(ids)s::text[]))
     GROUP BY d.facility_id
@@ -67,7 +65,7 @@ FROM zones z
 LEFT JOIN devices d ON d.facility_id = z.facility_id AND d.zone_id = z.zone_id
      AND d.type = 'occupancy_counter'
 LEFT JOIN device_state s ON s.device_id = d.id AND s.count IS NOT NULL
-     AND {_FRESH.format(now=_NOW)}
+     AND {fresh_sql(_NOW)}
 WHERE (%(ids)s::text[] IS NULL OR z.facility_id = ANY(%(ids)s::text[]))
 GROUP BY z.facility_id, z.zone_id
 ORDER BY z.facility_id, z.zone_id
