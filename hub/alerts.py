@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from hub.errors import AlertError, StorageError
 from hub.models import DISPOSITIONS, Alert, AlertChange, AlertDecision, AlertState
 from hub.rules import NEVER_SHELVED
+from hub.wire import change_json
 
 logger = logging.getLogger(__name__)
 
@@ -85,54 +86,6 @@ _ALERT_FIELDS = tuple(field.name for field in fields(Alert))
 
 def _alert(row: dict[str, Any]) -> Alert:
     return Alert(**{key: row[key] for key in _ALERT_FIELDS})
-
-
-def change_json(change: AlertChange) -> dict[str, Any]:
-    """A change as the live feed and webhooks carry it (SPEC §6 alert fields)."""
-    return {
-        "type": "alert",
-        "action": change.action,
-        "previous": change.previous,
-        "actor": change.actor,
-        "at": change.at.isoformat(),
-        "note": change.note,
-        "alert": alert_json(change.alert),
-    }
-
-
-def alert_json(alert: Alert) -> dict[str, Any]:
-    """An alert as SPEC §6 describes it, ids as strings, times as RFC 3339."""
-
-    def when(value: datetime | None) -> str | None:
-        return value.isoformat() if value is not None else None
-
-    return {
-        "id": str(alert.id),
-        "facility_id": alert.facility_id,
-        "zone_id": alert.zone_id,
-        "device_id": alert.device_id,
-        "kind": alert.kind,
-        "priority": alert.priority,
-        "state": alert.state,
-        "count": alert.count,
-        "latched": alert.latched,
-        "raised_at": when(alert.raised_at),
-        "last_raised_at": when(alert.last_raised_at),
-        "acknowledged_at": when(alert.acknowledged_at),
-        "acknowledged_by": alert.acknowledged_by,
-        "attended_at": when(alert.attended_at),
-        "attended_by": alert.attended_by,
-        "resolved_at": when(alert.resolved_at),
-        "resolved_by": alert.resolved_by,
-        "disposition": alert.disposition,
-        "note": alert.note,
-        "cleared_at": when(alert.cleared_at),
-        "renotified_at": when(alert.renotified_at),
-        "overdue_at": when(alert.overdue_at),
-        "overdue": alert.overdue_at is not None,
-        "shelved": alert.shelved,
-        "detail": alert.detail,
-    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,10 @@ import uvicorn
 from psycopg import sql
 
 from hub.api.dashboards import dashboard_dir
-from hub.app import SERVER_OPTIONS, Hub, create_app
+from hub.app import SERVER_OPTIONS, create_app
 from hub.auth import add_user
 from hub.errors import HubError
+from hub.runtime import Hub
 from hub.settings import Settings
 from hub.storage.migrate import migrate
 

@@ -10,8 +10,9 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from hub.app import Hub, create_app
+from hub.app import create_app
 from hub.auth import add_user
+from hub.runtime import Hub
 from tests.fix_hub import FACILITY, OTHER_FACILITY, connect_db
 
 DISTRICT = "鹿城区"

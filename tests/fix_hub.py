@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from devices import mqtt
-from hub.app import Hub, run_hub
+from hub.runtime import Hub, run_hub
 from hub.settings import Settings, load_settings
 from hub.storage.migrate import migrate
 

@@ -16,8 +16,9 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from hub.app import SERVER_OPTIONS, Hub, create_app
+from hub.app import SERVER_OPTIONS, create_app
 from hub.auth import add_user, login
+from hub.runtime import Hub
 from hub.settings import Settings
 from tests.fix_api import PASSWORD
 from tests.fix_hub import connect_db

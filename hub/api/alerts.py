@@ -4,30 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from hub.alerts import alert_json
 from hub.api.common import Cursor, FacilityFilter, From, Limit, To, page, visible_facility
-from hub.api.deps import Reader, connection, require
+from hub.api.deps import HubDep, Reader, connection, require
 from hub.api.errors import ERROR_RESPONSES, ApiError, ErrorBody, not_found
 from hub.api.models import (
     AlertDetail,
     AlertList,
-    AlertOut,
     AlertStateFilter,
     CommentIn,
     NoteIn,
-    Priority,
     ResolveIn,
     SnoozeIn,
 )
 from hub.api.pagination import decode_cursor
-from hub.app import Hub, HubDep
 from hub.auth import Principal
 from hub.models import AlertChange
 from hub.storage import api_queries
+from hub.wire import Alert, Priority, alert_json
+
+if TYPE_CHECKING:
+    from hub.runtime import Hub
 
 router = APIRouter(tags=["alerts"])
 
@@ -114,7 +114,7 @@ async def _act(
 
 @router.post(
     "/alerts/{alert_id}/ack",
-    response_model=AlertOut,
+    response_model=Alert,
     summary="Acknowledge (take over) an alert",
     description="active -> acknowledged, by you. 409 when someone already took it over.",
     responses=_ACTION_RESPONSES,
@@ -134,7 +134,7 @@ async def ack_alert(
 
 @router.post(
     "/alerts/{alert_id}/attend",
-    response_model=AlertOut,
+    response_model=Alert,
     summary="Mark an alert attended (someone is on site)",
     description="active or acknowledged -> attended, by you.",
     responses=_ACTION_RESPONSES,
@@ -154,7 +154,7 @@ async def attend_alert(
 
 @router.post(
     "/alerts/{alert_id}/resolve",
-    response_model=AlertOut,
+    response_model=Alert,
     summary="Resolve an alert with a disposition",
     description="-> resolved, with real, false_alarm, test or other, and a note. "
     "409 when it is already resolved.",
@@ -177,7 +177,7 @@ async def resolve_alert(
 
 @router.post(
     "/alerts/{alert_id}/comment",
-    response_model=AlertOut,
+    response_model=Alert,
     summary="Comment on an alert",
     description="Add a note to the alert's trail; its state does not change.",
     responses=_ACTION_RESPONSES,
@@ -199,7 +199,7 @@ async def comment_alert(
 
 @router.post(
     "/alerts/{alert_id}/snooze",
-    response_model=AlertOut,
+    response_model=Alert,
     summary="Snooze the alert's zone",
     description="Shelve the alerts of this alert's zone for `minutes` (at most 7 days), "
     "with a reason; SOS calls are never shelved. 400 for an alert without a zone.",

@@ -6,10 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from hub.api.deps import PrincipalDep, TokenDep
+from hub.api.deps import HubDep, PrincipalDep, TokenDep
 from hub.api.errors import ERROR_RESPONSES, ErrorBody
 from hub.api.models import LoginIn, LoginOut, Me
-from hub.app import HubDep
 from hub.auth import login, revoke
 
 router = APIRouter(prefix="/auth", tags=["auth"])

@@ -6,9 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from hub.api.deps import connection
+from hub.api.deps import HubDep, connection
 from hub.api.models import PublicConfig
-from hub.app import HubDep
 from hub.storage import api_queries
 
 router = APIRouter(tags=["config"])

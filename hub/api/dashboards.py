@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 import hub
-from hub.app import HubDep
+from hub.api.deps import HubDep
 from hub.settings import Settings
 
 router = APIRouter(tags=["dashboards"], include_in_schema=False)

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection
 
 from hub.api.errors import ApiError
-from hub.app import Hub, HubDep
 from hub.auth import Action, Principal, principal_for_token
+
+if TYPE_CHECKING:
+    # Named for typing only: the routers never import the module that builds the hub.
+    from hub.runtime import Hub
+
+
+def get_hub(request: Request) -> Hub:
+    """The running hub, from the lifespan state."""
+    hub: Hub = request.state.hub
+    return hub
+
+
+HubDep = Annotated["Hub", Depends(get_hub)]
 
 # auto_error off: a missing token is our 401 in our error shape, not FastAPI's 403.
 _bearer = HTTPBearer(auto_error=False, description="the token from POST /api/v1/auth/login")

@@ -8,25 +8,19 @@ from typing import Any
 from fastapi import APIRouter
 
 from hub.api.common import Cursor, FacilityFilter, From, Limit, To, page, visible_facility
-from hub.api.deps import Reader, connection
+from hub.api.deps import HubDep, Reader, connection
 from hub.api.errors import ERROR_RESPONSES, ApiError, not_found
-from hub.api.models import Bucket, Device, DeviceList, DeviceType, Readings
+from hub.api.models import Bucket, DeviceList, Readings
 from hub.api.pagination import decode_cursor
-from hub.app import HubDep
 from hub.auth import Principal
 from hub.storage import api_queries
 from hub.storage.api_queries import BUCKET_SECONDS
+from hub.wire import Device, DeviceType, device_json
 
 router = APIRouter(tags=["devices"])
 
 MAX_POINTS = 100_000
 DEFAULT_HISTORY = timedelta(hours=24)
-_DEVICE_FIELDS = tuple(Device.model_fields)
-
-
-def device_json(row: dict[str, Any]) -> dict[str, Any]:
-    """A Device of docs/api.md from a row of api_queries' device select."""
-    return {name: row[name] for name in _DEVICE_FIELDS}
 
 
 @router.get(

@@ -7,13 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from hub.api.common import Cursor, Limit, page, visible_facility
-from hub.api.deps import Reader, connection
+from hub.api.deps import HubDep, Reader, connection
 from hub.api.errors import ERROR_RESPONSES, not_found
-from hub.api.models import FacilityDetail, FacilityKind, FacilityList
+from hub.api.models import FacilityDetail, FacilityList
 from hub.api.pagination import decode_cursor
-from hub.app import HubDep
 from hub.storage import accounts, api_queries
 from hub.storage.status import facility_statuses, zone_status
+from hub.wire import FacilityKind
 
 router = APIRouter(tags=["facilities"])
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
 from hub.api.common import FacilityFilter, From, To, visible_facility
-from hub.api.deps import connection, require
+from hub.api.deps import HubDep, connection, require
 from hub.api.errors import ERROR_RESPONSES, ApiError, ErrorBody, not_found
-from hub.app import Hub, HubDep
 from hub.auth import Principal
 from hub.storage import api_queries
 from hub.storage.kpis import district_kpis, facility_kpis, kpis_as_dict
+
+if TYPE_CHECKING:
+    from hub.runtime import Hub
 
 router = APIRouter(tags=["kpis"])
 

@@ -23,7 +23,7 @@ from psycopg_pool import PoolTimeout
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from hub.alerts import alert_json, open_alerts
+from hub.alerts import open_alerts
 from hub.auth import Principal, principal_for_token
 from hub.errors import StorageError
 from hub.live import FRAME_MAX_MESSAGES, WRITE_BURST, LiveClient, encode_message
@@ -36,9 +36,10 @@ from hub.storage.live import (
     oldest_change_id,
 )
 from hub.storage.status import facility_statuses, zone_status
+from hub.wire import alert_json
 
 if TYPE_CHECKING:
-    from hub.app import Hub
+    from hub.runtime import Hub
 
 logger = logging.getLogger(__name__)
 

@@ -8,13 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.alerts import NOTE_MAX
+from hub.wire import Alert, Device, Disposition, Facility
 
 Bucket = Literal["1m", "5m", "1h", "1d"]
 AlertStateFilter = Literal["open", "active", "acknowledged", "attended", "resolved"]
-Priority = Literal["high", "medium", "low"]
-FacilityKind = Literal["elderly", "childcare", "integrated"]
-DeviceType = Literal["fall_sensor", "emergency_button", "occupancy_counter"]
-Disposition = Literal["real", "false_alarm", "test", "other"]
 WebhookFormat = Literal["json", "wecom", "dingtalk"]
 # Ids of the registry (SPEC §3); anything else cannot name a facility or device.
 ID = r"^[A-Za-z0-9_-]{1,64}$"
@@ -57,42 +54,6 @@ class LoginOut(BaseModel):
 # -- facilities, zones, devices ------------------------------------------------------------
 
 
-class OpenAlerts(BaseModel):
-    """Open alerts by priority (shelved ones not counted)."""
-
-    high: int
-    medium: int
-    low: int
-
-
-class FacilityStatus(BaseModel):
-    """A facility's state for the screen; overdue > alert > offline > ok."""
-
-    state: Literal["ok", "alert", "overdue", "offline"]
-    open_alerts: OpenAlerts
-    overdue: int
-    devices_total: int
-    devices_online: int
-    present: int
-    staff: int
-
-
-class Facility(BaseModel):
-    """A registered facility (SPEC §5) and its status now."""
-
-    id: str
-    name: str
-    kind: FacilityKind
-    district: str
-    address: str
-    latitude: float | None
-    longitude: float | None
-    registration_no: str
-    beds: int
-    childcare_places: int
-    status: FacilityStatus
-
-
 class Zone(BaseModel):
     """A room, class or common area; present/staff are null without a current counter."""
 
@@ -120,24 +81,6 @@ class FacilityList(BaseModel):
 
     items: list[Facility]
     next: str | None
-
-
-class Device(BaseModel):
-    """A registered device and its latest state."""
-
-    id: str
-    facility_id: str
-    zone_id: str | None
-    type: DeviceType
-    vendor: str
-    model: str
-    heartbeat_s: int
-    online: bool
-    battery: float | None
-    last_seen: datetime | None
-    presence: bool | None
-    count: int | None
-    staff: int | None
 
 
 class DeviceList(BaseModel):
@@ -171,36 +114,6 @@ class Readings(BaseModel):
 # -- alerts --------------------------------------------------------------------------------
 
 
-class AlertOut(BaseModel):
-    """An alert (SPEC §4, §6), as hub.alerts.alert_json writes it."""
-
-    id: str
-    facility_id: str
-    zone_id: str | None
-    device_id: str | None
-    kind: str
-    priority: Priority
-    state: Literal["active", "acknowledged", "attended", "resolved"]
-    count: int
-    latched: bool
-    raised_at: datetime
-    last_raised_at: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-    attended_at: datetime | None
-    attended_by: str | None
-    resolved_at: datetime | None
-    resolved_by: str | None
-    disposition: Disposition | None
-    note: str
-    cleared_at: datetime | None
-    renotified_at: datetime | None
-    overdue_at: datetime | None
-    overdue: bool
-    shelved: bool
-    detail: dict[str, Any]
-
-
 class AuditEntry(BaseModel):
     """One change in an alert's trail."""
 
@@ -212,7 +125,7 @@ class AuditEntry(BaseModel):
     note: str
 
 
-class AlertDetail(AlertOut):
+class AlertDetail(Alert):
     """An alert with its whole trail."""
 
     audit: list[AuditEntry]
@@ -221,7 +134,7 @@ class AlertDetail(AlertOut):
 class AlertList(BaseModel):
     """A page of alerts, newest first."""
 
-    items: list[AlertOut]
+    items: list[Alert]
     next: str | None
 
 

@@ -7,11 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from hub.api.common import Cursor, Limit, page
-from hub.api.deps import connection, require
+from hub.api.deps import HubDep, connection, require
 from hub.api.errors import ERROR_RESPONSES
 from hub.api.models import DeadLetterList, PendingList
 from hub.api.pagination import decode_cursor
-from hub.app import HubDep
 from hub.auth import Principal
 from hub.storage import api_queries
 

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends
 
 from devices import RULE_PARAMS
 from hub.api.common import visible_facility
-from hub.api.deps import connection, require
+from hub.api.deps import HubDep, connection, require
 from hub.api.errors import ERROR_RESPONSES, ApiError, ErrorBody
 from hub.api.models import RuleOverrideIn, Rules
-from hub.app import Hub, HubDep
 from hub.auth import Principal
 from hub.errors import RuleError
 from hub.rules import validate_override
 from hub.storage import api_queries
 from hub.storage.rules import load_rule_params, save_overrides
+
+if TYPE_CHECKING:
+    from hub.runtime import Hub
 
 router = APIRouter(tags=["rules"])
 

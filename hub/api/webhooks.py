@@ -7,10 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Response
 
 from hub.api.common import visible_facility
-from hub.api.deps import connection, require
+from hub.api.deps import HubDep, connection, require
 from hub.api.errors import ERROR_RESPONSES, ErrorBody, not_found
 from hub.api.models import Webhook, WebhookIn, WebhookList
-from hub.app import HubDep
 from hub.auth import Principal
 from hub.notify import add_webhook, redact_url
 from hub.storage import api_queries

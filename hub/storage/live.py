@@ -7,7 +7,6 @@ API); this module adds what only the live feed needs, in bulk, one round trip ea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -16,6 +15,7 @@ from psycopg.rows import dict_row
 
 from hub.errors import StorageError
 from hub.storage.kpis import online_sql
+from hub.wire import device_json
 
 # Online as the KPIs and the facility status count it.
 _ONLINE = online_sql("now()")
@@ -113,26 +113,6 @@ async def device_flags(conn: AsyncConnection[Any]) -> list[tuple[str, str, bool,
         return [(str(r[0]), str(r[1]), bool(r[2]), r[3]) for r in await cur.fetchall()]
     except psycopg.Error as exc:
         raise StorageError(f"cannot read the devices' state: {exc}") from exc
-
-
-def device_json(row: dict[str, Any]) -> dict[str, Any]:
-    """docs/api.md `Device` from a row of _DEVICE_COLUMNS."""
-    last_seen: datetime | None = row["last_seen"]
-    return {
-        "id": row["id"],
-        "facility_id": row["facility_id"],
-        "zone_id": row["zone_id"],
-        "type": row["type"],
-        "vendor": row["vendor"],
-        "model": row["model"],
-        "heartbeat_s": row["heartbeat_s"],
-        "online": bool(row["online"]),
-        "battery": row["battery"],
-        "last_seen": None if last_seen is None else last_seen.isoformat(),
-        "presence": row["presence"],
-        "count": row["count"],
-        "staff": row["staff"],
-    }
 
 
 def _ids(facility_ids: frozenset[str] | None) -> list[str] | None:

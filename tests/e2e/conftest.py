@@ -15,8 +15,9 @@ import uvicorn
 from playwright.async_api import Browser, Page, async_playwright
 
 from hub.api.dashboards import REPO_DIST
-from hub.app import SERVER_OPTIONS, Hub, create_app
+from hub.app import SERVER_OPTIONS, create_app
 from hub.auth import add_user
+from hub.runtime import Hub
 from hub.settings import Settings
 from tests.fix_hub import FACILITY
 

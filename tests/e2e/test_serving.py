@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hub.app import Hub
+from hub.runtime import Hub
 from tests.fix_api import asgi_on
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]

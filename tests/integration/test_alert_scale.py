@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from hub.app import Hub, run_hub
+from hub.runtime import Hub, run_hub
 from hub.settings import Settings
 from tests.fix_hub import FACILITY, now_ts, raw_client, wait_for
 

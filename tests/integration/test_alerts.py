@@ -14,9 +14,9 @@ import psycopg
 import pytest
 
 from hub.alerts import verify_audit
-from hub.app import Hub, run_hub
 from hub.clock import ManualClock
 from hub.errors import AlertError
+from hub.runtime import Hub, run_hub
 from hub.settings import Settings
 from tests.fix_hub import FACILITY, FakeDevice, fake_device, wait_for
 

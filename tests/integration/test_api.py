@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from hub.app import Hub
 from hub.auth import disable_user
 from hub.models import AlertDecision
+from hub.runtime import Hub
 from tests.fix_api import PASSWORD, Api
 from tests.fix_hub import FACILITY, OTHER_FACILITY, connect_db, fake_device, wait_for
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from hub.app import Hub
 from hub.auth import principal_for_token
 from hub.models import AlertDecision
 from hub.notify import add_webhook
+from hub.runtime import Hub
 from tests.fix_api import ACCOUNTS, FAR_FACILITY, PASSWORD, Api
 from tests.fix_hub import FACILITY, OTHER_FACILITY, connect_db
 

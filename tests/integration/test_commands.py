@@ -19,7 +19,7 @@ from typing import IO
 import psycopg
 import pytest
 
-from hub.app import Hub
+from hub.runtime import Hub
 from tests.fix_hub import connect_db, wait_for
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]

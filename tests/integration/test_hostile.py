@@ -33,8 +33,8 @@ from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
 from devices import CATALOGUE, MAX_PAYLOAD_BYTES
-from hub.app import Hub
 from hub.models import Event, Rejection
+from hub.runtime import Hub
 from hub.settings import Settings
 from hub.storage.pool import create_pool
 from hub.storage.writer import BatchWriter

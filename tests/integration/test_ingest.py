@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from hub.app import Hub
+from hub.runtime import Hub
 from tests.fix_hub import FACILITY, OTHER_FACILITY, fake_device, now_ts, raw_client, wait_for
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from hub.app import Hub, run_hub
 from hub.notify import add_webhook
+from hub.runtime import Hub, run_hub
 from hub.settings import Settings
 from tests.fix_hub import FACILITY, connect_db, fake_device, wait_for
 from tests.integration.test_notify import Endpoint, refused_url, serving

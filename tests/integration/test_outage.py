@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from hub.app import run_hub
+from hub.runtime import run_hub
 from hub.settings import Settings
 from tests.fix_hub import DEVICES, FACILITY, connect_db, fake_device, now_ts, raw_client, wait_for
 

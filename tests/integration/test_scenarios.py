@@ -19,8 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from hub.app import Hub, run_hub
 from hub.clock import ManualClock
+from hub.runtime import Hub, run_hub
 from hub.settings import Settings
 from hub.simulate import register_district
 from simulators import scenarios
