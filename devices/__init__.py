@@ -7,6 +7,7 @@ from devices import emergency_button, fall_sensor, occupancy_counter
 from devices.alerts import ESCALATION
 from devices.occupancy_counter import CLASS_LIMITS
 from devices.schema import AlertKind, DeviceType, EventSpec, FieldSpec, ParamSpec, first_bad_field
+from devices.topics import CONTRACT_VERSION, ID_PATTERN, topic
 
 CATALOGUE: dict[str, DeviceType] = {
     module.DEVICE_TYPE.name: module.DEVICE_TYPE
@@ -36,18 +37,11 @@ ALERT_LABELS: dict[str, str] = {name: kind.label for name, kind in ALERT_KINDS.i
 # What a rule override may name: every kind, and the escalation timing.
 RULE_PARAMS: dict[str, AlertKind] = {**ALERT_KINDS, ESCALATION.name: ESCALATION}
 
-CONTRACT_VERSION = "v1"
 MAX_PAYLOAD_BYTES = 16 * 1024
 DEFAULT_HEARTBEAT_S = 300
 # A device's clock may lag by a day (buffered after an outage) or lead by five minutes.
 MAX_PAST_S = 24 * 3600
 MAX_FUTURE_S = 5 * 60
-ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
-
-
-def topic(root: str, facility_id: str, device_id: str, channel: str) -> str:
-    """The topic a device publishes (or reads) `channel` on."""
-    return f"{root}/{CONTRACT_VERSION}/{facility_id}/{device_id}/{channel}"
 
 
 __all__ = [

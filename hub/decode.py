@@ -5,57 +5,32 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
-from devices import CATALOGUE, MAX_FUTURE_S, MAX_PAST_S, MAX_PAYLOAD_BYTES, first_bad_field
+from devices import CATALOGUE, MAX_FUTURE_S, MAX_PAST_S, MAX_PAYLOAD_BYTES, first_bad_field, topics
+from devices.topics import Topic, TopicError
 from hub.errors import DecodeError
 from hub.models import Decoded, DeviceInfo, Event, Reading, Rejection, StatusChange
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # RFC 3339: date, 'T' (or space), time with optional fraction, and a mandatory offset.
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
-_CHANNELS = ("event", "telemetry", "status")
 _MAX_PAST = timedelta(seconds=MAX_PAST_S)
 _MAX_FUTURE = timedelta(seconds=MAX_FUTURE_S)
 logger = logging.getLogger(__name__)
 _json = msgspec.json.Decoder()
 
 
-@dataclass(frozen=True, slots=True)
-class TopicParts:
-    """The ids and channel a well-formed device topic names."""
-
-    facility_id: str
-    device_id: str
-    channel: str
-
-
-def parse_topic(topic: str, root: str) -> TopicParts:
+def parse_topic(topic: str, root: str) -> Topic:
     """Split `{root}/v1/{facility}/{device}/{channel}`, or raise DecodeError(bad_topic)."""
-    prefix = root + "/v1/"
-    if not topic.startswith(prefix):
-        raise DecodeError("bad_topic", f"topic must start with {prefix!r}")
-    levels = topic[len(prefix) :].split("/")
-    if len(levels) != 3:
-        raise DecodeError(
-            "bad_topic", "topic must be {root}/v1/{facility_id}/{device_id}/{channel}"
-        )
-    facility_id, device_id, channel = levels
-    if not _ID.match(facility_id):
-        raise DecodeError("bad_topic", "facility_id must match [A-Za-z0-9_-]{1,64}")
-    if not _ID.match(device_id):
-        raise DecodeError("bad_topic", "device_id must match [A-Za-z0-9_-]{1,64}")
-    if channel not in _CHANNELS:
-        raise DecodeError(
-            "bad_topic", f"channel {channel[:32]!r} is not one of event, telemetry, status"
-        )
-    return TopicParts(facility_id, device_id, channel)
+    try:
+        return topics.parse(topic, root)
+    except TopicError as exc:
+        raise DecodeError("bad_topic", str(exc)) from None
 
 
 def parse_time(value: Any, received_at: datetime) -> datetime:
@@ -153,7 +128,7 @@ def _optional_int(body: Mapping[str, Any], name: str) -> int | None:
 
 
 def decode_body(
-    parts: TopicParts, payload: bytes, received_at: datetime, device: DeviceInfo
+    parts: Topic, payload: bytes, received_at: datetime, device: DeviceInfo
 ) -> Reading | Event | StatusChange:
     """Validate the payload of a message from a known device; raise DecodeError if bad."""
     if len(payload) > MAX_PAYLOAD_BYTES:

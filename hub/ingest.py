@@ -14,7 +14,7 @@ from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from devices import mqtt
+from devices import mqtt, topics
 from hub.clock import Clock, SystemClock
 from hub.errors import raise_if_cancelled
 from hub.models import Inbound
@@ -30,7 +30,6 @@ BACKOFF_MAX_S = 30.0
 # and never allowed to hold up ingest.
 OUTBOUND_QUEUE = 10_000
 PUBLISH_WORKERS = 4
-CHANNELS = ("event", "telemetry", "status")
 # Bytes asked of the socket per read: hundreds of messages at once, where paho alone
 # makes three recv calls per message.
 RECV_CHUNK = 64 * 1024
@@ -42,10 +41,10 @@ _PUBACK = 0x40
 
 def subscriptions(settings: Settings) -> list[str]:
     """The topic filters the hub subscribes to, shared when a group is configured."""
-    filters = [f"{settings.topic_root}/v1/+/+/{channel}" for channel in CHANNELS]
-    if settings.mqtt_shared_group:
-        filters = [f"$share/{settings.mqtt_shared_group}/{f}" for f in filters]
-    return filters
+    return [
+        topics.device_filter(settings.topic_root, channel, shared_group=settings.mqtt_shared_group)
+        for channel in topics.DEVICE_CHANNELS
+    ]
 
 
 def make_client(

@@ -35,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 from devices import ALERT_LABELS
 from hub.alerts import live_channel
 from hub.errors import raise_if_cancelled
+from hub.models import AlertChange, AlertDecision
 from hub.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -247,6 +248,14 @@ class LiveFeed:
         """The newest change handed out so far (None before the first connection)."""
         return self._last_id
 
+    def alert_changed(self, change: AlertChange) -> None:
+        """Nothing to do: committed changes reach every process's screens through NOTIFY."""
+        del change
+
+    def alert_provisional(self, decision: AlertDecision) -> None:
+        """Show an alert the database could not take on this process's screens now."""
+        self.publish_local(provisional_json(decision))
+
     def publish_local(self, message: dict[str, Any]) -> None:
         """Hand `message` to this process's subscribers now, without the database.
 
@@ -389,6 +398,25 @@ class LiveFeed:
                     flood.dirty = False
                     flood.last_emit = now
                     self._send(group_message(facility_id, flood.grouped), facility_id)
+
+
+def provisional_json(decision: AlertDecision) -> dict[str, Any]:
+    """A live message for an alert decided while the database is down (SPEC §8).
+
+    It carries no alert id: the alert is stored when the database is back (the spooled
+    message's replay raises it) and then arrives as an ordinary `alert` message.
+    """
+    return {
+        "type": "alert_provisional",
+        "facility_id": decision.facility_id,
+        "zone_id": decision.zone_id,
+        "device_id": decision.device_id,
+        "kind": decision.kind,
+        "priority": decision.priority,
+        "seq": decision.seq,
+        "at": decision.at.isoformat(),
+        "reason": "database_unavailable",
+    }
 
 
 def group_message(facility_id: str, grouped: Counter[str]) -> dict[str, Any]:

@@ -1,15 +1,12 @@
-"""The one place that chains the stages: ingest -> decode -> store (+ rules) -> ack."""
+"""The one place that chains the stages: ingest -> decode -> store (+ rules) -> outbound."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-import msgspec
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -20,7 +17,6 @@ from hub.errors import HubError, StorageError, raise_if_cancelled
 from hub.ingest import Ingest
 from hub.metrics import Metrics
 from hub.models import (
-    AlertChange,
     AlertDecision,
     Decoded,
     DeviceInfo,
@@ -29,6 +25,7 @@ from hub.models import (
     Reading,
     Rejection,
 )
+from hub.outbound import Dispatcher
 from hub.rules import Clear, RuleParams, ScheduledTestCall, decide_event
 from hub.settings import Settings
 from hub.spool import Spool
@@ -49,8 +46,6 @@ BATCH_QUEUE = 4
 # A failed batch is retried this many times, this far apart, before it is spooled.
 WRITE_RETRIES = (0.1, 0.4)
 SPOOL_REPLAY_S = 1.0
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_encode = msgspec.json.Encoder().encode
 
 
 class DeviceCache:
@@ -95,65 +90,6 @@ class DeviceCache:
         return True
 
 
-def reply_topic(topic: str, root: str) -> str | None:
-    """Where a device listens for rejections of what it sent on `topic`, if it is a device."""
-    prefix = root + "/v1/"
-    if not topic.startswith(prefix):
-        return None
-    levels = topic[len(prefix) :].split("/")
-    if len(levels) < 2 or not _ID.match(levels[0]) or not _ID.match(levels[1]):
-        return None
-    return f"{prefix}{levels[0]}/{levels[1]}/rejected"
-
-
-# What the device's `ack` says after each kind of change (SPEC §3); other changes
-# (escalation, comments) are for staff, not for the resident at the button.
-ACK_STATES = {
-    "active": "received",
-    "acknowledged": "acknowledged",
-    "attended": "attended",
-    "resolved": "resolved",
-}
-ACK_ACTIONS = frozenset({"raise", "repeat", "acknowledge", "attend", "resolve"})
-
-
-def ack_payload(change: AlertChange) -> bytes:
-    """The JSON body of an `ack` message for one alert change."""
-    alert = change.alert
-    return _encode({"seq": alert.seq, "alert_id": str(alert.id), "state": ACK_STATES[alert.state]})
-
-
-def provisional_json(decision: AlertDecision) -> dict[str, Any]:
-    """A live message for an alert decided while the database is down (SPEC §8).
-
-    It carries no alert id: the alert is stored when the database is back (the spooled
-    message's replay raises it) and then arrives as an ordinary `alert` message.
-    """
-    return {
-        "type": "alert_provisional",
-        "facility_id": decision.facility_id,
-        "zone_id": decision.zone_id,
-        "device_id": decision.device_id,
-        "kind": decision.kind,
-        "priority": decision.priority,
-        "seq": decision.seq,
-        "at": decision.at.isoformat(),
-        "reason": "database_unavailable",
-    }
-
-
-def rejection_payload(rejection: Rejection) -> bytes:
-    """The JSON body of a `rejected` message (SPEC §3)."""
-    return _encode(
-        {
-            "topic": rejection.topic,
-            "reason": rejection.reason,
-            "detail": rejection.detail,
-            "received_at": rejection.received_at.isoformat(timespec="milliseconds"),
-        }
-    )
-
-
 class Pipeline:
     """Decodes what ingest receives, writes it in batches, and acks it once durable."""
 
@@ -166,10 +102,12 @@ class Pipeline:
         metrics: Metrics,
         *,
         alerts: AlertStore,
+        outbound: Dispatcher,
     ) -> None:
         self._settings = settings
         self._pool = pool
         self._alerts = alerts
+        self._outbound = outbound
         self.rule_params = RuleParams()
         # Alert work started for messages of the batch being built; the batch is acked
         # only once that work is committed too, so a crash cannot lose an alert.
@@ -184,12 +122,7 @@ class Pipeline:
         ] = asyncio.Queue(BATCH_QUEUE)
         self.devices = DeviceCache(pool)
         self._database_down = False
-        self._provisional_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.ready = asyncio.Event()
-
-    def add_provisional_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
-        """Call `listener` with `provisional_json` of each alert the database could not take."""
-        self._provisional_listeners.append(listener)
 
     async def run(self) -> None:
         """Run every stage until cancelled."""
@@ -232,9 +165,7 @@ class Pipeline:
             rejection.detail,
             extra={"device_id": rejection.device_id, "facility_id": rejection.facility_id},
         )
-        target = reply_topic(rejection.topic, self._settings.topic_root)
-        if target is not None and not self._ingest.reply(target, rejection_payload(rejection)):
-            self._metrics.replies_dropped += 1
+        self._outbound.device.rejected(rejection)
 
     async def _batch_loop(self) -> None:
         interval = self._settings.batch_interval_ms / 1000
@@ -295,9 +226,9 @@ class Pipeline:
             # The batch is spooled and its replay stores the alert; until then the screens
             # and the device hear of it from this process, so an outage silences no call.
             if isinstance(outcome, AlertDecision):
-                self._announce_provisional(outcome)
+                self._outbound.alert_provisional(outcome)
             elif isinstance(outcome, ScheduledTestCall):
-                self._ack_test_call(outcome)
+                self._outbound.device.test_call(outcome)
             return
         if outcome is None:
             return
@@ -311,7 +242,7 @@ class Pipeline:
         path does; a replay of the spool, which already did, does not).
         """
         if isinstance(outcome, ScheduledTestCall):
-            self._ack_test_call(outcome)
+            self._outbound.device.test_call(outcome)
         elif isinstance(outcome, Clear):
             await self._alerts.clear(outcome.kind, outcome.device_id, outcome.at)
         elif isinstance(outcome, AlertDecision):
@@ -319,40 +250,8 @@ class Pipeline:
                 await self._alerts.raise_alert(outcome)
             except HubError:
                 if announce:
-                    self._announce_provisional(outcome)
+                    self._outbound.alert_provisional(outcome)
                 raise
-
-    def _ack_test_call(self, call: ScheduledTestCall) -> None:
-        topic = f"{self._settings.topic_root}/v1/{call.facility_id}/{call.device_id}/ack"
-        body = {"seq": call.seq, "alert_id": None, "state": "received", "test": True}
-        self._ingest.reply(topic, _encode(body), urgent=True)
-
-    def _announce_provisional(self, decision: AlertDecision) -> None:
-        """Hand an alert the database cannot take yet to the live feed, and ack the device."""
-        message = provisional_json(decision)
-        logger.warning(
-            "database down: %s from %s announced provisionally; stored on replay",
-            decision.kind,
-            decision.device_id,
-            extra={"device_id": decision.device_id, "facility_id": decision.facility_id},
-        )
-        for listener in self._provisional_listeners:
-            listener(message)
-        if decision.device_id is not None and decision.seq is not None:
-            root = self._settings.topic_root
-            topic = f"{root}/v1/{decision.facility_id}/{decision.device_id}/ack"
-            body = {"seq": decision.seq, "alert_id": None, "state": "received", "provisional": True}
-            if not self._ingest.reply(topic, _encode(body), urgent=True):
-                self._metrics.replies_dropped += 1
-
-    def publish_ack(self, change: AlertChange) -> None:
-        """Tell the device what became of its alert (a change listener of the store)."""
-        alert = change.alert
-        if alert.device_id is None or change.action not in ACK_ACTIONS:
-            return
-        topic = f"{self._settings.topic_root}/v1/{alert.facility_id}/{alert.device_id}/ack"
-        if not self._ingest.reply(topic, ack_payload(change), urgent=True):
-            self._metrics.replies_dropped += 1
 
     async def _settle_alerts(
         self, work: Sequence[tuple[Inbound, asyncio.Task[None]]]

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -20,6 +21,7 @@ from hub.live_status import StatusWatcher
 from hub.metrics import Metrics
 from hub.models import Inbound
 from hub.notify import Notifier
+from hub.outbound import DeviceReplies, Dispatcher
 from hub.pipeline import Pipeline
 from hub.settings import Settings
 from hub.storage.migrate import migrate
@@ -35,7 +37,7 @@ POOL_CLOSE_S = 5.0
 
 @dataclass(slots=True)
 class Hub:
-    """A running hub: pool, ingest and pipeline, and the tasks that drive them."""
+    """A running hub: the objects its stages are made of, built once by `run_hub`."""
 
     settings: Settings
     pool: AsyncConnectionPool[AsyncConnection[object]]
@@ -49,7 +51,9 @@ class Hub:
     notifier: Notifier
     # Facility, zone and device deltas for the live websocket (one per process).
     status: StatusWatcher
-    # The stages' tasks, owned by run_hub: cancelled and awaited on exit.
+    # Device replies, the live feed and webhooks, behind one dispatcher.
+    outbound: Dispatcher
+    # The stages' tasks, owned by run_hub's TaskGroup.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -57,7 +61,11 @@ class Hub:
 async def run_hub(
     settings: Settings, *, apply_migrations: bool = True, clock: Clock | None = None
 ) -> AsyncIterator[Hub]:
-    """Start the hub's stages; on exit cancel every task and close every resource."""
+    """Build the hub and run its stages in one TaskGroup; on exit stop them and the pool.
+
+    The stages are joined here and only here: ingest feeds the pipeline's queue, the
+    pipeline feeds the alert store, and the store's committed changes go to outbound.
+    """
     clock = clock or SystemClock()
     if apply_migrations:
         await migrate(settings)
@@ -67,53 +75,80 @@ async def run_hub(
     inbound: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=max(settings.batch_max * 2, 1000))
     pool = create_pool(settings)
     await pool.open(wait=False)
-    ingest = Ingest(settings, inbound, clock)
-    alerts = AlertStore(pool, settings.database_schema)
-    pipeline = Pipeline(settings, pool, ingest, inbound, metrics, alerts=alerts)
-    alerts.add_listener(pipeline.publish_ack)
-    timers = Timers(settings, pool, alerts, clock, lambda: pipeline.rule_params)
-    live = LiveFeed(settings, pool)
-    pipeline.add_provisional_listener(live.publish_local)
-    # Notices are queued in each alert's own transaction and sent by their own task, so a
-    # slow or dead webhook never holds up ingest or the alert's commit.
-    notifier = Notifier(settings, pool, clock)
-    alerts.add_transaction_hook(notifier.enqueue)
-    alerts.add_listener(notifier.wake)
-    status = StatusWatcher(pool, live.broadcast)
-    hub = Hub(
-        settings, pool, ingest, pipeline, metrics, alerts, timers, live, clock, notifier, status
-    )
-    tasks = hub.tasks
-    tasks.append(asyncio.create_task(pipeline.run(), name="carehub-pipeline"))
     try:
-        await pipeline.ready.wait()
-        tasks.append(asyncio.create_task(ingest.run(), name="carehub-ingest"))
-        tasks.append(asyncio.create_task(live.run(), name="carehub-live"))
-        tasks.append(asyncio.create_task(status.run(), name="carehub-live-status"))
-        tasks.append(asyncio.create_task(timers.run(), name="carehub-timers"))
-        tasks.append(asyncio.create_task(notifier.run(), name="carehub-notifier"))
-        for task in tasks:
-            task.add_done_callback(_report_crash)
-        yield hub
+        ingest = Ingest(settings, inbound, clock)
+        live = LiveFeed(settings, pool)
+        notifier = Notifier(settings, pool, clock)
+        replies = DeviceReplies(
+            settings.topic_root,
+            lambda topic, payload, urgent: ingest.reply(topic, payload, urgent=urgent),
+            metrics,
+        )
+        outbound = Dispatcher(replies, (live, notifier))
+        alerts = AlertStore(pool, settings.database_schema)
+        # Notices are queued in each alert's own transaction and sent by their own task,
+        # so a slow or dead webhook never holds up ingest or the alert's commit.
+        alerts.add_transaction_hook(notifier.enqueue)
+        alerts.add_listener(outbound.alert_changed)
+        pipeline = Pipeline(
+            settings, pool, ingest, inbound, metrics, alerts=alerts, outbound=outbound
+        )
+        timers = Timers(settings, pool, alerts, clock, lambda: pipeline.rule_params)
+        status = StatusWatcher(pool, live.broadcast)
+        hub = Hub(
+            settings,
+            pool,
+            ingest,
+            pipeline,
+            metrics,
+            alerts,
+            timers,
+            live,
+            clock,
+            notifier,
+            status,
+            outbound,
+        )
+        async with asyncio.TaskGroup() as group:
+            tasks = hub.tasks
+            tasks.append(group.create_task(_supervised(pipeline.run()), name="carehub-pipeline"))
+            try:
+                # The registry is loaded before the first message is read off the broker.
+                await pipeline.ready.wait()
+                for name, stage in (
+                    ("carehub-ingest", ingest.run()),
+                    ("carehub-live", live.run()),
+                    ("carehub-live-status", status.run()),
+                    ("carehub-timers", timers.run()),
+                    ("carehub-notifier", notifier.run()),
+                ):
+                    tasks.append(group.create_task(_supervised(stage), name=name))
+                yield hub
+            finally:
+                await _stop_tasks(tasks)
     finally:
-        await _stop_tasks(tasks)
         await pool.close(timeout=POOL_CLOSE_S)
 
 
+async def _supervised(stage: Coroutine[Any, Any, None]) -> None:
+    """Run one stage; one that stops on its own is a bug, logged, and the others go on."""
+    try:
+        await stage
+    except Exception:
+        logger.critical("%s stopped", _task_name(), exc_info=True)
+
+
+def _task_name() -> str:
+    task = asyncio.current_task()
+    return task.get_name() if task is not None else "a stage"
+
+
 async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel the stages and wait for them, each within STOP_S; name any that hangs."""
+    """Cancel the stages and wait for them; name any that has not stopped within STOP_S."""
     for task in tasks:
         task.cancel()
     _, pending = await asyncio.wait(tasks, timeout=STOP_S)
     for task in pending:
-        # A stage that ignores its cancellation is a bug; shutting down must still end.
-        logger.critical("%s did not stop within %g s; abandoning it", task.get_name(), STOP_S)
+        # A stage that ignores its cancellation is a bug: say where it hangs.
+        logger.critical("%s did not stop within %g s", task.get_name(), STOP_S)
         task.print_stack(limit=12, file=sys.stderr)
-
-
-def _report_crash(task: asyncio.Task[None]) -> None:
-    """Log a stage that stopped on its own: that is a bug, and must not pass silently."""
-    if not task.cancelled() and task.exception() is not None:
-        logger.critical(
-            "%s stopped: %r", task.get_name(), task.exception(), exc_info=task.exception()
-        )
