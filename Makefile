@@ -11,20 +11,29 @@ DASHBOARD_SOURCES := $(shell find $(DASHBOARDS)/src -type f 2>/dev/null) \
 	$(DASHBOARDS)/index.html $(DASHBOARDS)/console/index.html \
 	$(DASHBOARDS)/vite.config.ts $(DASHBOARDS)/tsconfig.json
 
-.PHONY: demo test bench lint setup clean
+.PHONY: demo test bench lint setup clean chromium
 
 demo: $(STAMP) $(DIST)
 	$(BIN)/carehub demo
 
-test: $(STAMP) $(DIST)
+test: $(STAMP) $(DIST) chromium
 	$(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/carehub bench ingest
 
+# ruff, mypy strict, and the import contracts of pyproject.toml (lint-imports): the layers
+# of the hub, the API reaching it only through api/deps.py, nothing in hub/ importing bench/.
 lint: $(STAMP)
 	$(BIN)/ruff check hub devices simulators tests
+	$(BIN)/ruff format --check hub devices simulators tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# The browser tests need Debian's Chromium and CJK fonts: installed when missing and we are
+# root, otherwise this stops at once with the command to run.
+chromium:
+	scripts/ensure-chromium
 
 setup: $(STAMP)
 

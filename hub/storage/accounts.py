@@ -12,6 +12,10 @@ from psycopg.rows import dict_row
 
 from hub.errors import AuthError, StorageError
 
+# Used as `WHERE ... AND {SCOPE_SQL}` with `f` the facilities table and the parameters of
+# Principal.scope_params(); one definition, so every list agrees on what a caller sees.
+SCOPE_SQL = "(%(scope_all)s OR f.district = %(scope_district)s OR f.id = %(scope_facility)s)"
+
 _USER_COLUMNS = "username, display_name, role, facility_id, district, disabled, created_at"
 
 

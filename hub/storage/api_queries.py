@@ -1,6 +1,6 @@
 """The HTTP API's queries (docs/api.md): lists in a caller's scope, one object, histories.
 
-Every list takes the caller's scope as the parameters of `hub.auth.SCOPE_SQL` (over the
+Every list takes the caller's scope as the parameters of `hub.storage.accounts.SCOPE_SQL` (over the
 facilities table `f`) and a keyset cursor, and fetches one row more than asked so the
 router knows whether there is a next page.
 """
@@ -15,8 +15,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from devices import CATALOGUE
-from hub.auth import SCOPE_SQL
 from hub.models import Alert
+from hub.storage.accounts import SCOPE_SQL
 from hub.storage.kpis import online_sql
 
 Conn = AsyncConnection[Any]
