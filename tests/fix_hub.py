@@ -18,7 +18,7 @@ import aiomqtt
 import psycopg
 import pytest
 
-from devices import mqtt
+from devices import mqtt, topics
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings, load_settings
 from hub.storage.migrate import migrate
@@ -160,7 +160,7 @@ class FakeDevice:
 
     def topic(self, channel: str) -> str:
         """This device's topic for `channel`."""
-        return f"{self.root}/v1/{self.facility_id}/{self.device_id}/{channel}"
+        return topics.topic(self.root, self.facility_id, self.device_id, channel)
 
     def message(self, **fields: Any) -> bytes:
         """A valid-looking payload with the next seq and the current time."""

@@ -28,7 +28,7 @@ import aiomqtt
 import psycopg
 import pytest
 
-from devices import mqtt
+from devices import mqtt, topics
 from hub.settings import Settings
 from tests.fix_hub import FACILITY, connect_db, now_ts
 
@@ -201,7 +201,7 @@ class Stream:
         else:
             channel, fields = "telemetry", {"count": seq % 15, "staff": 2, "zone": "class-a"}
         body = {"ts": now_ts(), "seq": seq, **fields}
-        topic = f"{self._root}/v1/{FACILITY}/{device}/{channel}"
+        topic = topics.topic(self._root, FACILITY, device, channel)
         return device, seq, topic, json.dumps(body).encode()
 
     async def publish(self, count: int) -> None:

@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from devices import mqtt
+from devices import mqtt, topics
 from hub.embedded.broker import EmbeddedBroker
 from hub.embedded.postgres import EmbeddedPostgres
 
@@ -126,9 +126,9 @@ async def test_embedded_broker_listens_on_a_free_loopback_port() -> None:
 @pytest.mark.mqtt
 async def test_broker_relays_a_qos1_message(broker: Target, topic_root: str) -> None:
     """A QoS 1 message published on a device topic reaches a QoS 1 subscriber, at QoS 1."""
-    topic = f"{topic_root}/v1/f-1/d-1/event"
+    topic = topics.topic(topic_root, "f-1", "d-1", "event")
     async with broker.client(f"sub-{uuid.uuid4().hex[:8]}") as subscriber:
-        await subscriber.subscribe(f"{topic_root}/v1/+/+/event", qos=1)
+        await subscriber.subscribe(topics.device_filter(topic_root, "event"), qos=1)
         async with broker.client(f"pub-{uuid.uuid4().hex[:8]}") as publisher:
             await publisher.publish(topic, b'{"seq": 1}', qos=1)
         [message] = await receive(subscriber, 1)
@@ -141,12 +141,12 @@ async def test_broker_relays_a_qos1_message(broker: Target, topic_root: str) -> 
 @pytest.mark.mqtt
 async def test_broker_keeps_a_retained_message(broker: Target, topic_root: str) -> None:
     """A retained message reaches a client that subscribes afterwards, flagged as retained."""
-    topic = f"{topic_root}/v1/f-1/d-1/status"
+    topic = topics.topic(topic_root, "f-1", "d-1", "status")
     async with broker.client(f"pub-{uuid.uuid4().hex[:8]}") as publisher:
         await publisher.publish(topic, b"online", qos=1, retain=True)
         try:
             async with broker.client(f"sub-{uuid.uuid4().hex[:8]}") as subscriber:
-                await subscriber.subscribe(f"{topic_root}/v1/+/+/status", qos=1)
+                await subscriber.subscribe(topics.device_filter(topic_root, "status"), qos=1)
                 [message] = await receive(subscriber, 1)
         finally:
             await publisher.publish(topic, b"", qos=1, retain=True)  # clear it again
@@ -160,8 +160,8 @@ async def test_unacked_messages_are_redelivered_after_a_crash(
 ) -> None:
     """A hub that dies before acking gets those messages, and those sent meanwhile, on reconnect."""
     hub_id = f"hub-{topic_root}"
-    events = f"{topic_root}/v1/+/+/event"
-    topic = f"{topic_root}/v1/f-1/d-1/event"
+    events = topics.device_filter(topic_root, "event")
+    topic = topics.topic(topic_root, "f-1", "d-1", "event")
     async with broker.client(f"pub-{uuid.uuid4().hex[:8]}") as publisher:
         hub = broker.hub_client(hub_id)
         await hub.__aenter__()

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from devices import topics
 from hub.runtime import Hub
 from tests.fix_hub import FACILITY, OTHER_FACILITY, fake_device, now_ts, raw_client, wait_for
 
@@ -216,7 +217,7 @@ async def test_each_reason_code_comes_back_on_rejected_and_is_dead_lettered(
         }
         for _, facility, device_id, payload, channel in crafted:
             await listeners[(device_id, facility)].client.publish(
-                f"{running_hub.settings.topic_root}/v1/{facility}/{device_id}/{channel}",
+                topics.topic(running_hub.settings.topic_root, facility, device_id, channel),
                 payload,
                 qos=1,
             )
@@ -228,7 +229,7 @@ async def test_each_reason_code_comes_back_on_rejected_and_is_dead_lettered(
         replied = sorted(r["reason"] for d in listeners.values() for r in d.rejections)
         assert replied == sorted(reason for reason, *_ in crafted)
         for rejection in (r for d in listeners.values() for r in d.rejections):
-            assert rejection["topic"].startswith(running_hub.settings.topic_root + "/v1/")
+            assert rejection["topic"].startswith(topics.prefix(running_hub.settings.topic_root))
             assert rejection["detail"]
             assert rejection["received_at"]
         # bad_field names the field.

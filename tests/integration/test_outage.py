@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
+from devices import topics
 from hub.runtime import run_hub
 from hub.settings import Settings
 from tests.fix_hub import DEVICES, FACILITY, connect_db, fake_device, now_ts, raw_client, wait_for
@@ -110,7 +111,7 @@ async def test_a_database_outage_is_spooled_and_replayed_exactly_once(
     settings = migrated.model_copy(
         update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
     )
-    topic = f"{settings.topic_root}/v1/{FACILITY}/oc-1/telemetry"
+    topic = topics.topic(settings.topic_root, FACILITY, "oc-1", "telemetry")
 
     def reading(seq: int) -> bytes:
         return json.dumps({"ts": now_ts(), "seq": seq, "count": seq % 15}).encode()

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devices import topics
 from hub.decode import decode
 from hub.models import DeviceInfo, Event, Reading, Rejection, StatusChange
 
@@ -25,7 +26,7 @@ DEVICES = {
 def run(device: str, channel: str, body: object, facility: str = "f1") -> object:
     """Decode a JSON body sent by `device` on `channel`."""
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return decode(f"{ROOT}/v1/{facility}/{device}/{channel}", payload, NOW, ROOT, DEVICES)
+    return decode(topics.topic(ROOT, facility, device, channel), payload, NOW, ROOT, DEVICES)
 
 
 def ts(delta: timedelta = timedelta()) -> str:
