@@ -38,6 +38,18 @@ ALERT_LABELS: dict[str, str] = {name: kind.label for name, kind in ALERT_KINDS.i
 RULE_PARAMS: dict[str, AlertKind] = {**ALERT_KINDS, ESCALATION.name: ESCALATION}
 
 MAX_PAYLOAD_BYTES = 16 * 1024
+# Why a message was refused, as the `rejected` channel says it (SPEC §3).
+REASON_CODES = (
+    "not_json",
+    "not_object",
+    "too_large",
+    "bad_topic",
+    "unknown_device",
+    "wrong_facility",
+    "bad_field",
+    "bad_time",
+    "unknown_event",
+)
 DEFAULT_HEARTBEAT_S = 300
 # A device's clock may lag by a day (buffered after an outage) or lead by five minutes.
 MAX_PAST_S = 24 * 3600
@@ -55,6 +67,7 @@ __all__ = [
     "MAX_FUTURE_S",
     "MAX_PAST_S",
     "MAX_PAYLOAD_BYTES",
+    "REASON_CODES",
     "RULE_PARAMS",
     "AlertKind",
     "DeviceType",

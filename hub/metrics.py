@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from hub.models import REASON_CODES
+from devices import REASON_CODES
 
 
 @dataclass(slots=True)

@@ -8,18 +8,6 @@ from typing import Any, Literal
 
 Channel = Literal["event", "telemetry", "status"]
 
-REASON_CODES = (
-    "not_json",
-    "not_object",
-    "too_large",
-    "bad_topic",
-    "unknown_device",
-    "wrong_facility",
-    "bad_field",
-    "bad_time",
-    "unknown_event",
-)
-
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:

@@ -13,12 +13,26 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from hub.models import Alert as AlertValue
-from hub.models import AlertChange
+from hub.models import AlertChange, AlertState, Disposition, Priority
 
-Priority = Literal["high", "medium", "low"]
+__all__ = [
+    "Alert",
+    "AlertState",
+    "Device",
+    "DeviceType",
+    "Disposition",
+    "Facility",
+    "FacilityKind",
+    "FacilityStatus",
+    "OpenAlerts",
+    "Priority",
+    "alert_json",
+    "change_json",
+    "device_json",
+]
+
 FacilityKind = Literal["elderly", "childcare", "integrated"]
 DeviceType = Literal["fall_sensor", "emergency_button", "occupancy_counter"]
-Disposition = Literal["real", "false_alarm", "test", "other"]
 
 
 class OpenAlerts(BaseModel):
@@ -84,7 +98,7 @@ class Alert(BaseModel):
     device_id: str | None
     kind: str
     priority: Priority
-    state: Literal["active", "acknowledged", "attended", "resolved"]
+    state: AlertState
     count: int
     latched: bool
     raised_at: datetime
@@ -117,39 +131,18 @@ def device_json(row: dict[str, Any]) -> dict[str, Any]:
     return device
 
 
+# The Alert's fields that are the domain value's own; `id` and `overdue` are written apart.
+_ALERT_VALUE_FIELDS = tuple(name for name in Alert.model_fields if name not in ("id", "overdue"))
+
+
 def alert_json(alert: AlertValue) -> dict[str, Any]:
-    """An `Alert`: ids as strings, times as RFC 3339."""
-
-    def when(value: datetime | None) -> str | None:
-        return value.isoformat() if value is not None else None
-
-    return {
-        "id": str(alert.id),
-        "facility_id": alert.facility_id,
-        "zone_id": alert.zone_id,
-        "device_id": alert.device_id,
-        "kind": alert.kind,
-        "priority": alert.priority,
-        "state": alert.state,
-        "count": alert.count,
-        "latched": alert.latched,
-        "raised_at": when(alert.raised_at),
-        "last_raised_at": when(alert.last_raised_at),
-        "acknowledged_at": when(alert.acknowledged_at),
-        "acknowledged_by": alert.acknowledged_by,
-        "attended_at": when(alert.attended_at),
-        "attended_by": alert.attended_by,
-        "resolved_at": when(alert.resolved_at),
-        "resolved_by": alert.resolved_by,
-        "disposition": alert.disposition,
-        "note": alert.note,
-        "cleared_at": when(alert.cleared_at),
-        "renotified_at": when(alert.renotified_at),
-        "overdue_at": when(alert.overdue_at),
-        "overdue": alert.overdue_at is not None,
-        "shelved": alert.shelved,
-        "detail": alert.detail,
-    }
+    """An `Alert`: ids as strings, times as RFC 3339, in the model's field order."""
+    values: dict[str, Any] = {"id": str(alert.id)}
+    for name in _ALERT_VALUE_FIELDS:
+        value = getattr(alert, name)
+        values[name] = value.isoformat() if isinstance(value, datetime) else value
+    values["overdue"] = alert.overdue_at is not None
+    return {name: values[name] for name in Alert.model_fields}
 
 
 def change_json(change: AlertChange) -> dict[str, Any]:
