@@ -52,8 +52,13 @@ def make_client(
 ) -> aiomqtt.Client:
     """An aiomqtt client for the configured broker (not yet connected)."""
     target = settings.mqtt
-    tls_context = ssl.create_default_context() if target.tls else None
-    client_id = identifier or settings.mqtt_client_id
+    common: dict[str, Any] = {
+        "username": target.username,
+        "password": target.password,
+        "identifier": identifier or settings.mqtt_client_id,
+        "keepalive": settings.mqtt_keepalive_s,
+        "tls_context": ssl.create_default_context() if target.tls else None,
+    }
     if settings.mqtt_protocol == 5:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         # The broker may send this many unacknowledged QoS 1 messages at once; since
@@ -63,25 +68,17 @@ def make_client(
         return mqtt.Client(
             target.host,
             target.port,
-            username=target.username,
-            password=target.password,
-            identifier=client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=not persistent,
             properties=properties,
-            keepalive=settings.mqtt_keepalive_s,
-            tls_context=tls_context,
+            **common,
         )
     return mqtt.Client(
         target.host,
         target.port,
-        username=target.username,
-        password=target.password,
-        identifier=client_id,
         protocol=aiomqtt.ProtocolVersion.V311,
         clean_session=not persistent,
-        keepalive=settings.mqtt_keepalive_s,
-        tls_context=tls_context,
+        **common,
     )
 
 

@@ -10,13 +10,15 @@ into them, so data flows one way: ingest -> pipeline -> alerts -> outbound.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from hub.models import AlertChange, AlertDecision
 from hub.outbound.device import DeviceReplies
 
 logger = logging.getLogger(__name__)
+
+_Message = TypeVar("_Message", AlertChange, AlertDecision)
 
 __all__ = ["Communicator", "DeviceReplies", "Dispatcher"]
 
@@ -41,29 +43,31 @@ class Dispatcher:
     def alert_changed(self, change: AlertChange) -> None:
         """Tell every path of a committed change (the alert store's change listener)."""
         for path in self._paths:
-            try:
-                path.alert_changed(change)
-            except Exception:
-                logger.exception(
-                    "%s failed on an alert change",
-                    type(path).__name__,
-                    extra={"alert_id": change.alert.id},
-                )
+            _each(path, path.alert_changed, change, {"alert_id": change.alert.id})
 
     def alert_provisional(self, decision: AlertDecision) -> None:
         """Tell every path of an alert the database could not take (SPEC §8)."""
+        extra = {"device_id": decision.device_id, "facility_id": decision.facility_id}
         logger.warning(
             "database down: %s from %s announced provisionally; stored on replay",
             decision.kind,
             decision.device_id,
-            extra={"device_id": decision.device_id, "facility_id": decision.facility_id},
+            extra=extra,
         )
         for path in self._paths:
-            try:
-                path.alert_provisional(decision)
-            except Exception:
-                logger.exception(
-                    "%s failed on a provisional alert",
-                    type(path).__name__,
-                    extra={"device_id": decision.device_id},
-                )
+            _each(path, path.alert_provisional, decision, extra)
+
+
+def _each(
+    path: Communicator,
+    call: Callable[[_Message], None],
+    message: _Message,
+    extra: Mapping[str, object],
+) -> None:
+    """Hand one message to one path; a path that fails is logged, and the others go on."""
+    try:
+        call(message)
+    except Exception:
+        logger.exception(
+            "%s failed on %s", type(path).__name__, type(message).__name__, extra=extra
+        )

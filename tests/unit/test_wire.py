@@ -3,65 +3,31 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import pytest
 
-from hub.models import Alert, AlertChange
+from hub.models import AlertChange
 from hub.wire import Alert as AlertModel
 from hub.wire import Device, alert_json, change_json, device_json
-
-RAISED = datetime(2026, 11, 22, 0, 15, tzinfo=UTC)
-
-
-def _alert(**changes: Any) -> Alert:
-    fields: dict[str, Any] = {
-        "id": 17,
-        "facility_id": "lc-001",
-        "zone_id": "room-101",
-        "device_id": "lc-001-eb-01",
-        "subject": "lc-001-eb-01",
-        "kind": "sos",
-        "priority": "high",
-        "latched": True,
-        "state": "acknowledged",
-        "count": 2,
-        "seq": 1001,
-        "raised_at": RAISED,
-        "last_raised_at": RAISED + timedelta(seconds=5),
-        "acknowledged_at": RAISED + timedelta(seconds=30),
-        "acknowledged_by": "nurse-li",
-        "attended_at": None,
-        "attended_by": None,
-        "resolved_at": None,
-        "resolved_by": None,
-        "disposition": None,
-        "note": "",
-        "cleared_at": None,
-        "renotified_at": None,
-        "overdue_at": RAISED + timedelta(seconds=180),
-        "shelved": False,
-        "detail": {"button": "red"},
-    }
-    return Alert(**{**fields, **changes})
+from tests.samples import RAISED, sample_alert
 
 
-def test_alert_json_is_the_documented_alert() -> None:
+def test_alert_json_is_the_documentedsample_alert() -> None:
     """alert_json writes every field of the Alert model, ids as strings, times in RFC 3339."""
-    written = alert_json(_alert())
+    written = alert_json(sample_alert())
     assert list(written) == list(AlertModel.model_fields)
     parsed = AlertModel.model_validate_json(json.dumps(written))
     assert parsed.id == "17"
     assert parsed.acknowledged_at == RAISED + timedelta(seconds=30)
     assert written["raised_at"] == "2026-11-22T00:15:00+00:00"
     assert written["overdue"] is True
-    assert alert_json(_alert(overdue_at=None))["overdue"] is False
+    assert alert_json(sample_alert(overdue_at=None))["overdue"] is False
 
 
-def test_a_change_carries_the_same_alert() -> None:
+def test_a_change_carries_the_samesample_alert() -> None:
     """The live feed's and the webhooks' change message holds alert_json's Alert as is."""
-    alert = _alert()
+    alert = sample_alert()
     change = AlertChange(alert, "acknowledge", "active", "nurse-li", RAISED, "on my way")
     written = change_json(change)
     assert written["type"] == "alert"
