@@ -10,37 +10,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from tests.child_output import ChildOutput
 from tests.e2e.conftest import SCREEN, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
 FACILITIES = 20
 DEMO_PASSWORD = "carehub-demo"  # noqa: S105 - the demo's published password
-
-
-class _Output:
-    """A child's output lines, read in a thread."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.append(line.rstrip("\n"))
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 @pytest.fixture
@@ -66,7 +49,7 @@ def demo() -> Iterator[str]:
         text=True,
     )
     assert child.stdout is not None
-    output = _Output(child.stdout)
+    output = ChildOutput(child.stdout)
     try:
         deadline = time.monotonic() + 120
         while "Press Ctrl-C to stop." not in output.text():
