@@ -14,12 +14,11 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 
 from hub.api.dashboards import REPO_DIST
-from hub.app import create_app
 from hub.auth import add_user
 from hub.runtime import Hub
 from hub.settings import Settings
 from tests.fix_hub import FACILITY
-from tests.fix_live import serve_asgi
+from tests.fix_live import serve_hub
 
 CHROMIUM = Path(os.environ.get("CAREHUB_TEST_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -66,11 +65,10 @@ class Site:
 @contextlib.asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[Site]:
     """create_app(settings), lifespan and all, under uvicorn on a free port."""
-    async with serve_asgi(create_app(settings), lifespan=True) as (server, port):
-        hub: Hub = server.lifespan.state["hub"]
-        await asyncio.wait_for(hub.ingest.connected.wait(), 15)
-        await asyncio.wait_for(hub.live.listening.wait(), 15)
-        yield Site(hub, f"http://127.0.0.1:{port}")
+    async with serve_hub(settings) as server:
+        # The tests' fake devices publish at once: the hub has to be subscribed first.
+        await asyncio.wait_for(server.hub.ingest.connected.wait(), 15)
+        yield Site(server.hub, f"http://127.0.0.1:{server.port}")
 
 
 @pytest.fixture

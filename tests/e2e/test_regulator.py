@@ -4,11 +4,9 @@ district's data, the language switches, and the KPIs export as CSV."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.child_output import ChildOutput
+from tests.child_process import ChildOutput, start_demo
 from tests.e2e.conftest import SCREEN, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
@@ -30,24 +28,7 @@ DEMO_PASSWORD = "carehub-demo"  # noqa: S105 - the demo's published password
 def demo() -> Iterator[str]:
     """`carehub demo` on free ports; yields its banner once it is running."""
     folder = Path(tempfile.mkdtemp(prefix="carehub-e2e-demo-"))
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREHUB_")}
-    env.update(CAREHUB_HTTP_PORT="0", CAREHUB_LOG_LEVEL="WARNING")
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hub.cli",
-            "demo",
-            "--data-dir",
-            str(folder / "demo"),
-            "--facilities",
-            str(FACILITIES),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    child = start_demo(folder / "demo", "--facilities", str(FACILITIES))
     assert child.stdout is not None
     output = ChildOutput(child.stdout)
     try:

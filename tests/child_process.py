@@ -1,12 +1,34 @@
-"""A child process's output lines, read in a thread so waiting on them never blocks a loop."""
+"""`carehub` run as a child process by the tests: its environment, its start, its output."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import IO
 
 import pytest
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the test run's CAREHUB_* settings, plus `extra`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREHUB_")}
+    env.update(extra)
+    return env
+
+
+def start_demo(data_dir: Path, *options: str) -> subprocess.Popen[str]:
+    """`carehub demo` on free ports with its data in `data_dir`; output on one text pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "demo", "--data-dir", str(data_dir), *options],
+        env=clean_env(CAREHUB_HTTP_PORT="0", CAREHUB_LOG_LEVEL="WARNING"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 class ChildOutput:
