@@ -45,6 +45,14 @@ $(STAMP): pyproject.toml $(DASHBOARDS)/package-lock.json
 	cd $(DASHBOARDS) && npm run build
 	touch $@
 
+# The dashboards' API types come from the hub's OpenAPI document: write the document from
+# the code (no services needed), generate src/common/api.gen.ts from it, type-check the
+# pages against it. Both files are committed; tests/unit/test_dashboards.py says when stale.
+.PHONY: api-types
+api-types: $(STAMP)
+	$(BIN)/python scripts/openapi.py $(DASHBOARDS)/openapi.json
+	cd $(DASHBOARDS) && npm run api-types && npm run typecheck
+
 # A changed page is built again; setup has built it once already on a fresh clone.
 $(DIST): $(DASHBOARD_SOURCES) | $(STAMP)
 	cd $(DASHBOARDS) && npm run build

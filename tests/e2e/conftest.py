@@ -11,23 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 
 from hub.api.dashboards import REPO_DIST
-from hub.app import SERVER_OPTIONS, create_app
 from hub.auth import add_user
 from hub.runtime import Hub
 from hub.settings import Settings
 from tests.fix_hub import FACILITY
+from tests.fix_live import serve_hub
 
 CHROMIUM = Path(os.environ.get("CAREHUB_TEST_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PASSWORD = "e2e password 7"  # noqa: S105 - the browser tests' accounts
 DISTRICT = "鹿城区"
 # Viewports: a laptop for the regulator's screen, a phone for the staff console.
-SCREEN = {"width": 1600, "height": 900}
-PHONE = {"width": 390, "height": 844}
+SCREEN: ViewportSize = {"width": 1600, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="session")
@@ -66,33 +65,10 @@ class Site:
 @contextlib.asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[Site]:
     """create_app(settings), lifespan and all, under uvicorn on a free port."""
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="on",
-        **SERVER_OPTIONS,
-    )
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                    pytest.fail("uvicorn stopped before it started")
-                await asyncio.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        hub: Hub = server.lifespan.state["hub"]
-        await asyncio.wait_for(hub.ingest.connected.wait(), 15)
-        await asyncio.wait_for(hub.live.listening.wait(), 15)
-        yield Site(hub, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(serving, 30)
+    async with serve_hub(settings) as server:
+        # The tests' fake devices publish at once: the hub has to be subscribed first.
+        await asyncio.wait_for(server.hub.ingest.connected.wait(), 15)
+        yield Site(server.hub, f"http://127.0.0.1:{server.port}")
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from tests.e2e.conftest import PHONE, SCREEN, Site, screenshot, sign_in
+from tests.e2e.page_watch import PageWatch
 from tests.fix_hub import connect_db, fake_device, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
@@ -20,6 +21,7 @@ async def test_a_fall_reaches_the_console_within_a_second_and_is_taken_over(
     """Fall on MQTT -> console card in < 1 s with a tone -> take over -> device `ack`
     says acknowledged -> the regulator's feed shows it taken over -> resolve."""
     console = await browser.new_page(viewport=PHONE)
+    watch = await PageWatch.on(console)
     await sign_in(console, f"{site.base}/console/", "nurse")
     await expect(console.get_by_test_id("console-empty")).to_be_visible()
     await expect(console.get_by_test_id("connection-status")).to_have_text("实时")
@@ -42,8 +44,7 @@ async def test_a_fall_reaches_the_console_within_a_second_and_is_taken_over(
         await expect(card).to_have_count(1)
         await expect(card.get_by_test_id("console-kind")).to_have_text("跌倒")
         await expect(card).to_have_attribute("data-state", "active")
-        tones = await console.evaluate("window.__carehubTones ?? 0")
-        assert tones >= 1, "no alert tone was played"
+        assert await watch.notes_played() >= 1, "no alert tone was played"
         alert_id = await card.get_attribute("data-alert-id")
         assert alert_id
 
@@ -96,10 +97,11 @@ async def test_the_console_says_when_it_is_disconnected_and_catches_up_on_reconn
     """Dropped socket -> the console says it is reconnecting -> reconnect with `since` ->
     the alert raised meanwhile is on the console."""
     console = await browser.new_page(viewport=PHONE)
+    watch = await PageWatch.on(console)
     await sign_in(console, f"{site.base}/console/", "nurse")
     # Cut the page off the network: its websocket closes and reconnects fail.
     await console.context.set_offline(True)
-    await console.evaluate("window.__carehubLive.drop()")
+    await watch.drop_live_socket()
     status = console.get_by_test_id("connection-status")
     await expect(status).to_have_text("连接已断开，正在重连…", timeout=60_000)
     await expect(status).to_have_attribute("data-state", "lost")
@@ -112,5 +114,5 @@ async def test_the_console_says_when_it_is_disconnected_and_catches_up_on_reconn
         await expect(card).to_have_count(1, timeout=5000)
         await expect(card.get_by_test_id("console-kind")).to_have_text("紧急呼叫")
 
-    url = await console.evaluate("window.__carehubLive.url")
+    url = watch.live_url
     assert "since=" in url, f"the reconnect did not resume from a change id: {url}"

@@ -4,21 +4,18 @@ district's data, the language switches, and the KPIs export as CSV."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from tests.child_process import ChildOutput, start_demo
 from tests.e2e.conftest import SCREEN, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
@@ -27,46 +24,13 @@ FACILITIES = 20
 DEMO_PASSWORD = "carehub-demo"  # noqa: S105 - the demo's published password
 
 
-class _Output:
-    """A child's output lines, read in a thread."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.append(line.rstrip("\n"))
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
 @pytest.fixture
 def demo() -> Iterator[str]:
     """`carehub demo` on free ports; yields its banner once it is running."""
     folder = Path(tempfile.mkdtemp(prefix="carehub-e2e-demo-"))
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREHUB_")}
-    env.update(CAREHUB_HTTP_PORT="0", CAREHUB_LOG_LEVEL="WARNING")
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hub.cli",
-            "demo",
-            "--data-dir",
-            str(folder / "demo"),
-            "--facilities",
-            str(FACILITIES),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    child = start_demo(folder / "demo", "--facilities", str(FACILITIES))
     assert child.stdout is not None
-    output = _Output(child.stdout)
+    output = ChildOutput(child.stdout)
     try:
         deadline = time.monotonic() + 120
         while "Press Ctrl-C to stop." not in output.text():

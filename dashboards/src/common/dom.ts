@@ -36,6 +36,11 @@ export function append(parent: Node, children: Child[]): void {
   }
 }
 
+/** A form control under its caption, whose text comes from an i18n key (applyStatic). */
+export function labelled(captionKey: string, control: HTMLElement): HTMLLabelElement {
+  return h("label", {}, h("span", { "data-i18n": captionKey }), control);
+}
+
 /** Replace an element's children. */
 export function replace(parent: Element, ...children: Child[]): void {
   parent.replaceChildren();

@@ -14,13 +14,6 @@ const RECONNECT_MAX_MS = 5000;
 // socket has not noticed (a phone that slept, a NAT that forgot us).
 const SILENCE_MS = 45_000;
 
-declare global {
-  interface Window {
-    /** The socket's URL and a way to drop it, for the browser tests and for support. */
-    __carehubLive?: { url: string; drop: () => void };
-  }
-}
-
 export interface LiveOptions {
   token: () => string | null;
   onMessage: (message: LiveMessage) => void;
@@ -65,10 +58,6 @@ export class LiveConnection {
     const url = `${scheme}//${location.host}${API}/live?${query.toString()}`;
     const socket = new WebSocket(url);
     this.socket = socket;
-    window.__carehubLive = {
-      url: url.replace(/token=[^&]*/, "token=…"),
-      drop: () => socket.close(4000),
-    };
     socket.onmessage = (event: MessageEvent<string>) => {
       if (socket !== this.socket) {
         return;

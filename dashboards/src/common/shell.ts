@@ -1,6 +1,6 @@
 // What both pages share: the top bar (title, connection, language, sign-out) and sign-in.
 import { ApiError, config, login, logout, me, token, whenUnauthorized } from "./api";
-import { h, replace } from "./dom";
+import { h, labelled, replace } from "./dom";
 import { applyStatic, type Key, setDefaultLanguage, t, toggleLanguage } from "./i18n";
 import type { ConnectionState } from "./live";
 import type { Me, PublicConfig } from "./types";
@@ -115,8 +115,8 @@ function showLogin(main: HTMLElement, done: () => void): void {
     "form",
     { class: "login", "data-testid": "login-form" },
     h("h2", { "data-i18n": "login.title" }),
-    h("label", {}, h("span", { "data-i18n": "login.username" }), username),
-    h("label", {}, h("span", { "data-i18n": "login.password" }), password),
+    labelled("login.username", username),
+    labelled("login.password", password),
     error,
     submit,
   );

@@ -1,134 +1,37 @@
-// The shapes of docs/api.md, as the dashboards read them.
+// The shapes of docs/api.md, as the dashboards read them. What the REST API returns comes
+// from the hub's OpenAPI document (api.gen.ts, written by `make api-types`, never by
+// hand); only what the document does not describe is spelled out here.
+import type { components } from "./api.gen";
 
-export type Role = "admin" | "regulator" | "manager" | "staff";
-export type Priority = "high" | "medium" | "low";
-export type AlertState = "active" | "acknowledged" | "attended" | "resolved";
-export type Disposition = "real" | "false_alarm" | "test" | "other";
-export type FacilityState = "ok" | "alert" | "overdue" | "offline";
+type Schemas = components["schemas"];
 
-export interface Me {
-  username: string;
-  role: Role;
-  facility_id: string | null;
-  district: string | null;
-  display_name: string;
-}
+// The signed-in account and what the pages read before anything else.
+export type Me = Schemas["Me"];
+export type LoginAnswer = Schemas["LoginOut"];
+export type PublicConfig = Schemas["PublicConfig"];
 
-export interface LoginAnswer {
-  token: string;
-  expires_at: string;
-  user: Me;
-}
+// SPEC §6's wire shapes, as REST and the live feed both send them.
+export type Facility = Schemas["Facility"];
+export type FacilityDetail = Schemas["FacilityDetail"];
+export type FacilityStatus = Schemas["FacilityStatus"];
+export type Zone = Schemas["Zone"];
 
-export interface PublicConfig {
-  tile_url: string | null;
-  map_center: [number, number];
-  default_language: string;
-}
+// A device, an alert, and the pages of them the list routes return.
+export type Device = Schemas["Device"];
+export type Alert = Schemas["Alert"];
+export type DevicePage = Schemas["DeviceList"];
+export type AlertPage = Schemas["AlertList"];
 
-export interface FacilityStatus {
-  state: FacilityState;
-  open_alerts: Record<Priority, number>;
-  overdue: number;
-  devices_total: number;
-  devices_online: number;
-  present: number;
-  staff: number;
-}
+// The values the screens colour and count by.
+export type FacilityState = FacilityStatus["state"];
+export type Priority = Alert["priority"];
+export type Disposition = Schemas["ResolveIn"]["disposition"];
 
-export interface Facility {
-  id: string;
-  name: string;
-  kind: "elderly" | "childcare" | "integrated";
-  district: string;
-  address: string;
-  latitude: number | null;
-  longitude: number | null;
-  registration_no: string;
-  beds: number;
-  childcare_places: number;
-  status: FacilityStatus | null;
-}
+// A counter's occupancy over time, for the drill-down's chart.
+export type Readings = Schemas["Readings"];
 
-export interface Zone {
-  zone_id: string;
-  name: string;
-  kind: "room" | "class" | "common";
-  capacity: number | null;
-  class_type: string | null;
-  present: number | null;
-  staff: number | null;
-  staff_ratio_limit: number | null;
-  over_capacity: boolean;
-  ratio_breached: boolean;
-}
-
-export interface FacilityDetail extends Facility {
-  zones: Zone[];
-  devices_by_type: Record<string, number>;
-}
-
-export interface Device {
-  id: string;
-  facility_id: string;
-  zone_id: string | null;
-  type: "fall_sensor" | "emergency_button" | "occupancy_counter" | string;
-  vendor: string;
-  model: string;
-  heartbeat_s: number;
-  online: boolean;
-  battery: number | null;
-  last_seen: string | null;
-  presence: boolean | null;
-  count: number | null;
-  staff: number | null;
-}
-
-export interface Alert {
-  id: string;
-  facility_id: string;
-  zone_id: string | null;
-  device_id: string | null;
-  kind: string;
-  priority: Priority;
-  state: AlertState;
-  count: number;
-  raised_at: string;
-  last_raised_at: string | null;
-  acknowledged_at: string | null;
-  acknowledged_by: string | null;
-  attended_at: string | null;
-  attended_by: string | null;
-  resolved_at: string | null;
-  resolved_by: string | null;
-  disposition: Disposition | null;
-  note: string | null;
-  overdue: boolean;
-  shelved: boolean;
-}
-
-export interface Page<T> {
-  items: T[];
-  next: string | null;
-}
-
-export interface ReadingPoint {
-  t: string;
-  count_avg: number | null;
-  count_max: number | null;
-  staff_avg: number | null;
-  staff_max: number | null;
-  battery_min: number | null;
-  presence_share: number | null;
-  n: number | null;
-}
-
-export interface Readings {
-  device_id: string;
-  bucket: string;
-  points: ReadingPoint[];
-}
-
+// GET /kpis answers with a plain object the document leaves untyped; the fields the
+// KPI band reads.
 export interface Kpis {
   high_alerts: number;
   ack_within_60s: number;
@@ -141,7 +44,8 @@ export interface Kpis {
   capacity: number;
 }
 
-// Live websocket messages (docs/api.md "Live websocket").
+// Live websocket messages (docs/api.md "Live websocket"): the websocket is not in the
+// OpenAPI document, so its envelopes are written here around the generated shapes.
 export interface SnapshotMessage {
   type: "snapshot";
   change_id: number;
@@ -184,8 +88,8 @@ export interface ZoneCountMessage {
   type: "zone_count";
   facility_id: string;
   zone_id: string;
-  present: number | null;
-  staff: number | null;
+  present: Zone["present"];
+  staff: Zone["staff"];
 }
 export interface PingMessage {
   type: "ping";

@@ -2,13 +2,6 @@
 // where the phone supports it. Browsers start audio only after a tap: the first tap on
 // the page (the sign-in button, usually) unlocks it.
 
-declare global {
-  interface Window {
-    /** How many alert tones were played (the browser tests read it). */
-    __carehubTones?: number;
-  }
-}
-
 let context: AudioContext | null = null;
 
 export function unlockAudio(): void {
@@ -30,7 +23,6 @@ export function audioReady(): boolean {
 
 /** Three rising two-note chimes, about 1.2 s in all. */
 export function playAlertTone(): void {
-  window.__carehubTones = (window.__carehubTones ?? 0) + 1;
   if ("vibrate" in navigator) {
     navigator.vibrate([300, 120, 300, 120, 300]);
   }

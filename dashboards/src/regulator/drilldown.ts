@@ -5,9 +5,9 @@
 import { getJson } from "../common/api";
 import { h, replace } from "../common/dom";
 import { age, dateTime } from "../common/format";
-import { applyStatic, label, t } from "../common/i18n";
+import { applyStatic, type Key, label, t } from "../common/i18n";
 import { errorText } from "../common/shell";
-import type { Alert, Device, FacilityDetail, FacilityStatus, Page, Readings, Zone } from "../common/types";
+import type { Alert, AlertPage, Device, DevicePage, FacilityDetail, FacilityStatus, Readings, Zone } from "../common/types";
 
 // The alert history shows this many of the facility's latest alerts.
 const HISTORY = 100;
@@ -66,8 +66,8 @@ export class DrillDown {
       const query = encodeURIComponent(facilityId);
       const [detail, devices, history] = await Promise.all([
         getJson<FacilityDetail>(`/facilities/${query}`),
-        getJson<Page<Device>>(`/devices?facility=${query}&limit=500`),
-        getJson<Page<Alert>>(`/alerts?facility=${query}&limit=${HISTORY}`),
+        getJson<DevicePage>(`/devices?facility=${query}&limit=500`),
+        getJson<AlertPage>(`/alerts?facility=${query}&limit=${HISTORY}`),
       ]);
       if (generation !== this.generation) {
         return;
@@ -126,7 +126,7 @@ export class DrillDown {
     window.clearTimeout(this.historyTimer);
     const generation = this.generation;
     this.historyTimer = window.setTimeout(() => {
-      getJson<Page<Alert>>(`/alerts?facility=${encodeURIComponent(alert.facility_id)}&limit=${HISTORY}`)
+      getJson<AlertPage>(`/alerts?facility=${encodeURIComponent(alert.facility_id)}&limit=${HISTORY}`)
         .then((page) => {
           if (generation === this.generation) {
             this.history = page.items;
@@ -160,66 +160,38 @@ export class DrillDown {
       return;
     }
     this.renderTitle();
-    const zoneTable = h(
-      "table",
-      { "data-testid": "drill-zones" },
-      h(
-        "thead",
-        {},
-        h(
-          "tr",
-          {},
-          h("th", { "data-i18n": "drill.zone" }),
-          h("th", { "data-i18n": "drill.presentCapacity" }),
-          h("th", { "data-i18n": "drill.ratio" }),
-        ),
-      ),
-      h("tbody", {}, ...detail.zones.map((zone) => this.zoneRow(zone))),
+    const zoneTable = table(
+      "drill-zones",
+      ["drill.zone", "drill.presentCapacity", "drill.ratio"],
+      detail.zones.map((zone) => this.zoneRow(zone)),
     );
     const zoneName = (zoneId: string | null): string =>
       detail.zones.find((zone) => zone.zone_id === zoneId)?.name ?? zoneId ?? t("zone.none");
     const now = Date.now();
-    const deviceTable = h(
-      "table",
-      { "data-testid": "drill-devices" },
-      h(
-        "thead",
-        {},
+    const deviceTable = table(
+      "drill-devices",
+      ["drill.device", "drill.type", "drill.zone", "drill.battery", "drill.lastSeen"],
+      this.devices.map((device) =>
         h(
           "tr",
-          {},
-          h("th", { "data-i18n": "drill.device" }),
-          h("th", { "data-i18n": "drill.type" }),
-          h("th", { "data-i18n": "drill.zone" }),
-          h("th", { "data-i18n": "drill.battery" }),
-          h("th", { "data-i18n": "drill.lastSeen" }),
-        ),
-      ),
-      h(
-        "tbody",
-        {},
-        ...this.devices.map((device) =>
+          {
+            "data-testid": "drill-device",
+            "data-device-id": device.id,
+            "data-online": String(device.online),
+            class: device.online ? "" : "offline",
+          },
+          h("td", {}, h("span", { class: `dot ${device.online ? "on" : "off"}` }), device.id),
+          h("td", {}, label("device", device.type)),
+          h("td", {}, zoneName(device.zone_id)),
           h(
-            "tr",
-            {
-              "data-testid": "drill-device",
-              "data-device-id": device.id,
-              "data-online": String(device.online),
-              class: device.online ? "" : "offline",
-            },
-            h("td", {}, h("span", { class: `dot ${device.online ? "on" : "off"}` }), device.id),
-            h("td", {}, label("device", device.type)),
-            h("td", {}, zoneName(device.zone_id)),
-            h(
-              "td",
-              { class: device.battery !== null && device.battery <= 15 ? "low" : "" },
-              device.battery === null ? "—" : `${Math.round(device.battery)}%`,
-            ),
-            h(
-              "td",
-              { title: dateTime(device.last_seen) },
-              device.last_seen === null ? "—" : age(Date.parse(device.last_seen), now),
-            ),
+            "td",
+            { class: device.battery !== null && device.battery <= 15 ? "low" : "" },
+            device.battery === null ? "—" : `${Math.round(device.battery)}%`,
+          ),
+          h(
+            "td",
+            { title: dateTime(device.last_seen) },
+            device.last_seen === null ? "—" : age(Date.parse(device.last_seen), now),
           ),
         ),
       ),
@@ -273,45 +245,34 @@ export class DrillDown {
       return h("p", { "data-testid": "drill-history", "data-i18n": "drill.noHistory" }, t("drill.noHistory"));
     }
     const zones = this.detail?.zones ?? [];
-    return h(
-      "table",
-      { "data-testid": "drill-history" },
-      h(
-        "thead",
-        {},
+    return table(
+      "drill-history",
+      [
+        "drill.raised",
+        "drill.kind",
+        "drill.zone",
+        "drill.state",
+        "drill.ackBy",
+        "drill.ackAfter",
+        "drill.disposition",
+      ],
+      this.history.map((alert) =>
         h(
           "tr",
-          {},
-          h("th", {}, t("drill.raised")),
-          h("th", {}, t("drill.kind")),
-          h("th", {}, t("drill.zone")),
-          h("th", {}, t("drill.state")),
-          h("th", {}, t("drill.ackBy")),
-          h("th", {}, t("drill.ackAfter")),
-          h("th", {}, t("drill.disposition")),
-        ),
-      ),
-      h(
-        "tbody",
-        {},
-        ...this.history.map((alert) =>
+          { "data-testid": "drill-alert", "data-alert-id": alert.id, "data-state": alert.state },
+          h("td", {}, dateTime(alert.raised_at)),
+          h("td", {}, label("kind", alert.kind)),
+          h("td", {}, zones.find((zone) => zone.zone_id === alert.zone_id)?.name ?? alert.zone_id ?? "—"),
+          h("td", {}, label("alert", alert.state)),
+          h("td", {}, alert.acknowledged_by ?? "—"),
           h(
-            "tr",
-            { "data-testid": "drill-alert", "data-alert-id": alert.id, "data-state": alert.state },
-            h("td", {}, dateTime(alert.raised_at)),
-            h("td", {}, label("kind", alert.kind)),
-            h("td", {}, zones.find((zone) => zone.zone_id === alert.zone_id)?.name ?? alert.zone_id ?? "—"),
-            h("td", {}, label("alert", alert.state)),
-            h("td", {}, alert.acknowledged_by ?? "—"),
-            h(
-              "td",
-              {},
-              alert.acknowledged_at === null
-                ? "—"
-                : age(Date.parse(alert.raised_at), Date.parse(alert.acknowledged_at)),
-            ),
-            h("td", {}, alert.disposition === null ? "—" : label("disp", alert.disposition)),
+            "td",
+            {},
+            alert.acknowledged_at === null
+              ? "—"
+              : age(Date.parse(alert.raised_at), Date.parse(alert.acknowledged_at)),
           ),
+          h("td", {}, alert.disposition === null ? "—" : label("disp", alert.disposition)),
         ),
       ),
     );
@@ -354,4 +315,14 @@ export class DrillDown {
     this.disposeChart = chart.drawOccupancy(element, series);
     element.dataset.points = String(series.reduce((sum, one) => sum + one.points.length, 0));
   }
+}
+
+/** A table of the drill-down: one header row (i18n keys), then its rows. */
+function table(testId: string, headings: Key[], rows: HTMLElement[]): HTMLElement {
+  return h(
+    "table",
+    { "data-testid": testId },
+    h("thead", {}, h("tr", {}, ...headings.map((key) => h("th", { "data-i18n": key }, t(key))))),
+    h("tbody", {}, ...rows),
+  );
 }

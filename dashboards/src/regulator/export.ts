@@ -1,6 +1,6 @@
 // Export a period's KPIs as CSV (GET /kpis.csv), for the monthly supervision report.
 import { getBlob } from "../common/api";
-import { h } from "../common/dom";
+import { h, labelled } from "../common/dom";
 import { dateInput, localIso } from "../common/format";
 import { t } from "../common/i18n";
 import { errorText } from "../common/shell";
@@ -19,8 +19,8 @@ export function exportForm(scope: () => URLSearchParams | null): HTMLElement {
     "form",
     { class: "export" },
     h("span", { class: "export-title", "data-i18n": "export.title" }),
-    h("label", {}, h("span", { "data-i18n": "export.from" }), from),
-    h("label", {}, h("span", { "data-i18n": "export.to" }), to),
+    labelled("export.from", from),
+    labelled("export.to", to),
     button,
     error,
   );

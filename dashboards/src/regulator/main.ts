@@ -16,13 +16,6 @@ import { AlertFeed } from "./feed";
 import { KpiBand } from "./kpis";
 import { FacilityMap, legendItems } from "./map";
 
-declare global {
-  interface Window {
-    /** performance.now() when the first snapshot was on screen (bench dashboard reads it). */
-    __carehubLiveAt?: number;
-  }
-}
-
 // Today's acknowledgement share is read again this often, and shortly after any ack.
 const ACK_REFRESH_MS = 60_000;
 const ACK_DEBOUNCE_MS = 1500;
@@ -36,6 +29,7 @@ class RegulatorScreen {
   private readonly map: FacilityMap;
   private readonly legend = h("ul", { class: "legend", "data-testid": "map-legend" });
   private ackTimer: number | undefined;
+  private shown = false;
 
   constructor(private readonly shell: Shell) {
     this.feed = new AlertFeed({
@@ -137,10 +131,10 @@ class RegulatorScreen {
     this.map.setFacilities(this.facilities.values(), (facility) => facility.name);
     this.feed.reset(message.alerts);
     this.kpis.render();
-    if (window.__carehubLiveAt === undefined) {
+    if (!this.shown) {
+      this.shown = true;
       // On screen means painted: the next frame after the DOM holds the snapshot.
       requestAnimationFrame(() => {
-        window.__carehubLiveAt = performance.now();
         document.body.dataset.live = "true";
       });
     }
