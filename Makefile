@@ -23,7 +23,7 @@ bench: $(STAMP)
 	$(BIN)/carehub bench ingest
 
 lint: $(STAMP)
-	$(BIN)/ruff check hub devices simulators tests
+	$(BIN)/ruff check hub devices simulators tests bench
 	$(BIN)/mypy
 
 setup: $(STAMP)

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from importlib.metadata import entry_points
 
 from hub.cli.audit import add_audit_commands
-from hub.cli.bench import register as add_bench_commands
 from hub.cli.commands import CommandGroup
 from hub.cli.demo import add_demo_command
 from hub.cli.imports import add_registry_commands
@@ -39,7 +38,6 @@ BEFORE_DISCOVERED: tuple[CommandGroup, ...] = (
     add_migrate_command,
     add_registry_commands,
     add_simulate_command,
-    add_bench_commands,
 )
 AFTER_DISCOVERED: tuple[CommandGroup, ...] = (
     add_kpis_command,

@@ -1,4 +1,9 @@
-"""`carehub bench ingest|latency|live|dashboard`: the benchmarks' parser and dispatch."""
+"""`carehub bench ingest|latency|live|dashboard`: the benchmarks' parser and dispatch.
+
+`register` is this package's entry in the `carehub.commands` entry-point group: the hub's
+CLI finds it there and calls it with its subparsers. Each bench is imported only when it
+runs, so the rest of `carehub` starts as fast without the benchmarks as with them.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from hub.settings import Settings
 
 def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.which == "dashboard":
-        from hub.bench_dashboard import run_dashboard_bench
+        from bench.dashboard import run_dashboard_bench
 
         return run_dashboard_bench(
             settings,
@@ -21,7 +26,7 @@ def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             keep=args.keep,
         )
     if args.which == "live":
-        from hub.bench_live import run_live_bench
+        from bench.live import run_live_bench
 
         return run_live_bench(
             settings,
@@ -31,7 +36,7 @@ def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             devices=args.devices,
         )
     if args.which == "latency":
-        from hub.bench_latency import run_latency_bench
+        from bench.latency import run_latency_bench
 
         return run_latency_bench(
             settings,
@@ -40,7 +45,7 @@ def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             presses_per_s=args.presses,
             devices=args.devices,
         )
-    from hub.bench import run_bench
+    from bench.ingest import run_bench
 
     return run_bench(
         settings,
@@ -54,7 +59,7 @@ def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def register(sub: Subcommands) -> None:
-    """Register `carehub bench` on the subcommands."""
+    """Register `carehub bench` on the subcommands (the `carehub.commands` entry point)."""
     bench = sub.add_parser("bench", help="benchmarks that print their figures")
     bench.add_argument("which", choices=["ingest", "latency", "live", "dashboard"])
     bench.add_argument(
