@@ -255,7 +255,7 @@ async def _bench_latency(
     async with run.database() as conn:
         await register_fleet(conn, fleet)
         async with run.hub(mqtt_protocol=5) as hub:
-            await _load_and_report(
+            await _press_and_report(
                 conn,
                 hub,
                 run.settings,
@@ -308,13 +308,13 @@ async def _committed(
     return {(row[0], int(row[1])): (row[2], row[3]) for row in await cur.fetchall()}
 
 
-async def _load_and_report(
+async def _press_and_report(
     conn: psycopg.AsyncConnection[Any],
     hub: HubProcess,
     settings: Settings,
     *,
-    fleet: Sequence[BenchDevice],
     buttons: Sequence[tuple[str, str]],
+    fleet: Sequence[BenchDevice],
     duration_s: float,
     warmup_s: float,
     rate: float,

@@ -111,9 +111,9 @@ def subscribe_packet(
     return bytes((SUBSCRIBE,)) + remaining_length(len(body)) + body
 
 
-def next_packet(buffer: bytes, pos: int) -> tuple[int, int, int] | None:
-    """(first byte, body start, body end) of the MQTT packet at `pos`, or None if partial."""
-    length, shift, at = 0, 0, pos + 1
+def decode_remaining_length(buffer: bytes, at: int) -> tuple[int, int] | None:
+    """(remaining length, where the body starts) from the header bytes at `at`, or None if cut."""
+    length, shift = 0, 0
     while True:
         if at >= len(buffer):
             return None
@@ -122,27 +122,28 @@ def next_packet(buffer: bytes, pos: int) -> tuple[int, int, int] | None:
         length |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
-            break
+            return length, at
         if shift > 21:
             raise HubError("malformed remaining length from the broker")
-    if at + length > len(buffer):
+
+
+def next_packet(buffer: bytes, pos: int) -> tuple[int, int, int] | None:
+    """(first byte, body start, body end) of the MQTT packet at `pos`, or None if partial."""
+    decoded = decode_remaining_length(buffer, pos + 1)
+    if decoded is None:
         return None
-    return buffer[pos], at, at + length
+    length, start = decoded
+    if start + length > len(buffer):
+        return None
+    return buffer[pos], start, start + length
 
 
 async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """(first byte, body) of the next whole packet on the stream."""
     header = await reader.readexactly(2)
-    length, shift, byte = 0, 0, header[1]
-    while True:
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-        if shift > 21:
-            raise HubError("malformed remaining length from the broker")
-        byte = (await reader.readexactly(1))[0]
-    return header[0], await reader.readexactly(length)
+    while (decoded := decode_remaining_length(header, 1)) is None:
+        header += await reader.readexactly(1)
+    return header[0], await reader.readexactly(decoded[0])
 
 
 async def open_mqtt(
