@@ -10,6 +10,8 @@ COPY pyproject.toml README.md ./
 COPY hub ./hub
 COPY devices ./devices
 COPY simulators ./simulators
+# The wheel carries the benchmarks too (pyproject.toml), and `carehub bench` with them.
+COPY bench ./bench
 RUN pip install . && useradd --system --home /var/lib/carehub carehub \
     && mkdir -p /var/lib/carehub/spool && chown -R carehub /var/lib/carehub
 

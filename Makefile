@@ -25,8 +25,8 @@ bench: $(STAMP)
 # ruff, mypy strict, and the import contracts of pyproject.toml (lint-imports): the layers
 # of the hub, the API reaching it only through api/deps.py, nothing in hub/ importing bench/.
 lint: $(STAMP)
-	$(BIN)/ruff check hub devices simulators tests
-	$(BIN)/ruff format --check hub devices simulators tests
+	$(BIN)/ruff check hub devices simulators bench scripts tests
+	$(BIN)/ruff format --check hub devices simulators bench scripts tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

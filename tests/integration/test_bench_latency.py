@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from hub.bench_latency import run_latency_bench
+from bench.latency import run_latency_bench
 from hub.settings import load_settings
 from tests.fix_services import MQTT_URL_ENV
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from hub.bench_live import run_live_bench
+from bench.live import run_live_bench
 from hub.settings import load_settings
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]

@@ -32,6 +32,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
+from bench.mqtt import connect_packet, puback_packet, publish_packet
 from devices import CATALOGUE, MAX_PAYLOAD_BYTES
 from hub.models import Event, Rejection
 from hub.runtime import Hub
@@ -840,26 +841,23 @@ def _assert_verdicts(root: str, sent: list[Hostile], verdicts: list[tuple[str, s
 
 
 async def _raw_publish(settings: Settings, topic: bytes, payload: bytes) -> bool:
-    """Publish QoS 1 with hand-made MQTT 3.1.1 packets; True if the broker acked it.
+    """Publish QoS 1 with the benches' hand-made MQTT 3.1.1 packets; True if the broker acked it.
 
     No client library would send such a topic, which is the point: a broker may still.
     """
     target = settings.mqtt
     reader, writer = await asyncio.open_connection(target.host, target.port)
     try:
-        client_id = f"raw-{uuid.uuid4().hex[:8]}".encode()
-        connect = b"\x00\x04MQTT\x04\x02\x00\x1e" + len(client_id).to_bytes(2, "big") + client_id
-        writer.write(b"\x10" + _remaining_length(len(connect)) + connect)
+        writer.write(connect_packet(f"raw-{uuid.uuid4().hex[:8]}", keepalive_s=30))
         connack = await asyncio.wait_for(reader.readexactly(4), 5)
         assert connack[0] == 0x20 and connack[3] == 0, f"broker refused the connection: {connack!r}"
-        publish = len(topic).to_bytes(2, "big") + topic + b"\x00\x01" + payload
-        writer.write(b"\x32" + _remaining_length(len(publish)) + publish)
+        writer.write(publish_packet(topic, payload, qos=1, packet_id=1))
         await writer.drain()
         try:
             puback = await asyncio.wait_for(reader.readexactly(4), 3)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             return False  # the broker dropped us instead: a protocol error, as MQTT allows
-        return puback == b"\x40\x02\x00\x01"
+        return puback == puback_packet(1)
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
@@ -867,15 +865,6 @@ async def _raw_publish(settings: Settings, topic: bytes, payload: bytes) -> bool
 
 
 NUL_LEVEL = b"eb-1\x00"
-
-
-def _remaining_length(length: int) -> bytes:
-    encoded = bytearray()
-    while True:
-        length, digit = divmod(length, 128)
-        encoded.append(digit | (0x80 if length else 0))
-        if not length:
-            return bytes(encoded)
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from hub.cli.simulate import register_district
 from hub.clock import ManualClock
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings
-from hub.simulate import register_district
 from simulators import scenarios
 from simulators.device import SimulatedDevice
 from simulators.district import District, build_district

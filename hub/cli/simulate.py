@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hub.cli.commands import Subcommands
 from hub.errors import HubError
-from hub.registry import RegistryKind, import_file
 from hub.settings import Settings
-from hub.storage.migrate import migrate
-from simulators import SCENARIOS, District, build_district, run_simulation
+
+if TYPE_CHECKING:
+    from hub.registry import RegistryKind
+    from simulators import District
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +25,9 @@ REGISTRIES: tuple[RegistryKind, ...] = ("facilities", "zones", "devices")
 
 async def register_district(settings: Settings, district: District, folder: Path) -> None:
     """Import the district's registry through the same CSV path a site's files take."""
+    from hub.registry import import_file
+    from hub.storage.migrate import migrate
+
     await migrate(settings)
     paths = district.write_csv(folder)
     for kind, path in zip(REGISTRIES, paths, strict=True):
@@ -41,6 +49,8 @@ async def run_simulate(
     seed: int,
 ) -> int:
     """Run `facilities` simulated facilities against the configured broker until done."""
+    from simulators import SCENARIOS, build_district, run_simulation
+
     unknown = [name for name in scenarios if name not in SCENARIOS]
     if unknown:
         known = ", ".join(SCENARIOS)
@@ -68,3 +78,43 @@ async def run_simulate(
         seed=seed,
     )
     return 0
+
+
+# run_simulate's keywords; the parser stores each option under the same name.
+SIMULATE_OPTIONS = ("facilities", "scenarios", "duration_s", "time_scale", "register", "seed")
+
+
+def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    options = {name: getattr(args, name) for name in SIMULATE_OPTIONS}
+    return asyncio.run(run_simulate(settings, **options))
+
+
+def add_simulate_command(sub: Subcommands) -> None:
+    """Register `carehub simulate` on the subcommands."""
+    simulate = sub.add_parser("simulate", help="simulated devices on the configured broker")
+    simulate.add_argument("--facilities", type=int, default=20)
+    simulate.add_argument(
+        "--scenario",
+        dest="scenarios",
+        metavar="SCENARIO",
+        action="append",
+        default=[],
+        help="inject a scenario: fall, sos, over_capacity, dropout, garbage (repeatable)",
+    )
+    simulate.add_argument(
+        "--duration",
+        dest="duration_s",
+        metavar="DURATION",
+        type=float,
+        default=None,
+        help="seconds to run (default: until Ctrl-C)",
+    )
+    simulate.add_argument("--time-scale", type=float, default=30.0)
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument(
+        "--no-register",
+        dest="register",
+        action="store_false",
+        help="do not register the simulated district in the database first",
+    )
+    simulate.set_defaults(handler=_cmd_simulate)

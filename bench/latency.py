@@ -1,60 +1,70 @@
 """`carehub bench latency`: SOS button presses under telemetry load, timed to commit and to ack.
 
-Background telemetry (QoS 1, `bench ingest`'s lean publisher) flows at a fixed rate while
+Background telemetry (QoS 1, bench.load's lean publisher) flows at a fixed rate while
 emergency buttons, each on a connection of its own and subscribed to its `ack` topic, are
 pressed round robin at a fixed rate. Per press it measures (a) publish -> the alert's change
 committed, read from the database: `live_changes.at` is clock_timestamp() inside the alert's
 transaction, the last row written before the commit, joined through `alert_triggers` to the
 press's (device_id, seq); and (b) publish -> the `received` ack back at the button, on the
-monotonic clock. The hub runs as `bench ingest` runs it: a child process speaking MQTT 5,
-in a schema and under a topic root of its own.
+monotonic clock. The hub runs as `bench ingest` runs it (bench.harness): a child process
+speaking MQTT 5, in a schema and under a topic root of its own.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import math
 import os
-import secrets
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psutil
 import psycopg
-from psycopg import sql
 
-from devices import topic
-from hub.bench import (
-    CONNECTIONS,
+from bench.harness import (
     CST,
-    _busy,
-    _db_now,
-    _device_ids,
-    _HubProcess,
-    _Load,
-    _machine_clock,
-    _open_mqtt,
-    _Publisher,
-    _register,
-    _Sample,
-    _spread,
-    _stored,
-    _utf8,
-    _varint,
+    MB,
+    BenchRun,
+    HubProcess,
+    Sample,
+    busy,
+    cpu_percent,
+    db_now,
+    machine_clock,
+    print_verdict,
+    rejected_total,
+    spread,
 )
+from bench.load import (
+    CONNECTIONS,
+    BenchDevice,
+    TelemetryLoad,
+    bench_fleet,
+    register_fleet,
+    stored_readings,
+    telemetry_publishers,
+)
+from bench.mqtt import (
+    PINGREQ_PACKET,
+    PINGRESP,
+    PUBACK,
+    PUBLISH,
+    SUBACK,
+    RawConnection,
+    next_packet,
+    open_mqtt,
+    puback_packet,
+    publish_packet,
+    subscribe_packet,
+)
+from devices import topic
 from hub.errors import HubError
-from hub.settings import MqttTarget, Settings, load_settings
-from hub.storage.migrate import migrate
+from hub.settings import MqttTarget, Settings
 
 # SPEC §3's promise to the resident at the button: the light says "received" quickly.
 TARGET_ACK_P99_MS = 100.0
@@ -71,7 +81,6 @@ ACK_GRACE_S = 10.0
 # The lean CONNECT asks for a 60 s keepalive; a button pressed less often pings.
 PING_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
-_PINGREQ = b"\xc0\x00"
 
 
 @dataclass(slots=True)
@@ -111,26 +120,7 @@ class _Presses:
             self.all_acked.set()
 
 
-def _next_packet(buffer: bytes, pos: int) -> tuple[int, int, int] | None:
-    """(first byte, body start, body end) of the MQTT packet at `pos`, or None if partial."""
-    length, shift, at = 0, 0, pos + 1
-    while True:
-        if at >= len(buffer):
-            return None
-        byte = buffer[at]
-        at += 1
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-        if shift > 21:
-            raise HubError("malformed remaining length from the broker")
-    if at + length > len(buffer):
-        return None
-    return buffer[pos], at, at + length
-
-
-class _Button:
+class _Button(RawConnection):
     """One emergency button on a lean MQTT 3.1.1 connection: presses out, its `ack` in."""
 
     def __init__(
@@ -143,17 +133,15 @@ class _Button:
         facility_id: str,
         presses: _Presses,
     ) -> None:
+        super().__init__()
         self.device_id = device_id
         self._index = index
         self._target = target
         self._presses = presses
         self._client_id = f"carehub-bench-button-{os.getpid()}-{index}"
-        self._event_topic = _utf8(topic(root, facility_id, device_id, "event"))
+        self._event_topic = topic(root, facility_id, device_id, "event").encode()
         self._ack_topic = topic(root, facility_id, device_id, "ack")
         self._next_id = 0
-        self._closing = False
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
 
     def _packet_id(self) -> int:
         self._next_id = self._next_id % 65535 + 1
@@ -161,13 +149,12 @@ class _Button:
 
     async def connect(self) -> None:
         """Connect, subscribe to the button's `ack` at QoS 1, and wait for the SUBACK."""
-        self._reader, self._writer = await _open_mqtt(
+        self._reader, self._writer = await open_mqtt(
             self._target, self._client_id, f"button {self.device_id}", CONNECT_TIMEOUT_S
         )
-        body = self._packet_id().to_bytes(2, "big") + _utf8(self._ack_topic) + b"\x01"
-        self._writer.write(b"\x82" + _varint(len(body)) + body)
+        self._writer.write(subscribe_packet(self._packet_id(), self._ack_topic, qos=1))
         suback = await asyncio.wait_for(self._reader.readexactly(5), CONNECT_TIMEOUT_S)
-        if suback[0] != 0x90 or suback[4] > 2:
+        if suback[0] != SUBACK or suback[4] > 2:
             raise HubError(f"broker refused the ack subscription of {self.device_id}")
 
     def press(self, seq: int) -> None:
@@ -178,21 +165,14 @@ class _Button:
             stamp.encode(),
             seq,
         )
-        name = self._event_topic
-        packet = (
-            b"\x32"
-            + _varint(len(name) + 2 + len(payload))
-            + name
-            + self._packet_id().to_bytes(2, "big")
-            + payload
-        )
+        packet = publish_packet(self._event_topic, payload, qos=1, packet_id=self._packet_id())
         self._presses.add(_Press(self.device_id, seq, time.monotonic(), time.time()))
         self._writer.write(packet)
 
     def ping(self) -> None:
         """Keep the connection alive between presses."""
         if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(_PINGREQ)
+            self._writer.write(PINGREQ_PACKET)
 
     async def read(self) -> None:
         """Take acks (PUBACKing them) and PUBACKs of presses until the connection closes."""
@@ -208,11 +188,11 @@ class _Button:
                 raise HubError(f"button {self.device_id}: the broker closed the connection")
             buffer += chunk
             pos = 0
-            while (packet := _next_packet(buffer, pos)) is not None:
+            while (packet := next_packet(buffer, pos)) is not None:
                 kind, start, end = packet
-                if kind & 0xF0 == 0x30:
+                if kind & 0xF0 == PUBLISH:
                     self._on_publish(kind, buffer[start:end], arrived)
-                elif kind not in {0x40, 0xD0}:  # PUBACK of a press, PINGRESP
+                elif kind not in {PUBACK, PINGRESP}:  # PUBACK of a press, PINGRESP
                     raise HubError(f"button {self.device_id}: unexpected packet {kind:#x}")
                 pos = end
             buffer = buffer[pos:]
@@ -222,7 +202,7 @@ class _Button:
         qos = (header >> 1) & 0x03
         end = 2 + int.from_bytes(body[:2], "big")
         if qos:
-            self._writer.write(b"\x40\x02" + body[end : end + 2])
+            self._writer.write(puback_packet(body[end : end + 2]))
             end += 2
         try:
             ack: Any = json.loads(body[end:])
@@ -235,18 +215,6 @@ class _Button:
                 self._presses.ack(self.device_id, seq, arrived)
                 return
         self._presses.stray_acks += 1
-
-    async def close(self) -> None:
-        """Disconnect cleanly."""
-        if self._writer is None:
-            return
-        self._closing = True
-        with contextlib.suppress(OSError):
-            self._writer.write(b"\xe0\x00")
-            await self._writer.drain()
-        self._writer.close()
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -272,10 +240,8 @@ def run_latency_bench(
 async def _bench_latency(
     settings: Settings, duration_s: float, rate: float, presses_per_s: float, device_count: int
 ) -> int:
-    tag = secrets.token_hex(4)
-    schema, root = f"bench_{tag}", f"bench{tag}"
-    bench_settings = settings.model_copy(update={"database_schema": schema, "topic_root": root})
-    fleet = _device_ids(device_count)
+    run = BenchRun.new(settings)
+    fleet = bench_fleet(device_count)
     buttons = [(d, f) for d, f, kind in fleet if kind == "emergency_button"][:BUTTONS]
     warmup = min(WARMUP_S, duration_s * 0.2)
     print(
@@ -283,38 +249,23 @@ async def _bench_latency(
         f"{device_count} devices; {presses_per_s:g} presses/s over {len(buttons)} buttons "
         f"after {warmup:g} s\n"
         f"  broker {settings.mqtt.host}:{settings.mqtt.port}, hub on MQTT 5, "
-        f"schema {schema}, topic root {root}",
+        f"schema {run.schema}, topic root {run.root}",
         flush=True,
     )
-    # The bench schema's migrations are not news.
-    logging.getLogger("hub.storage.migrate").setLevel(logging.WARNING)
-    await migrate(bench_settings)
-    conn = await psycopg.AsyncConnection.connect(
-        settings.database_url, autocommit=True, options=f"-c search_path={schema},public"
-    )
-    try:
-        await _register(conn, fleet)
-        with tempfile.TemporaryDirectory(prefix="carehub-bench-") as workdir:
-            hub = _HubProcess(bench_settings, schema, root, Path(workdir), mqtt_protocol=5)
-            try:
-                await hub.wait_ready()
-                await _load_and_report(
-                    conn,
-                    hub,
-                    bench_settings,
-                    fleet=fleet,
-                    buttons=buttons,
-                    duration_s=duration_s,
-                    warmup_s=warmup,
-                    rate=rate,
-                    presses_per_s=presses_per_s,
-                )
-            finally:
-                hub.stop()
-    finally:
-        await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-        print(f"  dropped schema {schema}")
-        await conn.close()
+    async with run.database() as conn:
+        await register_fleet(conn, fleet)
+        async with run.hub(mqtt_protocol=5) as hub:
+            await _press_and_report(
+                conn,
+                hub,
+                run.settings,
+                fleet=fleet,
+                buttons=buttons,
+                duration_s=duration_s,
+                warmup_s=warmup,
+                rate=rate,
+                presses_per_s=presses_per_s,
+            )
     return 0
 
 
@@ -357,34 +308,22 @@ async def _committed(
     return {(row[0], int(row[1])): (row[2], row[3]) for row in await cur.fetchall()}
 
 
-async def _load_and_report(
+async def _press_and_report(
     conn: psycopg.AsyncConnection[Any],
-    hub: _HubProcess,
+    hub: HubProcess,
     settings: Settings,
     *,
-    fleet: Sequence[tuple[str, str, str]],
     buttons: Sequence[tuple[str, str]],
+    fleet: Sequence[BenchDevice],
     duration_s: float,
     warmup_s: float,
     rate: float,
     presses_per_s: float,
 ) -> None:
-    load = _Load()
-    connections = min(CONNECTIONS, len(fleet))
-    size = math.ceil(len(fleet) / connections)
-    # As in `bench ingest`: each connection's rate in proportion to its devices.
-    publishers = [
-        _Publisher(
-            n,
-            settings.mqtt,
-            settings.topic_root,
-            fleet[i : i + size],
-            offset=i,
-            rate=rate * len(fleet[i : i + size]) / len(fleet),
-            load=load,
-        )
-        for n, i in enumerate(range(0, len(fleet), size))
-    ]
+    load = TelemetryLoad()
+    publishers = telemetry_publishers(
+        settings, fleet, rate=rate, connections=min(CONNECTIONS, len(fleet)), load=load
+    )
     presses = _Presses()
     pressers = [
         _Button(
@@ -408,13 +347,13 @@ async def _load_and_report(
         tasks += [asyncio.create_task(b.read()) for b in pressers]
         tasks.append(asyncio.create_task(hub.sample_forever()))
         tasks.append(asyncio.create_task(_ping_loop(pressers)))
-        db_then, mono_then = await _db_now(conn), loop.time()
+        db_then, mono_then = await db_now(conn), loop.time()
         started = loop.time() + 0.1
         pressing = started + warmup_s
         until = started + duration_s
         # The press window on the database's clock, the one stored_at is read from.
         window_from = db_then + timedelta(seconds=pressing - mono_then)
-        machine_before = _machine_clock()
+        machine_before = machine_clock()
         me_cpu_before = sum(me.cpu_times()[:2])
         try:
             async with asyncio.TaskGroup() as group:
@@ -424,8 +363,8 @@ async def _load_and_report(
         except* (OSError, TimeoutError, HubError) as failed:
             load.errors.extend(repr(exc) for exc in failed.exceptions)
         stopped = loop.time()
-        window_to = await _db_now(conn)
-        machine_after = _machine_clock()
+        window_to = await db_now(conn)
+        machine_after = machine_clock()
         generator_cpu_s = sum(me.cpu_times()[:2]) - me_cpu_before
         in_window = [s for s in hub.samples if pressing <= s.at <= stopped]
         if presses.by_key and presses.acked < len(presses.by_key):
@@ -445,7 +384,7 @@ async def _load_and_report(
     counters = await asyncio.to_thread(hub.metrics)
 
     committed = await _committed(conn, [device_id for device_id, _ in buttons])
-    stored = await _stored(conn, window_from, window_to)
+    stored = await stored_readings(conn, window_from, window_to)
     _report(
         presses=presses,
         committed=committed,
@@ -471,22 +410,22 @@ def _report(
     *,
     presses: _Presses,
     committed: dict[tuple[str, int], tuple[float, float | None]],
-    load: _Load,
+    load: TelemetryLoad,
     rate: float,
     press_s: float,
     telemetry_s: float,
     buttons: int,
     stored_per_s: float,
     telemetry_p99_ms: float | None,
-    hub: _HubProcess,
-    samples: Sequence[_Sample],
+    hub: HubProcess,
+    samples: Sequence[Sample],
     counters: dict[str, float],
     machine: tuple[tuple[float, float], tuple[float, float]],
     generator_cpu_s: float,
 ) -> None:
     sent = list(presses.by_key.values())
     missing = sum(1 for press in sent if press.acked_mono is None)
-    to_ack = _spread([p.acked_mono - p.sent_mono for p in sent if p.acked_mono is not None])
+    to_ack = spread([p.acked_mono - p.sent_mono for p in sent if p.acked_mono is not None])
     to_receive: list[float] = []
     to_commit: list[float] = []
     for press in sent:
@@ -495,14 +434,10 @@ def _report(
             to_receive.append(received_at - press.sent_wall)
         if committed_at is not None:
             to_commit.append(committed_at - press.sent_wall)
-    commit = _spread(to_commit)
-    receive = _spread(to_receive)
+    commit = spread(to_commit)
+    receive = spread(to_receive)
     cores = psutil.cpu_count() or 1
-    cpu_pct = 0.0
-    if len(samples) >= 2:
-        first, last = samples[0], samples[-1]
-        cpu_pct = 100 * (last.cpu_s - first.cpu_s) / max(last.at - first.at, 1e-6)
-    mb = 1024 * 1024
+    cpu_pct = cpu_percent(samples)
 
     print(
         f"presses      {len(sent):,} sent ({len(sent) / max(press_s, 1e-6):.1f}/s over "
@@ -520,65 +455,28 @@ def _report(
         + ("n/a" if telemetry_p99_ms is None else f"{telemetry_p99_ms:.1f} ms")
     )
     print(f"hub CPU      {cpu_pct:.1f} % of one core on average while pressing ({cores} cores)")
-    print(f"hub RSS      peak {hub.peak_rss() / mb:.1f} MB (VmHWM)")
+    print(f"hub RSS      peak {hub.peak_rss() / MB:.1f} MB (VmHWM)")
     before, after = machine
     print(
-        f"machine      {100 * _busy(before, after):.0f} % busy of {cores} cores; "
+        f"machine      {100 * busy(before, after):.0f} % busy of {cores} cores; "
         f"generator {100 * generator_cpu_s / max(telemetry_s, 1e-6):.0f} % of one core"
-    )
-    rejected = sum(
-        v for k, v in counters.items() if k.startswith("carehub_messages_rejected_total")
     )
     print(
         f"hub counters received {counters.get('carehub_messages_received_total', 0.0):,.0f}, "
-        f"rejected {rejected:,.0f}, "
+        f"rejected {rejected_total(counters):,.0f}, "
         f"replies dropped {counters.get('carehub_replies_dropped_total', 0.0):,.0f}, "
         f"spooled {counters.get('carehub_spooled_messages_total', 0.0):,.0f}"
     )
     for error in load.errors:
         print(f"generator    error: {error}")
     ack_p99 = to_ack.p99_ms if to_ack is not None else math.inf
-    checks = [
-        (ack_p99 <= TARGET_ACK_P99_MS, f"p99 press→ack {ack_p99:.1f} ≤ {TARGET_ACK_P99_MS:g} ms"),
-        (missing == 0 and not load.errors, f"missing {missing:,} = 0"),
-    ]
-    verdict = "PASS" if all(ok for ok, _ in checks) else "MISS"
-    print(f"{verdict:<13}" + "; ".join(("ok " if ok else "MISS ") + text for ok, text in checks))
-    if hub.process.poll() is not None:
-        print(f"hub exited early ({hub.process.returncode}):\n{hub.log_tail()}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m hub.bench_latency`, until `carehub bench latency` calls run_latency_bench."""
-    parser = argparse.ArgumentParser(
-        prog="python -m hub.bench_latency",
-        description="SOS presses under telemetry load: press → commit and press → ack.",
+    print_verdict(
+        [
+            (
+                ack_p99 <= TARGET_ACK_P99_MS,
+                f"p99 press→ack {ack_p99:.1f} ≤ {TARGET_ACK_P99_MS:g} ms",
+            ),
+            (missing == 0 and not load.errors, f"missing {missing:,} = 0"),
+        ]
     )
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
-    parser.add_argument("--rate", type=float, default=5000.0, help="telemetry msgs/s offered")
-    parser.add_argument("--presses", type=float, default=10.0, help="button presses per second")
-    parser.add_argument("--devices", type=int, default=10_000)
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except HubError as exc:
-        print(f"carehub: bad setting: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr)
-    try:
-        return run_latency_bench(
-            settings,
-            duration_s=args.duration,
-            rate=args.rate,
-            presses_per_s=args.presses,
-            devices=args.devices,
-        )
-    except KeyboardInterrupt:
-        return 130
-    except HubError as exc:
-        print(f"carehub: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    hub.report_early_exit()

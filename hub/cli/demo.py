@@ -8,6 +8,7 @@ machine already runs is never touched. Ctrl-C (or SIGTERM) stops everything in o
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -15,19 +16,21 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import uvicorn
-
-from hub.api.dashboards import dashboard_dir
-from hub.app import SERVER_OPTIONS, create_app
-from hub.auth import add_user
-from hub.embedded.broker import EmbeddedBroker, free_port
-from hub.embedded.postgres import EmbeddedPostgres
+from hub.cli.commands import Subcommands
 from hub.errors import AuthError, HubError
 from hub.settings import Settings
-from hub.simulate import register_district
-from hub.storage.pool import connect
-from simulators import District, build_district, run_simulation
+
+if TYPE_CHECKING:
+    # Only named in signatures: the stack itself is imported when the demo runs, so that
+    # every other command (and `carehub --help`) starts without the web server and the
+    # embedded services.
+    import uvicorn
+
+    from hub.embedded.broker import EmbeddedBroker
+    from hub.embedded.postgres import EmbeddedPostgres
+    from simulators import District
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,9 @@ async def ensure_demo_accounts(settings: Settings, district: District) -> list[t
         accounts.append(
             (f"staff-{facility.id}", "staff", facility.id, None, f"{facility.name} 护理员")
         )
+    from hub.auth import add_user
+    from hub.storage.pool import connect
+
     async with await connect(settings) as conn:
         for username, role, facility_id, district_name, display_name in accounts:
             try:
@@ -91,6 +97,8 @@ def _demo_settings(
     settings: Settings, broker: EmbeddedBroker, postgres: EmbeddedPostgres, data_dir: Path
 ) -> Settings:
     """The configured settings, pointed at the embedded services."""
+    from hub.embedded.broker import free_port
+
     port = settings.http_port
     if port == 0 or not _port_is_free(settings.http_host, port):
         port = free_port(settings.http_host)
@@ -152,6 +160,15 @@ async def run_demo(
     settings: Settings, *, data_dir: Path, facilities: int, time_scale: float
 ) -> int:
     """Run the demo stack until Ctrl-C or SIGTERM."""
+    import uvicorn
+
+    from hub.api.dashboards import dashboard_dir
+    from hub.app import SERVER_OPTIONS, create_app
+    from hub.cli.simulate import register_district
+    from hub.embedded.broker import EmbeddedBroker
+    from hub.embedded.postgres import EmbeddedPostgres
+    from simulators import build_district, run_simulation
+
     if not 0 < facilities <= 999:
         raise HubError("--facilities must be between 1 and 999")
     data_dir = await asyncio.to_thread(lambda: data_dir.expanduser().resolve())
@@ -231,3 +248,30 @@ async def run_demo(
         loop.remove_signal_handler(signum)
     print("carehub demo: stopped", flush=True)
     return 0
+
+
+def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(
+        run_demo(
+            settings, data_dir=args.data_dir, facilities=args.facilities, time_scale=args.time_scale
+        )
+    )
+
+
+def add_demo_command(sub: Subcommands) -> None:
+    """Register `carehub demo` on the subcommands."""
+    demo = sub.add_parser("demo", help="embedded broker + PostgreSQL + hub + simulated district")
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".carehub"),
+        help="where the embedded database and spool live (default ./.carehub)",
+    )
+    demo.add_argument("--facilities", type=int, default=20)
+    demo.add_argument(
+        "--time-scale",
+        type=float,
+        default=30.0,
+        help="simulated seconds per real second for heartbeats (default 30)",
+    )
+    demo.set_defaults(handler=_cmd_demo)

@@ -1,7 +1,8 @@
 """`carehub bench live`: many websocket screens, alert changes at a fixed rate, commit → screen.
 
-The hub runs as `carehub serve` in a child process (its CPU and memory are its own), on
-the configured broker and database, in a schema and under a topic root of its own, with a
+The hub runs as `carehub serve` in a child process (its CPU and memory are its own;
+bench.harness), on the configured broker and database, in a schema and under a topic root
+of its own, with a
 registered district (500 facilities and 10,000 devices by default, so the status watcher
 does its real work). This process signs in an admin, connects N lean websocket clients
 (every one sees every facility, so every one must get every change) and drives R alert
@@ -17,29 +18,35 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import logging
 import math
 import secrets
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psutil
 import psycopg
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from bench.harness import (
+    MB,
+    BenchRun,
+    HubProcess,
+    Sample,
+    busy,
+    copy_registry,
+    cpu_percent,
+    machine_clock,
+    print_verdict,
+    spread,
+)
 from hub.alerts import AlertStore
 from hub.auth import add_user, login
-from hub.bench import _busy, _HubProcess, _machine_clock, _Sample, _spread
 from hub.errors import HubError
 from hub.models import AlertDecision
 from hub.settings import Settings
-from hub.storage.migrate import migrate
 
 # docs: 500 screens watching a district, 100 alert changes a second, each on every screen
 # within 200 ms at the 99th percentile.
@@ -203,71 +210,64 @@ async def _register(
     facilities: Sequence[str],
     fleet: Sequence[tuple[str, str, str, str]],
 ) -> None:
-    async with conn.transaction(), conn.cursor() as cur:
-        async with cur.copy("COPY facilities (id, name, kind, district, beds) FROM STDIN") as copy:
-            for facility in facilities:
-                await copy.write_row((facility, f"bench {facility}", "elderly", "bench", 50))
-        async with cur.copy(
-            "COPY zones (facility_id, zone_id, name, kind, capacity) FROM STDIN"
-        ) as copy:
-            for facility in facilities:
-                for zone in ("z0", "z1"):
-                    await copy.write_row((facility, zone, f"room {zone}", "room", 20))
-        async with cur.copy(
-            "COPY devices (id, facility_id, type, zone_id, heartbeat_s) FROM STDIN"
-        ) as copy:
-            for row in fleet:
-                device_id, facility, kind, zone = row
-                await copy.write_row((device_id, facility, kind, zone, 300))
+    await copy_registry(
+        conn,
+        [
+            (
+                "facilities",
+                ("id", "name", "kind", "district", "beds"),
+                (
+                    (facility, f"bench {facility}", "elderly", "bench", 50)
+                    for facility in facilities
+                ),
+            ),
+            (
+                "zones",
+                ("facility_id", "zone_id", "name", "kind", "capacity"),
+                (
+                    (facility, zone, f"room {zone}", "room", 20)
+                    for facility in facilities
+                    for zone in ("z0", "z1")
+                ),
+            ),
+            (
+                "devices",
+                ("id", "facility_id", "type", "zone_id", "heartbeat_s"),
+                ((device, facility, kind, zone, 300) for device, facility, kind, zone in fleet),
+            ),
+        ],
+    )
 
 
 async def _bench(
     settings: Settings, clients: int, rate: float, duration_s: float, devices: int
 ) -> int:
-    tag = secrets.token_hex(4)
-    schema, root = f"bench_{tag}", f"bench{tag}"
-    bench_settings = settings.model_copy(update={"database_schema": schema, "topic_root": root})
+    run = BenchRun.new(settings)
     facilities, fleet = _fleet(devices)
     buttons = [(d, f, z) for d, f, kind, z in fleet if kind == "emergency_button"]
     print(
         f"carehub bench live: {clients} websocket clients (admin: each sees all "
         f"{len(facilities)} facilities, {devices} devices), {rate:g} alert changes/s for "
         f"{duration_s:g} s\n  broker {settings.mqtt.host}:{settings.mqtt.port}, "
-        f"schema {schema}",
+        f"schema {run.schema}",
         flush=True,
     )
-    logging.getLogger("hub.storage.migrate").setLevel(logging.WARNING)
-    await migrate(bench_settings)
-    conn = await psycopg.AsyncConnection.connect(
-        settings.database_url, autocommit=True, options=f"-c search_path={schema},public"
-    )
-    try:
+    async with run.database() as conn:
         await _register(conn, facilities, fleet)
         password = secrets.token_urlsafe(16)
         await add_user(conn, "bench", "admin", password)
         token = (await login(conn, "bench", password, 3600)).token
-        with tempfile.TemporaryDirectory(prefix="carehub-bench-") as workdir:
-            hub = _HubProcess(
-                bench_settings, schema, root, Path(workdir), mqtt_protocol=settings.mqtt_protocol
+        async with run.hub(mqtt_protocol=settings.mqtt_protocol) as hub:
+            await _run(
+                conn,
+                hub,
+                settings=run.settings,
+                token=token,
+                buttons=buttons,
+                clients=clients,
+                rate=rate,
+                duration_s=duration_s,
             )
-            try:
-                await hub.wait_ready()
-                await _run(
-                    conn,
-                    hub,
-                    settings=bench_settings,
-                    token=token,
-                    buttons=buttons,
-                    clients=clients,
-                    rate=rate,
-                    duration_s=duration_s,
-                )
-            finally:
-                hub.stop()
-    finally:
-        await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-        print(f"  dropped schema {schema}")
-        await conn.close()
     return 0
 
 
@@ -338,7 +338,7 @@ async def _drive(
 
 async def _run(
     conn: psycopg.AsyncConnection[Any],
-    hub: _HubProcess,
+    hub: HubProcess,
     *,
     settings: Settings,
     token: str,
@@ -364,14 +364,14 @@ async def _run(
     sampler = asyncio.create_task(hub.sample_forever())
     me = psutil.Process()
     my_cpu = sum(me.cpu_times()[:2])
-    machine_before = _machine_clock()
+    machine_before = machine_clock()
     try:
         started = loop.time()
         driven, errors = await _drive(
             AlertStore(pool, settings.database_schema), buttons, rate, started + duration_s
         )
         driven_s = loop.time() - started
-        machine_busy = _busy(machine_before, _machine_clock())
+        machine_busy = busy(machine_before, machine_clock())
         in_run = [s for s in hub.samples if s.at <= time.monotonic()]
         committed = await _committed(conn, floor)
         expected = len(committed)
@@ -431,8 +431,8 @@ def _report(
     errors: list[str],
     rate: float,
     connect_s: float,
-    hub: _HubProcess,
-    samples: Sequence[_Sample],
+    hub: HubProcess,
+    samples: Sequence[Sample],
     bench_cpu_s: float,
     machine_busy: float,
 ) -> None:
@@ -448,13 +448,9 @@ def _report(
                 latencies.append(arrived + offset - at)
         delivered += len(seen)
         lost += len(committed) - len(seen)
-    spread = _spread(latencies)
-    cpu_pct = 0.0
-    if len(samples) >= 2:
-        first, last = samples[0], samples[-1]
-        cpu_pct = 100 * (last.cpu_s - first.cpu_s) / max(last.at - first.at, 1e-6)
+    figures = spread(latencies)
+    cpu_pct = cpu_percent(samples)
     closed = sum(1 for client in screens if client.closed.is_set())
-    mb = 1024 * 1024
     print(f"clients      {len(screens):,} connected in {connect_s:.1f} s; {closed} closed early")
     print(
         f"changes      {len(committed):,} committed ({len(committed) / max(driven_s, 1e-6):.1f}/s"
@@ -464,21 +460,21 @@ def _report(
         f"delivered    {delivered:,} of {len(committed) * len(screens):,} messages "
         f"({delivered / max(driven_s, 1e-6):,.0f}/s); lost {lost:,}"
     )
-    print(f"latency      commit→client {spread or 'n/a'}")
+    print(f"latency      commit→client {figures or 'n/a'}")
     print(f"hub CPU      {cpu_pct:.1f} % of one core on average ({psutil.cpu_count()} cores)")
-    print(f"hub RSS      peak {hub.peak_rss() / mb:.1f} MB (VmHWM)")
+    print(f"hub RSS      peak {hub.peak_rss() / MB:.1f} MB (VmHWM)")
     print(
         f"machine      {100 * machine_busy:.0f} % busy of {psutil.cpu_count()} cores; bench "
         f"(clients and driver) {100 * bench_cpu_s / max(driven_s, 1e-6):.0f} % of one core"
     )
     for error in errors[:10]:
         print(f"driver       error: {error}")
-    p99 = spread.p99_ms if spread is not None else math.inf
-    checks = [
-        (p99 <= TARGET_P99_MS, f"p99 commit→client {p99:.1f} ≤ {TARGET_P99_MS:g} ms"),
-        (lost == 0 and not errors and len(committed) > 0, f"lost {lost:,} = 0"),
-    ]
-    verdict = "PASS" if all(ok for ok, _ in checks) else "FAIL"
-    print(f"{verdict:<13}" + "; ".join(("ok " if ok else "FAIL ") + text for ok, text in checks))
-    if hub.process.poll() is not None:
-        print(f"hub exited early ({hub.process.returncode}):\n{hub.log_tail()}")
+    p99 = figures.p99_ms if figures is not None else math.inf
+    print_verdict(
+        [
+            (p99 <= TARGET_P99_MS, f"p99 commit→client {p99:.1f} ≤ {TARGET_P99_MS:g} ms"),
+            (lost == 0 and not errors and len(committed) > 0, f"lost {lost:,} = 0"),
+        ],
+        missed="FAIL",
+    )
+    hub.report_early_exit()

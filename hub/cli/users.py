@@ -6,16 +6,13 @@ import argparse
 import asyncio
 import getpass
 import sys
-from typing import Any
 
 from hub.auth import PASSWORD_MIN, ROLES, add_user, disable_user, list_users
+from hub.cli.commands import USAGE_ERROR, Subcommands, add_actions, print_table
 from hub.errors import AuthError
 from hub.settings import Settings
 from hub.storage.accounts import UserRow
 from hub.storage.pool import connect
-
-# Bad input (a missing facility, a short password): like argparse's own usage errors.
-USAGE_ERROR = 2
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -66,22 +63,20 @@ def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
     if not users:
         print("no accounts; add one with `carehub users add NAME --role admin`")
         return 0
-    header = ("username", "role", "scope", "display name", "state", "created")
-    rows = [
-        (
-            user.username,
-            user.role,
-            user.facility_id or user.district or "-",
-            user.display_name,
-            "disabled" if user.disabled else "active",
-            f"{user.created_at:%Y-%m-%d %H:%M%z}",
-        )
-        for user in users
-    ]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    for row in (header, *rows):
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip())
+    print_table(
+        ("username", "role", "scope", "display name", "state", "created"),
+        [
+            (
+                user.username,
+                user.role,
+                user.facility_id or user.district or "-",
+                user.display_name,
+                "disabled" if user.disabled else "active",
+                f"{user.created_at:%Y-%m-%d %H:%M%z}",
+            )
+            for user in users
+        ],
+    )
     return 0
 
 
@@ -99,10 +94,9 @@ def _cmd_users_disable(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_user_commands(sub: Any) -> None:
+def add_user_commands(sub: Subcommands) -> None:
     """Register `users` on the `carehub` command's subparsers."""
-    users = sub.add_parser("users", help="accounts for the API and the dashboards")
-    actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = add_actions(sub, "users", "accounts for the API and the dashboards")
     add = actions.add_parser("add", help="add an account (password from a prompt or stdin)")
     add.add_argument("name", help="the sign-in name: letters, digits, . _ @ -")
     add.add_argument("--role", required=True, choices=ROLES)

@@ -1,0 +1,109 @@
+"""`carehub bench ingest|latency|live|dashboard`: the benchmarks' parser and dispatch.
+
+`register` is this package's entry in the `carehub.commands` entry-point group: the hub's
+CLI finds it there and calls it with its subparsers. Each bench is imported only when it
+runs, so the rest of `carehub` starts as fast without the benchmarks as with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hub.cli.commands import Subcommands
+from hub.settings import Settings
+
+
+def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.which == "dashboard":
+        from bench.dashboard import run_dashboard_bench
+
+        return run_dashboard_bench(
+            settings,
+            facilities=args.facilities,
+            loads=args.loads,
+            chromium=args.chromium,
+            keep=args.keep,
+        )
+    if args.which == "live":
+        from bench.live import run_live_bench
+
+        return run_live_bench(
+            settings,
+            clients=args.clients,
+            rate=args.rate if args.rate is not None else 100.0,
+            duration_s=args.duration if args.duration is not None else 30.0,
+            devices=args.devices,
+        )
+    if args.which == "latency":
+        from bench.latency import run_latency_bench
+
+        return run_latency_bench(
+            settings,
+            duration_s=args.duration if args.duration is not None else 30.0,
+            rate=args.rate if args.rate is not None else 5000.0,
+            presses_per_s=args.presses,
+            devices=args.devices,
+        )
+    from bench.ingest import run_bench
+
+    return run_bench(
+        settings,
+        args.which,
+        duration_s=args.duration if args.duration is not None else 60.0,
+        devices=args.devices,
+        rate=args.rate if args.rate is not None else 10_000.0,
+        connections=args.connections,
+        keep=args.keep,
+    )
+
+
+def register(sub: Subcommands) -> None:
+    """Register `carehub bench` on the subcommands (the `carehub.commands` entry point)."""
+    bench = sub.add_parser("bench", help="benchmarks that print their figures")
+    bench.add_argument("which", choices=["ingest", "latency", "live", "dashboard"])
+    bench.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of sustained load (default 60 for ingest, 30 for latency and live)",
+    )
+    bench.add_argument("--devices", type=int, default=10_000)
+    bench.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="telemetry messages per second offered (default 10,000 for ingest, 5,000 latency); "
+        "live: alert changes per second (default 100)",
+    )
+    bench.add_argument(
+        "--presses", type=float, default=10.0, help="latency: button presses per second"
+    )
+    bench.add_argument(
+        "--clients", type=int, default=500, help="live: websocket clients (default 500)"
+    )
+    bench.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        help="MQTT connections the devices are spread over (default 8)",
+    )
+    bench.add_argument(
+        "--facilities",
+        type=int,
+        default=500,
+        help="dashboard: facilities seeded for the regulator's screen (default 500)",
+    )
+    bench.add_argument(
+        "--loads", type=int, default=3, help="dashboard: cold page loads measured (default 3)"
+    )
+    bench.add_argument(
+        "--chromium",
+        type=Path,
+        default=Path("/usr/bin/chromium"),
+        help="dashboard: the Chromium binary (default /usr/bin/chromium)",
+    )
+    bench.add_argument(
+        "--keep", action="store_true", help="keep the bench schema (bench_<hex>) for inspection"
+    )
+    bench.set_defaults(handler=_cmd_bench)

@@ -1,0 +1,303 @@
+"""`carehub bench ingest`: QoS 1 telemetry at a fixed rate into a hub subprocess; prints figures.
+
+The hub runs as a child process on the configured broker and database, in a schema and
+under a topic root of its own (bench.harness), fed by the lean load generator of
+bench.load. What reached the database is counted in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import statistics
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import psutil
+import psycopg
+
+from bench.harness import (
+    MB,
+    SAMPLE_S,
+    BenchRun,
+    HubProcess,
+    Sample,
+    busy,
+    cpu_percent,
+    db_now,
+    machine_clock,
+    print_verdict,
+    rejected_total,
+)
+from bench.load import (
+    CONNECTIONS,
+    BenchDevice,
+    StoredReadings,
+    TelemetryLoad,
+    bench_fleet,
+    count_readings,
+    register_fleet,
+    stored_readings,
+    telemetry_publishers,
+)
+from hub.errors import HubError
+from hub.settings import Settings
+
+# Targets of SPEC-level capacity planning: one hub process, one district.
+TARGET_RATE = 10_000.0
+TARGET_RSS_BYTES = 400 * MB
+# An offered rate of exactly the target cannot be stored faster than offered; a window
+# edge falls inside a batch, so the measured rate jitters by a batch either way.
+RATE_TOLERANCE = 0.01
+# Drain: stop when everything published is stored, or nothing new arrives for this long.
+DRAIN_QUIET_S = 10.0
+DRAIN_TIMEOUT_S = 180.0
+
+
+def run_bench(
+    settings: Settings,
+    which: str,
+    *,
+    duration_s: float = 60.0,
+    devices: int = 10_000,
+    rate: float = TARGET_RATE,
+    connections: int = CONNECTIONS,
+    keep: bool = False,
+) -> int:
+    """Run one benchmark and print its figures; 0 even when a target is missed."""
+    if which != "ingest":
+        raise HubError(f"unknown benchmark {which!r}; only `ingest` is built")
+    if duration_s <= 0 or devices < 1 or rate <= 0 or connections < 1:
+        raise HubError("--duration, --devices, --rate and --connections must be positive")
+    connections = min(connections, devices)
+    return asyncio.run(_bench_ingest(settings, duration_s, devices, rate, connections, keep=keep))
+
+
+async def _drain(conn: psycopg.AsyncConnection[Any], published: int) -> tuple[int, float]:
+    """Wait for the hub to store what was published; (rows, seconds waited)."""
+    started = time.monotonic()
+    rows = await count_readings(conn)
+    last_growth = started
+    while rows < published and time.monotonic() - started < DRAIN_TIMEOUT_S:
+        await asyncio.sleep(0.5)
+        now_rows = await count_readings(conn)
+        if now_rows > rows:
+            last_growth = time.monotonic()
+        elif time.monotonic() - last_growth > DRAIN_QUIET_S:
+            break
+        rows = now_rows
+    return rows, time.monotonic() - started
+
+
+async def _bench_ingest(
+    settings: Settings,
+    duration_s: float,
+    device_count: int,
+    rate: float,
+    connections: int,
+    *,
+    keep: bool,
+) -> int:
+    run = BenchRun.new(settings)
+    print(
+        f"carehub bench ingest: {duration_s:g} s, {device_count} devices over {connections} "
+        f"connections, {rate:g} msgs/s offered (QoS 1 telemetry)\n"
+        f"  broker {settings.mqtt.host}:{settings.mqtt.port}, schema {run.schema}, "
+        f"topic root {run.root}",
+        flush=True,
+    )
+    async with run.database(keep=keep) as conn:
+        fleet = bench_fleet(device_count)
+        await register_fleet(conn, fleet)
+        async with run.hub() as hub:
+            await _load_and_report(
+                conn,
+                hub,
+                run.settings,
+                fleet=fleet,
+                duration_s=duration_s,
+                rate=rate,
+                connections=connections,
+            )
+    return 0
+
+
+async def _load_and_report(
+    conn: psycopg.AsyncConnection[Any],
+    hub: HubProcess,
+    settings: Settings,
+    *,
+    fleet: Sequence[BenchDevice],
+    duration_s: float,
+    rate: float,
+    connections: int,
+) -> None:
+    load = TelemetryLoad()
+    publishers = telemetry_publishers(
+        settings, fleet, rate=rate, connections=connections, load=load
+    )
+    for publisher in publishers:
+        await publisher.connect()
+    loop = asyncio.get_running_loop()
+    me = psutil.Process()
+    machine_cpu_before = machine_clock()
+    me_cpu_before = sum(me.cpu_times()[:2])
+    sampler = asyncio.create_task(hub.sample_forever())
+    readers = [asyncio.create_task(p.read_acks()) for p in publishers]
+    # The steady window is cut on the database's clock, the one stored_at is read from.
+    wall_started = await db_now(conn) + timedelta(seconds=0.1)
+    started = loop.time() + 0.1
+    until = started + duration_s
+    try:
+        async with asyncio.TaskGroup() as group:
+            for publisher in publishers:
+                group.create_task(publisher.publish(started, until))
+    except* (OSError, TimeoutError, HubError) as failed:
+        load.errors.extend(repr(exc) for exc in failed.exceptions)
+    stopped = loop.time()
+    wall_stopped = await db_now(conn)
+    if load.errors:
+        unconfirmed = load.sent - load.acked
+    else:
+        unconfirmed = sum([await publisher.settle() for publisher in publishers])
+    machine_cpu = machine_clock()
+    me_cpu = sum(me.cpu_times()[:2]) - me_cpu_before
+    load_samples = [s for s in hub.samples if s.at <= time.monotonic()]
+    rows, drain_s = await _drain(conn, load.acked)
+    sampler.cancel()
+    hub.sample()
+    for publisher in publishers:
+        await publisher.close()
+    for reader in readers:
+        reader.cancel()
+    for outcome in await asyncio.gather(*readers, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            load.errors.append(repr(outcome))
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
+    counters = await asyncio.to_thread(hub.metrics)
+    peak_rss = hub.peak_rss()
+
+    warmup = min(5.0, duration_s * 0.1)
+    window_from = wall_started + timedelta(seconds=warmup)
+    window_s = max((wall_stopped - window_from).total_seconds(), 1e-3)
+    stored = await stored_readings(conn, window_from, wall_stopped)
+    _report(
+        load=load,
+        unconfirmed=unconfirmed,
+        rate=rate,
+        elapsed=stopped - started,
+        rows=rows,
+        drain_s=drain_s,
+        stored=stored,
+        window=(warmup, warmup + window_s),
+        hub=hub,
+        load_samples=load_samples,
+        counters=counters,
+        peak_rss=peak_rss,
+        machine=(machine_cpu_before, machine_cpu),
+        generator_cpu_s=me_cpu,
+    )
+
+
+def _report(
+    *,
+    load: TelemetryLoad,
+    unconfirmed: int,
+    rate: float,
+    elapsed: float,
+    rows: int,
+    drain_s: float,
+    stored: StoredReadings,
+    window: tuple[float, float],
+    hub: HubProcess,
+    load_samples: list[Sample],
+    counters: dict[str, float],
+    peak_rss: int,
+    machine: tuple[tuple[float, float], tuple[float, float]],
+    generator_cpu_s: float,
+) -> None:
+    cores = psutil.cpu_count() or 1
+    published = load.acked
+    lost = published - stored.distinct
+    duplicated = stored.rows - stored.distinct
+    window_s = window[1] - window[0]
+    sustained = stored.window_rows / window_s
+    offered = load.sent / elapsed if elapsed > 0 else 0.0
+    cpu_pct = cpu_percent(load_samples)
+    cpu_peak = max(
+        (cpu_percent(pair) for pair in itertools.pairwise(load_samples)),
+        default=0.0,
+    )
+    per_second = stored.per_second
+
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1f} ms"
+
+    print(
+        f"offered      {offered:,.1f} msgs/s for {elapsed:.1f} s: {load.sent:,} sent, "
+        f"{published:,} PUBACKed, {unconfirmed:,} unconfirmed"
+        + (f", {load.forgone:,.0f} forgone (broker window full)" if load.forgone >= 1 else "")
+    )
+    print(
+        f"stored       {rows:,} rows; sustained {sustained:,.1f} msgs/s over the steady window "
+        f"{window[0]:.1f}–{window[1]:.1f} s"
+        + (
+            f" (per second: min {min(per_second):,}, median {statistics.median(per_second):,.0f}, "
+            f"max {max(per_second):,})"
+            if per_second
+            else ""
+        )
+    )
+    print(f"drain        {drain_s:.1f} s after the last PUBACK")
+    print(
+        f"latency      publish→commit p50 {ms(stored.p50_ms)}, p99 {ms(stored.p99_ms)}, "
+        f"max {ms(stored.max_ms)}"
+    )
+    print(
+        f"hub CPU      {cpu_pct:.1f} % of one core on average ({cpu_pct / cores:.1f} % of "
+        f"{cores} cores), peak {cpu_peak:.1f} % over {SAMPLE_S:g} s"
+    )
+    print(
+        f"hub RSS      peak {peak_rss / MB:.1f} MB (VmHWM), "
+        f"{(hub.samples[-1].rss if hub.samples else 0) / MB:.1f} MB at the end"
+    )
+    print(f"lost         {lost:,}  (PUBACKed − distinct (device_id, seq) stored)")
+    print(f"duplicated   {duplicated:,}  (rows − distinct (device_id, seq))")
+    batches = counters.get("carehub_batches_total", 0.0)
+    received = counters.get("carehub_messages_received_total", 0.0)
+    print(
+        f"hub counters received {received:,.0f}, batches {batches:,.0f} "
+        f"(avg {received / batches if batches else 0:,.0f} msgs), "
+        f"rejected {rejected_total(counters):,.0f}, "
+        f"spooled {counters.get('carehub_spooled_messages_total', 0.0):,.0f}, "
+        f"duplicates {counters.get('carehub_messages_duplicate_total', 0.0):,.0f}"
+    )
+    before, after = machine
+    print(
+        f"machine      {100 * busy(before, after):.0f} % busy of {cores} cores during the load; "
+        f"generator {100 * generator_cpu_s / max(elapsed, 1e-6):.0f} % of one core"
+    )
+    for error in load.errors:
+        print(f"generator    error: {error}")
+
+    below = " (offered below the target)" if rate < TARGET_RATE else ""
+    print_verdict(
+        [
+            (
+                sustained >= TARGET_RATE * (1 - RATE_TOLERANCE),
+                f"sustained {sustained:,.0f} ≥ {TARGET_RATE:,.0f} msgs/s"
+                f" (±{RATE_TOLERANCE:.0%}){below}",
+            ),
+            (lost == 0 and unconfirmed == 0 and not load.errors, f"lost {lost:,} = 0"),
+            (duplicated == 0, f"duplicated {duplicated:,} = 0"),
+            (
+                peak_rss <= TARGET_RSS_BYTES,
+                f"RSS {peak_rss / MB:.0f} ≤ {TARGET_RSS_BYTES / MB:.0f} MB",
+            ),
+        ]
+    )
+    hub.report_early_exit()

@@ -1,0 +1,30 @@
+"""What every `carehub` command group shares: its subparsers, its actions, its tables."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import TypeAlias
+
+# The object `add_subparsers()` returns; each command group adds its parsers to it. A
+# string, because argparse's class is generic only to type checkers.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+# A command group: adds its subcommands (with `handler` defaults) to the `carehub` parser.
+CommandGroup = Callable[[Subcommands], None]
+
+# Bad input (a missing facility, a short password): like argparse's own usage errors.
+USAGE_ERROR = 2
+
+
+def add_actions(sub: Subcommands, name: str, help_text: str) -> Subcommands:
+    """Add `carehub NAME ACTION ...` and return the subparsers its actions go on."""
+    group = sub.add_parser(name, help=help_text)
+    return group.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print rows under a header, each column as wide as its widest cell."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())

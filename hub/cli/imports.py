@@ -1,0 +1,94 @@
+"""`carehub facilities|zones|devices import`, and the devices heard but not registered."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from hub.cli.commands import Subcommands, add_actions, print_table
+from hub.settings import Settings
+
+REGISTRIES = ("facilities", "zones", "devices")
+# Enough to fix a file in one pass; a file wrong on every row would flood the terminal.
+ERRORS_SHOWN = 200
+
+
+def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from hub.registry import import_file
+
+    report = asyncio.run(
+        import_file(settings, args.registry, Path(args.file), progress=not args.quiet)
+    )
+    for error in report.errors[:ERRORS_SHOWN]:
+        print(f"{args.file}: {error}", file=sys.stderr)
+    if len(report.errors) > ERRORS_SHOWN:
+        print(
+            f"{args.file}: ... and {len(report.errors) - ERRORS_SHOWN} more errors",
+            file=sys.stderr,
+        )
+    print(f"{args.registry}: {report.imported} rows imported, {report.refused} rows refused")
+    return 1 if report.errors else 0
+
+
+def _cmd_pending(settings: Settings, _args: argparse.Namespace) -> int:
+    from hub.storage.registry import list_pending
+
+    pending = asyncio.run(list_pending(settings))
+    if not pending:
+        print("no pending devices")
+        return 0
+    print_table(
+        ("device_id", "facility_id", "first_seen", "last_seen", "messages", "last_topic"),
+        [
+            (
+                p.device_id,
+                p.facility_id,
+                f"{p.first_seen:%Y-%m-%d %H:%M:%S%z}",
+                f"{p.last_seen:%Y-%m-%d %H:%M:%S%z}",
+                str(p.messages),
+                p.last_topic,
+            )
+            for p in pending
+        ],
+    )
+    return 0
+
+
+def _cmd_register(settings: Settings, args: argparse.Namespace) -> int:
+    from hub.storage.registry import register_pending
+
+    asyncio.run(register_pending(settings, args.device_id, args.type, args.zone, args.heartbeat_s))
+    print(f"device {args.device_id} registered as {args.type}")
+    return 0
+
+
+def add_registry_commands(sub: Subcommands) -> None:
+    """Register `facilities`, `zones` and `devices` on the subcommands."""
+    for registry in REGISTRIES:
+        actions = add_actions(sub, registry, f"the {registry} registry")
+        importer = actions.add_parser("import", help=f"import {registry} from CSV or XLSX")
+        importer.add_argument("file")
+        importer.add_argument("--quiet", action="store_true", help="no progress bar")
+        importer.set_defaults(handler=_cmd_import, registry=registry)
+        if registry == "devices":
+            _add_pending_actions(actions)
+
+
+def _add_pending_actions(actions: Subcommands) -> None:
+    from devices import CATALOGUE
+
+    pending = actions.add_parser("pending", help="devices heard but not registered")
+    pending.set_defaults(handler=_cmd_pending)
+    register = actions.add_parser("register", help="register a pending device")
+    register.add_argument("device_id")
+    register.add_argument("--type", required=True, choices=sorted(CATALOGUE))
+    register.add_argument("--zone", default=None, help="zone id at the device's facility")
+    register.add_argument(
+        "--heartbeat-s",
+        type=int,
+        default=None,
+        help="seconds between heartbeats (default: the type's)",
+    )
+    register.set_defaults(handler=_cmd_register)
