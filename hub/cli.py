@@ -64,7 +64,7 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
-    from hub.registry import import_file
+    from hub.importer import import_file
 
     report = asyncio.run(
         import_file(settings, args.registry, Path(args.file), progress=not args.quiet)

@@ -45,7 +45,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from devices import ALERT_LABELS
 from hub.clock import Clock
-from hub.errors import HubError, raise_if_cancelled
+from hub.errors import NotifyError, raise_if_cancelled
 from hub.models import AlertChange
 from hub.settings import Settings
 
@@ -114,10 +114,6 @@ KIND_SENTENCE = {
 PRIORITY_TEXT = {"high": "高", "medium": "中", "low": "低"}
 
 _jitter = random.SystemRandom()
-
-
-class NotifyError(HubError):
-    """A webhook cannot be configured as asked; the message says why."""
 
 
 # -- notices: pure --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hub.errors import HubError
-from hub.registry import RegistryKind, import_file
+from hub.importer import RegistryKind, import_file
 from hub.settings import Settings
 from hub.storage.migrate import migrate
 from simulators import SCENARIOS, District, build_district, run_simulation

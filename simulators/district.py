@@ -12,21 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from devices import CATALOGUE
-
-FACILITY_COLUMNS: Final = (
-    "id",
-    "name",
-    "kind",
-    "district",
-    "address",
-    "latitude",
-    "longitude",
-    "registration_no",
-    "beds",
-    "childcare_places",
-)
-ZONE_COLUMNS: Final = ("facility_id", "zone_id", "name", "kind", "capacity", "class_type")
-DEVICE_COLUMNS: Final = ("id", "facility_id", "type", "zone_id", "heartbeat_s", "vendor", "model")
+from devices.registry_files import DEVICE_COLUMNS, FACILITY_COLUMNS, ZONE_COLUMNS
 
 FACILITY_KINDS: Final = ("elderly", "childcare", "integrated")
 

@@ -14,7 +14,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 import devices
-from hub.errors import HubError, ImportRowError, StorageError
+from hub.errors import ImportRowError, RegistryError, StorageError
 from hub.settings import Settings
 from hub.storage.pool import connect
 
@@ -28,10 +28,6 @@ Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 # A validated row as the import hands it over: its row number in the file, then its values
 # in the order of the table's columns below.
 Record = tuple[int, tuple[object, ...]]
-
-
-class RegistryError(HubError):
-    """A registry change was refused: an unknown device, facility or zone, or a bad value."""
 
 
 @dataclass(frozen=True, slots=True)

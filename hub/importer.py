@@ -1,4 +1,4 @@
-"""Registry import: facilities, zones and devices from CSV or XLSX files (SPEC §5)."""
+"""The registry importer: facilities, zones and devices from CSV or XLSX files (SPEC §5)."""
 
 from __future__ import annotations
 
@@ -15,36 +15,20 @@ from datetime import date, datetime
 from datetime import time as clock_time
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any, Literal, TypeAlias
+from typing import IO, Any, TypeAlias
 
 from openpyxl import load_workbook
 
 import devices
-from hub.errors import ImportRowError
+from devices import registry_files
+from hub.errors import ImportFileError, ImportRowError
 from hub.settings import Settings
 from hub.storage import registry as store
 from hub.storage.pool import connect
-from hub.storage.registry import RegistryError
 
-RegistryKind: TypeAlias = Literal["facilities", "zones", "devices"]
-
+RegistryKind: TypeAlias = registry_files.RegistryKind
 # The header rows of SPEC §5, exactly; the order in a file may differ.
-COLUMNS: dict[RegistryKind, tuple[str, ...]] = {
-    "facilities": (
-        "id",
-        "name",
-        "kind",
-        "district",
-        "address",
-        "latitude",
-        "longitude",
-        "registration_no",
-        "beds",
-        "childcare_places",
-    ),
-    "zones": ("facility_id", "zone_id", "name", "kind", "capacity", "class_type"),
-    "devices": ("id", "facility_id", "type", "zone_id", "heartbeat_s", "vendor", "model"),
-}
+COLUMNS = registry_files.IMPORT_HEADERS
 FACILITY_KINDS = ("elderly", "childcare", "integrated")
 ZONE_KINDS = ("room", "class", "common")
 # National limits of a childcare class (SPEC §5): most children a class of the type may take.
@@ -60,10 +44,6 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _WHOLE = re.compile(r"[+-]?\d+(\.0*)?")
 _XLSX_MAGIC = b"PK\x03\x04"
 _XLS_MAGIC = b"\xd0\xcf\x11\xe0"
-
-
-class ImportFileError(RegistryError):
-    """A registry file cannot be read as a whole: unreadable, wrong format or wrong header."""
 
 
 @dataclass(frozen=True, slots=True)
