@@ -5,7 +5,7 @@ process LISTENs, reads the rows after the last one it saw (so nothing is skipped
 reconnect) and hands them to its subscribers. Each subscriber has a bounded queue: one
 that falls behind is marked lagging and gets nothing more, never slowing the others.
 
-Floods: when a facility raises more than `flood_threshold` alerts within the window, its
+Floods (hub/rules.py FloodRule, the notifications' rule too): while a facility floods, its
 new medium and low alerts reach subscribers as one summary per facility and second
 ("37 devices offline"); each alert is still stored. High alerts always come singly.
 
@@ -35,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 from devices import ALERT_LABELS
 from hub.alerts import live_channel
 from hub.errors import raise_if_cancelled
+from hub.rules import FloodRule
 from hub.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -191,9 +192,6 @@ class LiveFeed:
         self,
         settings: Settings,
         pool: AsyncConnectionPool[AsyncConnection[object]],
-        *,
-        flood_threshold: int = 10,
-        flood_window_s: float = 600.0,
     ) -> None:
         self._settings = settings
         self._pool = pool
@@ -204,8 +202,8 @@ class LiveFeed:
         # (monotonic) they are looked for.
         self._gaps: dict[int, float] = {}
         self._floods: dict[str, _Flood] = {}
-        self._threshold = flood_threshold
-        self._window = flood_window_s
+        # The notifications group by the same rule, so the screen and the phone agree.
+        self._flood = FloodRule.of(settings)
         self._last_id: int | None = None
         self.listening = asyncio.Event()
         self.delivered = 0
@@ -356,11 +354,11 @@ class LiveFeed:
             flood = self._floods.setdefault(facility_id, _Flood())
             now = time.monotonic()
             flood.raised.append(now)
-            while flood.raised and flood.raised[0] < now - self._window:
+            while flood.raised and flood.raised[0] < now - self._flood.window_s:
                 flood.raised.popleft()
             if not flood.raised:
                 flood.grouped.clear()
-            if len(flood.raised) > self._threshold and alert.get("priority") != "high":
+            if self._flood.groups(str(alert.get("priority")), len(flood.raised)):
                 flood.grouped[str(alert.get("kind"))] += 1
                 flood.dirty = True
                 return

@@ -88,10 +88,22 @@ class Settings(BaseSettings):
     notify_timeout_s: float = Field(default=5.0, gt=0, le=60)
     # Tries per notice before it is marked failed (backoff 1, 2, 4 ... s, at most 300 s).
     notify_max_attempts: int = Field(default=8, ge=1, le=30)
+
+    # -- floods (hub/rules.py FloodRule) --------------------------------------------------
     # More than this many alerts raised at a facility within the window: its medium and
-    # low notices are grouped into one summary per webhook (SPEC §4 floods).
-    notify_flood_threshold: int = Field(default=10, ge=1)
-    notify_flood_window_s: int = Field(default=600, ge=10, le=86400)
+    # low alerts are grouped, on the screen and in the notifications alike (SPEC §4).
+    # CAREHUB_NOTIFY_FLOOD_* are the names earlier READMEs gave; they still work.
+    flood_threshold: int = Field(
+        default=10,
+        ge=1,
+        validation_alias=AliasChoices("CAREHUB_FLOOD_THRESHOLD", "CAREHUB_NOTIFY_FLOOD_THRESHOLD"),
+    )
+    flood_window_s: int = Field(
+        default=600,
+        ge=10,
+        le=86400,
+        validation_alias=AliasChoices("CAREHUB_FLOOD_WINDOW_S", "CAREHUB_NOTIFY_FLOOD_WINDOW_S"),
+    )
 
     @field_validator("mqtt_protocol", mode="before")
     @classmethod
