@@ -33,10 +33,10 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from devices import ALERT_LABELS
-from hub.alerts import live_channel
 from hub.errors import raise_if_cancelled
 from hub.rules import FloodRule
 from hub.settings import Settings
+from hub.storage.live import live_channel
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Queries of the live websocket: a client's scope, its snapshot, and devices' state.
+"""Queries of the live feed: the `live_changes` log and its NOTIFY channel, a websocket
+client's scope and snapshot, and devices' state.
 
 Facility status and zone counts come from hub/storage/status.py (shared with the REST
 API); this module adds what only the live feed needs, in bulk, one round trip each.
@@ -10,8 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from hub.errors import StorageError
 from hub.storage.kpis import online_sql
@@ -29,6 +31,63 @@ _DEVICE_COLUMNS = (
     "d.id, d.facility_id, d.zone_id, d.type, d.vendor, d.model, d.heartbeat_s,"
     f" {_ONLINE} AS online, s.battery, s.last_seen, s.presence, s.count, s.staff"
 )
+
+
+def live_channel(schema: str) -> str:
+    """The NOTIFY channel of this schema's live changes."""
+    return f"carehub_live_{schema}"[:63]
+
+
+async def append_change(
+    conn: AsyncConnection[Any],
+    channel: str,
+    *,
+    facility_id: str,
+    alert_id: int,
+    change: dict[str, Any],
+) -> int:
+    """Log one alert change for every hub process's live feed and NOTIFY them; its id.
+
+    Inside the change's own transaction: the row and the notification exist on commit.
+    """
+    cur = await conn.execute(
+        "INSERT INTO live_changes (facility_id, alert_id, change) VALUES (%s, %s, %s)"
+        " RETURNING id",
+        (facility_id, alert_id, Jsonb(change)),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise StorageError("the database returned no row where one was certain")
+    change_id = int(row[0])
+    await conn.execute("SELECT pg_notify(%s, %s)", (channel, str(change_id)))
+    return change_id
+
+
+async def listen(conn: AsyncConnection[Any], channel: str) -> None:
+    """LISTEN on `channel` (an autocommit connection's notifies() then yields them)."""
+    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+
+async def changes_after(
+    conn: AsyncConnection[Any], after: int | None, limit: int
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """(id, facility_id, change) of at most `limit` changes after id `after`, in order."""
+    cur = await conn.execute(
+        "SELECT id, facility_id, change FROM live_changes WHERE id > %s ORDER BY id LIMIT %s",
+        (after, limit),
+    )
+    return [(int(row[0]), str(row[1]), dict(row[2])) for row in await cur.fetchall()]
+
+
+async def changes_with_ids(
+    conn: AsyncConnection[Any], change_ids: Sequence[int]
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """(id, facility_id, change) of those of `change_ids` that are stored, in order."""
+    cur = await conn.execute(
+        "SELECT id, facility_id, change FROM live_changes WHERE id = ANY(%s) ORDER BY id",
+        (list(change_ids),),
+    )
+    return [(int(row[0]), str(row[1]), dict(row[2])) for row in await cur.fetchall()]
 
 
 async def district_facilities(conn: AsyncConnection[Any], district: str) -> frozenset[str]:
