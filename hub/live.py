@@ -33,10 +33,17 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from devices import ALERT_LABELS
-from hub.errors import raise_if_cancelled
+from hub.errors import StorageError, raise_if_cancelled
 from hub.rules import FloodRule
 from hub.settings import Settings
-from hub.storage.live import live_channel
+from hub.storage.live import (
+    changes_after,
+    changes_with_ids,
+    last_change_id,
+    listen,
+    live_channel,
+)
+from hub.storage.pool import connect
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +277,7 @@ class LiveFeed:
             while True:
                 try:
                     await self._listen()
-                except (psycopg.Error, OSError) as exc:
+                except (psycopg.Error, OSError, StorageError) as exc:
                     raise_if_cancelled()
                     logger.warning("live feed lost its database connection: %s", exc)
                 except Exception:
@@ -281,17 +288,11 @@ class LiveFeed:
                 await asyncio.sleep(RECONNECT_S)
 
     async def _listen(self) -> None:
-        conn = await AsyncConnection.connect(
-            self._settings.database_url,
-            autocommit=True,
-            options=f"-c search_path={self._settings.database_schema},public",
-        )
+        conn = await connect(self._settings)
         async with conn:
-            await conn.execute(f'LISTEN "{self._channel}"')
+            await listen(conn, self._channel)
             if self._last_id is None:
-                cur = await conn.execute("SELECT coalesce(max(id), 0) FROM live_changes")
-                row = await cur.fetchone()
-                self._last_id = int(row[0]) if row else 0
+                self._last_id = await last_change_id(conn)
             await self._catch_up(conn)
             self.listening.set()
             while True:
@@ -303,16 +304,11 @@ class LiveFeed:
 
     async def _catch_up(self, conn: AsyncConnection[Any]) -> None:
         while True:
-            cur = await conn.execute(
-                "SELECT id, facility_id, change FROM live_changes WHERE id > %s"
-                " ORDER BY id LIMIT %s",
-                (self._last_id, CATCH_UP_ROWS),
-            )
-            rows = await cur.fetchall()
+            rows = await changes_after(conn, self._last_id, CATCH_UP_ROWS)
             for n, (change_id, facility_id, change) in enumerate(rows, 1):
-                self._note_gap(int(change_id))
-                self._last_id = int(change_id)
-                self._dispatch(int(change_id), str(facility_id), dict(change))
+                self._note_gap(change_id)
+                self._last_id = change_id
+                self._dispatch(change_id, facility_id, change)
                 if n % WRITE_BURST == 0:
                     await asyncio.sleep(0)
             if len(rows) < CATCH_UP_ROWS:
@@ -336,13 +332,9 @@ class LiveFeed:
 
     async def _fill_gaps(self, conn: AsyncConnection[Any]) -> None:
         """Dispatch the skipped-over changes that have committed since; forget old gaps."""
-        cur = await conn.execute(
-            "SELECT id, facility_id, change FROM live_changes WHERE id = ANY(%s) ORDER BY id",
-            (list(self._gaps),),
-        )
-        for change_id, facility_id, change in await cur.fetchall():
-            del self._gaps[int(change_id)]
-            self._dispatch(int(change_id), str(facility_id), dict(change))
+        for change_id, facility_id, change in await changes_with_ids(conn, list(self._gaps)):
+            del self._gaps[change_id]
+            self._dispatch(change_id, facility_id, change)
         now = time.monotonic()
         for expired in [gap for gap, deadline in self._gaps.items() if deadline < now]:
             del self._gaps[expired]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -230,3 +230,62 @@ async def open_alerts(conn: Connection, facility_ids: Sequence[str] | None = Non
             {"ids": ids},
         )
         return [_alert(row) for row in await cur.fetchall()]
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationCandidate:
+    """An active alert with an escalation step (renotify, overdue) not yet taken."""
+
+    id: int
+    facility_id: str
+    zone_id: str | None
+    priority: str
+    raised_at: datetime
+    renotified_at: datetime | None
+    overdue_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnattendedFall:
+    """A fall nobody has attended yet, with no long_lie raised for it."""
+
+    id: int
+    facility_id: str
+    zone_id: str | None
+    device_id: str
+    raised_at: datetime
+
+
+async def open_alert_ids(conn: Connection, kinds: Sequence[str]) -> dict[tuple[str, str], int]:
+    """(subject, kind) -> id of every open alert of these kinds."""
+    cur = await conn.execute(
+        "SELECT id, subject, kind FROM alerts WHERE state <> 'resolved' AND kind = ANY(%s)",
+        (list(kinds),),
+    )
+    return {(str(row[1]), str(row[2])): int(row[0]) for row in await cur.fetchall()}
+
+
+async def escalation_candidates(
+    conn: Connection, priorities: Sequence[str]
+) -> list[EscalationCandidate]:
+    """Active, unshelved alerts of these priorities with an escalation step still to take."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT id, facility_id, zone_id, priority, raised_at, renotified_at, overdue_at"
+            " FROM alerts WHERE state = 'active' AND NOT shelved AND priority = ANY(%s)"
+            " AND (renotified_at IS NULL OR overdue_at IS NULL)",
+            (list(priorities),),
+        )
+        return [EscalationCandidate(**row) for row in await cur.fetchall()]
+
+
+async def unattended_falls(conn: Connection) -> list[UnattendedFall]:
+    """Falls nobody has attended yet, with no long_lie raised for them."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT f.id, f.facility_id, f.zone_id, f.device_id, f.raised_at FROM alerts f"
+            " WHERE f.kind = 'fall' AND f.state IN ('active', 'acknowledged')"
+            " AND NOT EXISTS (SELECT 1 FROM alerts l WHERE l.kind = 'long_lie'"
+            "  AND l.subject = f.subject AND l.detail->>'fall_alert_id' = f.id::text)"
+        )
+        return [UnattendedFall(**row) for row in await cur.fetchall()]

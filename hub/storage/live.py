@@ -51,8 +51,7 @@ async def append_change(
     Inside the change's own transaction: the row and the notification exist on commit.
     """
     cur = await conn.execute(
-        "INSERT INTO live_changes (facility_id, alert_id, change) VALUES (%s, %s, %s)"
-        " RETURNING id",
+        "INSERT INTO live_changes (facility_id, alert_id, change) VALUES (%s, %s, %s) RETURNING id",
         (facility_id, alert_id, Jsonb(change)),
     )
     row = await cur.fetchone()
