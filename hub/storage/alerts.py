@@ -27,21 +27,18 @@ async def raised_since(conn: Connection, facility_id: str, since: datetime) -> i
     return 0 if row is None else int(row[0])
 
 
-_ALERT_COLUMNS = (
-    "id, facility_id, zone_id, device_id, subject, kind, priority, latched, state, count, seq,"
-    " raised_at, last_raised_at, acknowledged_at, acknowledged_by, attended_at, attended_by,"
-    " resolved_at, resolved_by, disposition, note, cleared_at, renotified_at, overdue_at,"
-    " shelved, detail"
-)
-_ALERT_FIELDS = tuple(field.name for field in fields(Alert))
+ALERT_FIELDS = tuple(field.name for field in fields(Alert))
+# Every models.Alert column, in its order (the REST API's lists name them over `a.`).
+_ALERT_COLUMNS = ", ".join(ALERT_FIELDS)
 # The columns an alert change may set (AlertStore's transitions and escalations).
-_SETTABLE = frozenset(_ALERT_FIELDS) - {"id", "facility_id", "subject", "kind"}
+_SETTABLE = frozenset(ALERT_FIELDS) - {"id", "facility_id", "subject", "kind"}
 
 _Row = TypeVar("_Row")
 
 
-def _alert(row: dict[str, Any]) -> Alert:
-    return Alert(**{key: row[key] for key in _ALERT_FIELDS})
+def alert_of(row: dict[str, Any]) -> Alert:
+    """An Alert from a row holding (at least) every Alert column."""
+    return Alert(**{key: row[key] for key in ALERT_FIELDS})
 
 
 def present(row: _Row | None) -> _Row:
@@ -114,7 +111,7 @@ async def upsert_alert(conn: Connection, d: AlertDecision, *, shelved: bool) -> 
             ),
         )
         row = present(await cur.fetchone())
-    return _alert(row), bool(row["inserted"])
+    return alert_of(row), bool(row["inserted"])
 
 
 async def lock_alert(conn: Connection, alert_id: int) -> tuple[Alert, datetime] | None:
@@ -125,7 +122,7 @@ async def lock_alert(conn: Connection, alert_id: int) -> tuple[Alert, datetime] 
             (alert_id,),
         )
         row = await cur.fetchone()
-    return None if row is None else (_alert(row), row["db_now"])
+    return None if row is None else (alert_of(row), row["db_now"])
 
 
 async def lock_open_alert(conn: Connection, subject: str, kind: str) -> Alert | None:
@@ -137,7 +134,7 @@ async def lock_open_alert(conn: Connection, subject: str, kind: str) -> Alert | 
             (subject, kind),
         )
         row = await cur.fetchone()
-    return None if row is None else _alert(row)
+    return None if row is None else alert_of(row)
 
 
 async def update_alert(conn: Connection, alert_id: int, changes: Mapping[str, object]) -> Alert:
@@ -153,7 +150,7 @@ async def update_alert(conn: Connection, alert_id: int, changes: Mapping[str, ob
     )
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, (*changes.values(), alert_id))
-        return _alert(present(await cur.fetchone()))
+        return alert_of(present(await cur.fetchone()))
 
 
 async def mark_escalated(
@@ -172,7 +169,7 @@ async def mark_escalated(
             (at, alert_id),
         )
         row = await cur.fetchone()
-    return None if row is None else _alert(row)
+    return None if row is None else alert_of(row)
 
 
 async def zone_exists(conn: Connection, facility_id: str, zone_id: str) -> bool:
@@ -208,7 +205,7 @@ async def shelve_zone(
             (facility_id, zone_id, list(never_shelved)),
         )
         rows = await cur.fetchall()
-    return [_alert(row) for row in sorted(rows, key=lambda r: int(r["id"]))]
+    return [alert_of(row) for row in sorted(rows, key=lambda r: int(r["id"]))]
 
 
 async def get_alert(conn: Connection, alert_id: int) -> Alert | None:
@@ -216,7 +213,7 @@ async def get_alert(conn: Connection, alert_id: int) -> Alert | None:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = %s", (alert_id,))
         row = await cur.fetchone()
-    return None if row is None else _alert(row)
+    return None if row is None else alert_of(row)
 
 
 async def open_alerts(conn: Connection, facility_ids: Sequence[str] | None = None) -> list[Alert]:
@@ -229,7 +226,7 @@ async def open_alerts(conn: Connection, facility_ids: Sequence[str] | None = Non
             " ORDER BY raised_at DESC, id DESC",
             {"ids": ids},
         )
-        return [_alert(row) for row in await cur.fetchall()]
+        return [alert_of(row) for row in await cur.fetchall()]
 
 
 @dataclass(frozen=True, slots=True)

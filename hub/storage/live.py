@@ -17,20 +17,11 @@ from psycopg.types.json import Jsonb
 
 from hub.errors import StorageError
 from hub.storage.kpis import online_sql
+from hub.storage.registry import DEVICE_COLUMNS, DEVICES_WITH_STATE, FACILITY_COLUMNS
 from hub.wire import device_json
 
 # Online as the KPIs and the facility status count it.
 _ONLINE = online_sql("now()")
-
-_FACILITY_COLUMNS = (
-    "f.id, f.name, f.kind, f.district, f.address, f.latitude, f.longitude,"
-    " f.registration_no, f.beds, f.childcare_places"
-)
-
-_DEVICE_COLUMNS = (
-    "d.id, d.facility_id, d.zone_id, d.type, d.vendor, d.model, d.heartbeat_s,"
-    f" {_ONLINE} AS online, s.battery, s.last_seen, s.presence, s.count, s.staff"
-)
 
 
 def live_channel(schema: str) -> str:
@@ -130,7 +121,7 @@ async def facility_rows(
     """The registry fields of docs/api.md `Facility`, of every facility in scope, by id."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT {_FACILITY_COLUMNS} FROM facilities f"
+            f"SELECT {FACILITY_COLUMNS} FROM facilities f"
             " WHERE %(ids)s::text[] IS NULL OR f.id = ANY(%(ids)s::text[]) ORDER BY f.id",
             {"ids": _ids(facility_ids)},
         )
@@ -147,8 +138,7 @@ async def devices(
     try:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
-                f"SELECT {_DEVICE_COLUMNS} FROM devices d"
-                " LEFT JOIN device_state s ON s.device_id = d.id"
+                f"SELECT {DEVICE_COLUMNS} FROM {DEVICES_WITH_STATE}"
                 " WHERE (%(facilities)s::text[] IS NULL OR d.facility_id = ANY(%(facilities)s))"
                 " AND (%(devices)s::text[] IS NULL OR d.id = ANY(%(devices)s)) ORDER BY d.id",
                 {
@@ -165,8 +155,7 @@ async def device_flags(conn: AsyncConnection[Any]) -> list[tuple[str, str, bool,
     """(device id, facility id, online, battery) of every device: what device deltas watch."""
     try:
         cur = await conn.execute(
-            f"SELECT d.id, d.facility_id, {_ONLINE}, s.battery FROM devices d"
-            " LEFT JOIN device_state s ON s.device_id = d.id"
+            f"SELECT d.id, d.facility_id, {_ONLINE}, s.battery FROM {DEVICES_WITH_STATE}"
         )
         return [(str(r[0]), str(r[1]), bool(r[2]), r[3]) for r in await cur.fetchall()]
     except psycopg.Error as exc:

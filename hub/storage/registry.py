@@ -15,7 +15,9 @@ from psycopg.rows import class_row
 
 import devices
 from hub.errors import ImportRowError, RegistryError, StorageError
+from hub.models import DeviceInfo
 from hub.settings import Settings
+from hub.storage.kpis import online_sql
 from hub.storage.pool import connect
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,35 @@ Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 # A validated row as the import hands it over: its row number in the file, then its values
 # in the order of the table's columns below.
 Record = tuple[int, tuple[object, ...]]
+
+# The registry fields of docs/api.md `Facility`, over the facilities table `f`.
+FACILITY_COLUMNS = (
+    "f.id, f.name, f.kind, f.district, f.address, f.latitude, f.longitude,"
+    " f.registration_no, f.beds, f.childcare_places"
+)
+# docs/api.md `Device` (hub.wire.device_json), over `DEVICES_WITH_STATE`: the REST API
+# and the live feed read the same columns, online as the KPIs count it.
+DEVICE_COLUMNS = (
+    "d.id, d.facility_id, d.zone_id, d.type, d.vendor, d.model, d.heartbeat_s,"
+    f" {online_sql('now()')} AS online, s.battery, s.last_seen, s.presence, s.count, s.staff"
+)
+DEVICES_WITH_STATE = "devices d LEFT JOIN device_state s ON s.device_id = d.id"
+# What the pipeline keeps of each device (models.DeviceInfo).
+_DEVICE_INFO_COLUMNS = "id, facility_id, type, zone_id, heartbeat_s"
+
+
+async def load_devices(conn: psycopg.AsyncConnection[object]) -> dict[str, DeviceInfo]:
+    """Every registered device, by id."""
+    async with conn.cursor(row_factory=class_row(DeviceInfo)) as cur:
+        await cur.execute(f"SELECT {_DEVICE_INFO_COLUMNS} FROM devices")
+        return {device.id: device for device in await cur.fetchall()}
+
+
+async def find_device(conn: psycopg.AsyncConnection[object], device_id: str) -> DeviceInfo | None:
+    """One registered device, or None."""
+    async with conn.cursor(row_factory=class_row(DeviceInfo)) as cur:
+        await cur.execute(f"SELECT {_DEVICE_INFO_COLUMNS} FROM devices WHERE id = %s", (device_id,))
+        return await cur.fetchone()
 
 
 @dataclass(frozen=True, slots=True)
