@@ -8,13 +8,18 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hub.errors import SettingsError
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TOPIC_ROOT = re.compile(r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$")
+# What a name setting must look like, and what to tell someone whose value does not.
+_NAME_RULES = {
+    "database_schema": (_IDENTIFIER, "must be a lower-case SQL identifier ([a-z_][a-z0-9_]*)"),
+    "topic_root": (_TOPIC_ROOT, "must be topic levels of [A-Za-z0-9_-], without wildcards"),
+}
 
 
 class Settings(BaseSettings):
@@ -113,18 +118,12 @@ class Settings(BaseSettings):
             return int(value)
         return value
 
-    @field_validator("database_schema")
+    @field_validator("database_schema", "topic_root")
     @classmethod
-    def _schema_is_identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
-            raise ValueError("must be a lower-case SQL identifier ([a-z_][a-z0-9_]*)")
-        return value
-
-    @field_validator("topic_root")
-    @classmethod
-    def _root_is_topic(cls, value: str) -> str:
-        if not _TOPIC_ROOT.match(value):
-            raise ValueError("must be topic levels of [A-Za-z0-9_-], without wildcards")
+    def _name_is_well_formed(cls, value: str, info: ValidationInfo) -> str:
+        pattern, rule = _NAME_RULES[info.field_name or ""]
+        if not pattern.match(value):
+            raise ValueError(rule)
         return value
 
     @field_validator("mqtt_url")

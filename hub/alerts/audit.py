@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -25,32 +25,34 @@ def audit_entry(change: AlertChange) -> AuditEntry:
     """The audit row of one alert change."""
     alert = change.alert
     return AuditEntry(
-        facility_id=alert.facility_id,
-        alert_id=alert.id,
-        at=change.at,
-        actor=change.actor,
-        action=change.action,
-        from_state=change.previous,
-        to_state=alert.state,
-        note=change.note,
+        alert.facility_id,
+        alert.id,
+        change.at,
+        change.actor,
+        change.action,
+        change.previous,
+        alert.state,
+        change.note,
     )
 
 
 def audit_hash(entry: AuditEntry, prev_hash: str) -> str:
-    """The hash of one audit row over its content and the previous row's hash."""
-    content = [
-        entry.facility_id,
-        entry.alert_id,
-        entry.at.astimezone(UTC).isoformat(timespec="microseconds"),
-        entry.actor,
-        entry.action,
-        entry.from_state,
-        entry.to_state,
-        entry.note,
-        prev_hash,
-    ]
-    canonical = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    """The hash of one audit row over its content and the previous row's hash.
+
+    The content is a JSON array of the entry's fields in order, its time in UTC to the
+    microsecond, then `prev_hash`.
+    """
+    canonical = json.dumps(
+        [*entry.as_row(), prev_hash], ensure_ascii=False, separators=(",", ":"), default=_utc
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _utc(value: object) -> str:
+    """The canonical text of the one non-JSON field of an entry: its time."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"an audit entry holds no {type(value).__name__}")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 async def write_audit(conn: AsyncConnection[Any], entry: AuditEntry) -> None:

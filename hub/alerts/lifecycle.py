@@ -9,8 +9,9 @@ writes, in the same transaction, an audit row chained by hash per facility, a ro
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from hub.models import DISPOSITIONS, Alert, AlertChange, AlertDecision, AlertSta
 from hub.rules import NEVER_SHELVED
 from hub.storage import alerts as alert_rows
 from hub.storage.live import append_change, live_channel
+from hub.storage.registry import zone_exists
 from hub.wire import change_json
 
 logger = logging.getLogger(__name__)
@@ -69,13 +71,10 @@ class AlertStore:
 
     async def raise_alert(self, decision: AlertDecision) -> AlertChange | None:
         """Open an alert, or count a repeat on the open one; None for a redelivered message."""
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                change = await self._raise(conn, decision)
-                if change is not None:
-                    await self._record(conn, change)
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot store the {decision.kind} alert: {exc}") from exc
+        async with self._transaction(f"cannot store the {decision.kind} alert") as conn:
+            change = await self._raise(conn, decision)
+            if change is not None:
+                await self._record(conn, change)
         if change is not None:
             self._announce(change)
         return change
@@ -138,18 +137,15 @@ class AlertStore:
         at: datetime | None = None,
     ) -> AlertChange:
         actor, note = _checked_actor(actor), _checked_note(note)
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                locked = await alert_rows.lock_alert(conn, alert_id)
-                if locked is None:
-                    raise AlertError("not_found", f"there is no alert {alert_id}")
-                alert, db_now = locked
-                change = await self._apply(
-                    conn, alert, action, actor, note, disposition=disposition, at=at or db_now
-                )
-                await self._record(conn, change)
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot {action} alert {alert_id}: {exc}") from exc
+        async with self._transaction(f"cannot {action} alert {alert_id}") as conn:
+            locked = await alert_rows.lock_alert(conn, alert_id)
+            if locked is None:
+                raise AlertError("not_found", f"there is no alert {alert_id}")
+            alert, db_now = locked
+            change = await self._apply(
+                conn, alert, action, actor, note, disposition=disposition, at=at or db_now
+            )
+            await self._record(conn, change)
         self._announce(change)
         return change
 
@@ -179,50 +175,32 @@ class AlertStore:
 
     async def clear(self, kind: str, device_id: str, at: datetime) -> AlertChange | None:
         """The device says the condition ended: latched alerts stay open, others resolve."""
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                alert = await alert_rows.lock_open_alert(conn, device_id, kind)
-                if alert is None:
-                    return None
-                if alert.latched:
-                    change = await self._apply(
-                        conn,
-                        alert,
-                        "clear",
-                        "device",
-                        "cleared at the device",
-                        disposition=None,
-                        at=at,
-                    )
-                else:
-                    change = await self._apply(
-                        conn,
-                        alert,
-                        "resolve",
-                        "system",
-                        "condition ended",
-                        disposition="other",
-                        at=at,
-                    )
-                await self._record(conn, change)
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot clear the {kind} alert of {device_id}: {exc}") from exc
+        async with self._transaction(f"cannot clear the {kind} alert of {device_id}") as conn:
+            alert = await alert_rows.lock_open_alert(conn, device_id, kind)
+            if alert is None:
+                return None
+            if alert.latched:
+                change = await self._apply(
+                    conn, alert, "clear", "device", "cleared at the device", disposition=None, at=at
+                )
+            else:
+                change = await self._apply(
+                    conn, alert, "resolve", "system", "condition ended", disposition="other", at=at
+                )
+            await self._record(conn, change)
         self._announce(change)
         return change
 
     async def escalate(self, alert_id: int, step: str, at: datetime) -> AlertChange | None:
         """Take an escalation step (renotify or overdue) once; None when no longer due."""
         column = _ESCALATION_COLUMNS[step]
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                alert = await alert_rows.mark_escalated(conn, alert_id, column, at)
-                if alert is None:
-                    return None
-                why = "not acknowledged in time"
-                change = AlertChange(alert, step, alert.state, "system", at, why)
-                await self._record(conn, change)
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot escalate alert {alert_id}: {exc}") from exc
+        async with self._transaction(f"cannot escalate alert {alert_id}") as conn:
+            alert = await alert_rows.mark_escalated(conn, alert_id, column, at)
+            if alert is None:
+                return None
+            why = "not acknowledged in time"
+            change = AlertChange(alert, step, alert.state, "system", at, why)
+            await self._record(conn, change)
         self._announce(change)
         return change
 
@@ -245,27 +223,24 @@ class AlertStore:
         if until - now > SNOOZE_MAX:
             raise AlertError("invalid", "a snooze may last at most 7 days")
         changes: list[AlertChange] = []
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                if not await alert_rows.zone_exists(conn, facility_id, zone_id):
-                    raise AlertError("not_found", f"facility {facility_id} has no zone {zone_id}")
-                shelved = await alert_rows.shelve_zone(
-                    conn,
-                    facility_id,
-                    zone_id,
-                    starts_at=now,
-                    until=until,
-                    reason=reason,
-                    actor=actor,
-                    never_shelved=NEVER_SHELVED,
-                )
-                note = f"zone {zone_id} snoozed until {until.isoformat()}: {reason}"
-                for alert in shelved:
-                    change = AlertChange(alert, "snooze", alert.state, actor, now, note)
-                    await self._record(conn, change)
-                    changes.append(change)
-        except psycopg.Error as exc:
-            raise StorageError(f"cannot snooze zone {zone_id}: {exc}") from exc
+        async with self._transaction(f"cannot snooze zone {zone_id}") as conn:
+            if not await zone_exists(conn, facility_id, zone_id):
+                raise AlertError("not_found", f"facility {facility_id} has no zone {zone_id}")
+            shelved = await alert_rows.shelve_zone(
+                conn,
+                facility_id,
+                zone_id,
+                starts_at=now,
+                until=until,
+                reason=reason,
+                actor=actor,
+                never_shelved=NEVER_SHELVED,
+            )
+            note = f"zone {zone_id} snoozed until {until.isoformat()}: {reason}"
+            for alert in shelved:
+                change = AlertChange(alert, "snooze", alert.state, actor, now, note)
+                await self._record(conn, change)
+                changes.append(change)
         for change in changes:
             self._announce(change)
         return changes
@@ -281,6 +256,15 @@ class AlertStore:
         return alert
 
     # -- the trail -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, failure: str) -> AsyncIterator[AsyncConnection[Any]]:
+        """One change's transaction; a database error in it is StorageError(`failure`: why)."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            raise StorageError(f"{failure}: {exc}") from exc
 
     async def _record(self, conn: AsyncConnection[Any], change: AlertChange) -> None:
         alert = change.alert

@@ -172,14 +172,6 @@ async def mark_escalated(
     return None if row is None else alert_of(row)
 
 
-async def zone_exists(conn: Connection, facility_id: str, zone_id: str) -> bool:
-    """Whether the facility has this zone."""
-    cur = await conn.execute(
-        "SELECT 1 FROM zones WHERE facility_id = %s AND zone_id = %s", (facility_id, zone_id)
-    )
-    return await cur.fetchone() is not None
-
-
 async def shelve_zone(
     conn: Connection,
     facility_id: str,

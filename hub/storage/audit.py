@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,10 @@ class AuditEntry:
     from_state: str | None
     to_state: str | None
     note: str
+
+    def as_row(self) -> tuple[object, ...]:
+        """The fields in their order, as the alert_audit columns hold them."""
+        return tuple(getattr(self, field.name) for field in fields(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +60,7 @@ async def append(conn: Connection, entry: AuditEntry, prev_hash: str, digest: st
     cur = await conn.execute(
         "INSERT INTO alert_audit (facility_id, alert_id, at, actor, action, from_state, to_state,"
         " note, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (
-            entry.facility_id,
-            entry.alert_id,
-            entry.at,
-            entry.actor,
-            entry.action,
-            entry.from_state,
-            entry.to_state,
-            entry.note,
-            prev_hash,
-            digest,
-        ),
+        (*entry.as_row(), prev_hash, digest),
     )
     audit_id = present(await cur.fetchone())[0]
     await conn.execute(
@@ -120,3 +113,14 @@ async def head(conn: Connection, facility_id: str) -> tuple[int, str] | None:
     )
     row = await cur.fetchone()
     return None if row is None else (row[0], row[1])
+
+
+async def audit_totals(conn: Connection, facility_id: str | None = None) -> tuple[int, int]:
+    """(rows, facilities) of the audit trail, of one facility or of all."""
+    cur = await conn.execute(
+        "SELECT count(*), count(DISTINCT facility_id) FROM alert_audit"
+        " WHERE %(facility)s::text IS NULL OR facility_id = %(facility)s::text",
+        {"facility": facility_id},
+    )
+    row = await cur.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)

@@ -12,6 +12,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
+from hub.storage.registry import facility_exists
+
 Connection = AsyncConnection[Any]
 
 
@@ -175,10 +177,9 @@ async def insert_webhook(
     conn: Connection, facility_id: str, url: str, format: str, secret: str
 ) -> int | None:
     """Register a webhook; its id, or None when there is no such facility."""
+    if not await facility_exists(conn, facility_id):
+        return None
     async with conn.cursor(row_factory=tuple_row) as cur:
-        await cur.execute("SELECT 1 FROM facilities WHERE id = %s", (facility_id,))
-        if await cur.fetchone() is None:
-            return None
         await cur.execute(
             "INSERT INTO webhooks (facility_id, url, format, secret) VALUES (%s, %s, %s, %s)"
             " RETURNING id",
@@ -302,3 +303,23 @@ async def prune_done(conn: Connection, *, before: datetime, limit: int) -> None:
         " WHERE created_at < %s AND state IN ('sent', 'failed') LIMIT %s)",
         (before, limit),
     )
+
+
+async def list_webhooks(conn: Connection, facility_id: str | None = None) -> list[tuple[Any, ...]]:
+    """(id, facility_id, format, url, enabled, consecutive_failures, last_error,
+    last_success_at) of every webhook, or one facility's, by facility and id."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            "SELECT id, facility_id, format, url, enabled, consecutive_failures, last_error,"
+            " last_success_at FROM webhooks"
+            " WHERE %(facility)s::text IS NULL OR facility_id = %(facility)s::text"
+            " ORDER BY facility_id, id",
+            {"facility": facility_id},
+        )
+        return await cur.fetchall()
+
+
+async def disable_webhook(conn: Connection, webhook_id: int) -> bool:
+    """Stop sending to a webhook; False when there is no such webhook."""
+    cur = await conn.execute("UPDATE webhooks SET enabled = false WHERE id = %s", (webhook_id,))
+    return cur.rowcount > 0

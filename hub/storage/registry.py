@@ -47,6 +47,20 @@ DEVICES_WITH_STATE = "devices d LEFT JOIN device_state s ON s.device_id = d.id"
 _DEVICE_INFO_COLUMNS = "id, facility_id, type, zone_id, heartbeat_s"
 
 
+async def facility_exists(conn: psycopg.AsyncConnection[Any], facility_id: str) -> bool:
+    """Whether the facility is registered."""
+    cur = await conn.execute("SELECT 1 FROM facilities WHERE id = %s", (facility_id,))
+    return await cur.fetchone() is not None
+
+
+async def zone_exists(conn: psycopg.AsyncConnection[Any], facility_id: str, zone_id: str) -> bool:
+    """Whether the facility has this zone."""
+    cur = await conn.execute(
+        "SELECT 1 FROM zones WHERE facility_id = %s AND zone_id = %s", (facility_id, zone_id)
+    )
+    return await cur.fetchone() is not None
+
+
 async def load_devices(conn: psycopg.AsyncConnection[object]) -> dict[str, DeviceInfo]:
     """Every registered device, by id."""
     async with conn.cursor(row_factory=class_row(DeviceInfo)) as cur:
@@ -363,19 +377,13 @@ async def register_pending(
                     f"no pending device {device_id!r}; see `carehub devices pending`"
                 )
             facility_id = pending[0]
-            await cur.execute("SELECT 1 FROM facilities WHERE id = %s", (facility_id,))
-            if await cur.fetchone() is None:
+            if not await facility_exists(conn, facility_id):
                 raise RegistryError(
                     f"device {device_id!r} names facility {facility_id!r}, which is not registered;"
                     " import the facility first"
                 )
-            if zone_id is not None:
-                await cur.execute(
-                    "SELECT 1 FROM zones WHERE facility_id = %s AND zone_id = %s",
-                    (facility_id, zone_id),
-                )
-                if await cur.fetchone() is None:
-                    raise RegistryError(_zone_missing(zone_id, facility_id))
+            if zone_id is not None and not await zone_exists(conn, facility_id, zone_id):
+                raise RegistryError(_zone_missing(zone_id, facility_id))
             await cur.execute(
                 _upsert(TABLES["devices"], sql.SQL("VALUES (%s, %s, %s, %s, %s, '', '')")),
                 (device_id, facility_id, type, zone_id, heartbeat_s or catalogued.heartbeat_s),
