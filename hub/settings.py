@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # for a burst (every facility's status after an outage) is cheap.
     live_client_queue: int = Field(default=10_000, ge=100, le=1_000_000)
 
-    # -- staff notifications (hub/notify.py) ----------------------------------------------
+    # -- staff notifications (hub/notify/) ------------------------------------------------
     # One POST to a webhook may take this long; a dead endpoint costs at most this per try.
     notify_timeout_s: float = Field(default=5.0, gt=0, le=60)
     # Tries per notice before it is marked failed (backoff 1, 2, 4 ... s, at most 300 s).

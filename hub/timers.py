@@ -191,17 +191,8 @@ class Timers:
     ) -> None:
         alert_id = open_alerts.get((device.id, kind))
         if holds and alert_id is None:
-            await self._alerts.raise_alert(
-                decision(
-                    kind,
-                    facility_id=device.facility_id,
-                    zone_id=device.zone_id,
-                    device_id=device.id,
-                    subject=device.id,
-                    at=now,
-                    detail=detail,
-                )
-            )
+            condition = Condition(kind, device.id, device.facility_id, device.zone_id, detail)
+            await self._raise_condition(condition, now, device_id=device.id)
         elif not holds and alert_id is not None:
             await self._alerts.resolve_condition_ended(alert_id, now, "condition ended")
 
@@ -228,13 +219,16 @@ class Timers:
             if key not in holding:
                 await self._alerts.resolve_condition_ended(alert_id, now, "condition ended")
 
-    async def _raise_condition(self, condition: Condition, now: datetime) -> None:
+    async def _raise_condition(
+        self, condition: Condition, now: datetime, *, device_id: str | None = None
+    ) -> None:
+        """Raise the alert of a condition that holds, about a device or a zone (None)."""
         await self._alerts.raise_alert(
             decision(
                 condition.kind,
                 facility_id=condition.facility_id,
                 zone_id=condition.zone_id,
-                device_id=None,
+                device_id=device_id,
                 subject=condition.subject,
                 at=now,
                 detail=condition.detail,
@@ -271,14 +265,8 @@ class Timers:
         for fall in falls:
             limit = params.get("long_lie", fall.facility_id, fall.zone_id)["limit_min"]
             if now - fall.raised_at >= timedelta(minutes=limit):
-                await self._alerts.raise_alert(
-                    decision(
-                        "long_lie",
-                        facility_id=fall.facility_id,
-                        zone_id=fall.zone_id,
-                        device_id=fall.device_id,
-                        subject=fall.device_id,
-                        at=now,
-                        detail={"fall_alert_id": str(fall.id), "limit_min": limit},
-                    )
+                detail = {"fall_alert_id": str(fall.id), "limit_min": limit}
+                condition = Condition(
+                    "long_lie", fall.device_id, fall.facility_id, fall.zone_id, detail
                 )
+                await self._raise_condition(condition, now, device_id=fall.device_id)
