@@ -1,4 +1,4 @@
-"""The header rows of the SPEC §5 registry import files: facilities, zones and devices."""
+"""The SPEC §5 registry import files: their header rows, and the kinds their rows name."""
 
 from __future__ import annotations
 
@@ -27,3 +27,7 @@ IMPORT_HEADERS: Final[dict[RegistryKind, tuple[str, ...]]] = {
     "zones": ZONE_COLUMNS,
     "devices": DEVICE_COLUMNS,
 }
+
+# The `kind` values a facilities file and a zones file may hold.
+FACILITY_KINDS: Final = ("elderly", "childcare", "integrated")
+ZONE_KINDS: Final = ("room", "class", "common")

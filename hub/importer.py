@@ -29,10 +29,12 @@ from hub.storage.pool import connect
 RegistryKind: TypeAlias = registry_files.RegistryKind
 # The header rows of SPEC §5, exactly; the order in a file may differ.
 COLUMNS = registry_files.IMPORT_HEADERS
-FACILITY_KINDS = ("elderly", "childcare", "integrated")
-ZONE_KINDS = ("room", "class", "common")
+FACILITY_KINDS = registry_files.FACILITY_KINDS
+ZONE_KINDS = registry_files.ZONE_KINDS
 # National limits of a childcare class (SPEC §5): most children a class of the type may take.
-CLASS_MAX_CHILDREN: dict[str, int] = {"乳儿班": 10, "托小班": 15, "托大班": 20, "混合班": 18}
+CLASS_MAX_CHILDREN: dict[str, int] = {
+    class_type: limits[0] for class_type, limits in devices.CLASS_LIMITS.items()
+}
 # The devices table's CHECK: a heartbeat of more than a day would hide an offline device.
 HEARTBEAT_RANGE = (1, 86400)
 # One transaction per batch: small enough that a failed batch is cheap to redo row by row,

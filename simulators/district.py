@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from devices import CATALOGUE
-from devices.registry_files import DEVICE_COLUMNS, FACILITY_COLUMNS, ZONE_COLUMNS
-
-FACILITY_KINDS: Final = ("elderly", "childcare", "integrated")
+from devices.registry_files import (
+    DEVICE_COLUMNS,
+    FACILITY_COLUMNS,
+    FACILITY_KINDS,
+    ZONE_COLUMNS,
+)
 
 # National limits for childcare classes (SPEC §5): class type -> (max children, children per staff).
 CLASS_LIMITS: Final[dict[str, tuple[int, int]]] = {
