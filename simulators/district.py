@@ -15,7 +15,6 @@ from devices import CATALOGUE
 from devices.registry_files import (
     DEVICE_COLUMNS,
     FACILITY_COLUMNS,
-    FACILITY_KINDS,
     ZONE_COLUMNS,
 )
 
