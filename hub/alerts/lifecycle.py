@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,6 +42,17 @@ ACTOR_MAX = 128
 SNOOZE_MAX = timedelta(days=7)
 # The column each escalation step stamps, once.
 _ESCALATION_COLUMNS = {"renotify": "renotified_at", "overdue": "overdue_at"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One action on an alert: what, by whom, with which note (and disposition), when."""
+
+    action: str
+    actor: str
+    note: str
+    disposition: str | None
+    at: datetime
 
 
 class AlertStore:
@@ -142,30 +154,17 @@ class AlertStore:
             if locked is None:
                 raise AlertError("not_found", f"there is no alert {alert_id}")
             alert, db_now = locked
-            change = await self._apply(
-                conn, alert, action, actor, note, disposition=disposition, at=at or db_now
-            )
+            step = _Step(action, actor, note, disposition, at or db_now)
+            change = await self._apply(conn, alert, step)
             await self._record(conn, change)
         self._announce(change)
         return change
 
-    async def _apply(
-        self,
-        conn: AsyncConnection[Any],
-        alert: Alert,
-        action: str,
-        actor: str,
-        note: str,
-        *,
-        disposition: str | None,
-        at: datetime,
-    ) -> AlertChange:
-        """Make one action's change to a locked alert (or AlertError if its state forbids)."""
-        changes = _transition_changes(
-            alert, action, actor=actor, note=note, disposition=disposition, at=at
-        )
+    async def _apply(self, conn: AsyncConnection[Any], alert: Alert, step: _Step) -> AlertChange:
+        """Make one step's change to a locked alert (or AlertError if its state forbids)."""
+        changes = _transition_changes(alert, step)
         alert_after = await alert_rows.update_alert(conn, alert.id, changes) if changes else alert
-        return AlertChange(alert_after, action, alert.state, actor, at, note)
+        return AlertChange(alert_after, step.action, alert.state, step.actor, step.at, step.note)
 
     async def resolve_condition_ended(self, alert_id: int, at: datetime, why: str) -> AlertChange:
         """Resolve a non-latched alert whose condition ended (by the system, `other`)."""
@@ -180,13 +179,10 @@ class AlertStore:
             if alert is None:
                 return None
             if alert.latched:
-                change = await self._apply(
-                    conn, alert, "clear", "device", "cleared at the device", disposition=None, at=at
-                )
+                step = _Step("clear", "device", "cleared at the device", None, at)
             else:
-                change = await self._apply(
-                    conn, alert, "resolve", "system", "condition ended", disposition="other", at=at
-                )
+                step = _Step("resolve", "system", "condition ended", "other", at)
+            change = await self._apply(conn, alert, step)
             await self._record(conn, change)
         self._announce(change)
         return change
@@ -304,16 +300,9 @@ def _checked_note(note: str) -> str:
     return note
 
 
-def _transition_changes(
-    alert: Alert,
-    action: str,
-    *,
-    actor: str,
-    note: str,
-    disposition: str | None,
-    at: datetime,
-) -> dict[str, object]:
-    """The columns an action changes, or AlertError when the state does not allow it."""
+def _transition_changes(alert: Alert, step: _Step) -> dict[str, object]:
+    """The columns a step changes, or AlertError when the state does not allow it."""
+    action, actor, at = step.action, step.actor, step.at
     state: AlertState = alert.state
     if action == "comment":
         return {}
@@ -343,7 +332,7 @@ def _transition_changes(
             "state": "resolved",
             "resolved_at": at,
             "resolved_by": actor,
-            "disposition": disposition,
-            "note": note,
+            "disposition": step.disposition,
+            "note": step.note,
         }
     raise AlertError("invalid", f"unknown action {action!r}")
