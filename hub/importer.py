@@ -10,7 +10,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from datetime import time as clock_time
 from itertools import islice
@@ -93,6 +93,12 @@ class DeviceRow:
 
 
 RegistryRow: TypeAlias = FacilityRow | ZoneRow | DeviceRow
+# Each row type's fields after `row` are its file's SPEC §5 columns, in the order the
+# registry tables take them.
+_RECORD_FIELDS: dict[type, tuple[str, ...]] = {
+    row_type: tuple(field.name for field in fields(row_type))[1:]
+    for row_type in (FacilityRow, ZoneRow, DeviceRow)
+}
 
 
 @dataclass(frozen=True)
@@ -503,37 +509,7 @@ class _Progress:
 
 def _as_record(record: RegistryRow) -> store.Record:
     """The row number, and the values in the column order of hub.storage.registry."""
-    if isinstance(record, FacilityRow):
-        return record.row, (
-            record.id,
-            record.name,
-            record.kind,
-            record.district,
-            record.address,
-            record.latitude,
-            record.longitude,
-            record.registration_no,
-            record.beds,
-            record.childcare_places,
-        )
-    if isinstance(record, ZoneRow):
-        return record.row, (
-            record.facility_id,
-            record.zone_id,
-            record.name,
-            record.kind,
-            record.capacity,
-            record.class_type,
-        )
-    return record.row, (
-        record.id,
-        record.facility_id,
-        record.type,
-        record.zone_id,
-        record.heartbeat_s,
-        record.vendor,
-        record.model,
-    )
+    return record.row, tuple(getattr(record, name) for name in _RECORD_FIELDS[type(record)])
 
 
 async def import_file(

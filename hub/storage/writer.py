@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -42,11 +43,26 @@ CREATE TEMP TABLE IF NOT EXISTS stage_state (
 ) ON COMMIT DELETE ROWS;
 """
 
-_READING_COLUMNS = (
-    "ts, device_id, seq, facility_id, zone_id, received_at,"
-    " battery, presence, count, staff, rssi, payload"
+# The columns of readings and events before `payload`, named as the models' fields, so
+# one list gives both the COPY column order and the values copied.
+_READING_FIELDS = (
+    "ts",
+    "device_id",
+    "seq",
+    "facility_id",
+    "zone_id",
+    "received_at",
+    "battery",
+    "presence",
+    "count",
+    "staff",
+    "rssi",
 )
-_EVENT_COLUMNS = "ts, device_id, seq, facility_id, zone_id, event, received_at, payload"
+_EVENT_FIELDS = ("ts", "device_id", "seq", "facility_id", "zone_id", "event", "received_at")
+_READING_COLUMNS = ", ".join((*_READING_FIELDS, "payload"))
+_EVENT_COLUMNS = ", ".join((*_EVENT_FIELDS, "payload"))
+_reading_values = attrgetter(*_READING_FIELDS)
+_event_values = attrgetter(*_EVENT_FIELDS)
 
 _UPSERT_STATE = """
 INSERT INTO device_state AS d (device_id, last_seen, last_seq, online, battery, presence, count,
@@ -233,42 +249,14 @@ class BatchWriter:
                         cur,
                         "readings",
                         _READING_COLUMNS,
-                        (
-                            (
-                                r.ts,
-                                r.device_id,
-                                r.seq,
-                                r.facility_id,
-                                r.zone_id,
-                                r.received_at,
-                                r.battery,
-                                r.presence,
-                                r.count,
-                                r.staff,
-                                r.rssi,
-                                _encode_json(r.payload).decode(),
-                            )
-                            for r in readings
-                        ),
+                        ((*_reading_values(r), _encode_json(r.payload).decode()) for r in readings),
                     )
                 if events:
                     result.events = await _stage_then_insert(
                         cur,
                         "events",
                         _EVENT_COLUMNS,
-                        (
-                            (
-                                e.ts,
-                                e.device_id,
-                                e.seq,
-                                e.facility_id,
-                                e.zone_id,
-                                e.event,
-                                e.received_at,
-                                _encode_json(e.payload).decode(),
-                            )
-                            for e in events
-                        ),
+                        ((*_event_values(e), _encode_json(e.payload).decode()) for e in events),
                     )
                 if statuses:
                     async with cur.copy(
