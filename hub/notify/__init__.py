@@ -8,7 +8,6 @@ retries and reports each endpoint's health, and `webhooks` registers the endpoin
 from hub.errors import NotifyError
 from hub.notify.delivery import Notifier
 from hub.notify.formats import FORMATS, redact_url
-from hub.notify.outbox import enqueue_notices
 from hub.notify.webhooks import add_webhook
 
-__all__ = ["FORMATS", "Notifier", "NotifyError", "add_webhook", "enqueue_notices", "redact_url"]
+__all__ = ["FORMATS", "Notifier", "NotifyError", "add_webhook", "redact_url"]

@@ -24,8 +24,9 @@ from psycopg_pool import AsyncConnectionPool
 from hub.clock import ManualClock
 from hub.errors import NotifyError
 from hub.models import Alert, AlertChange, Priority
-from hub.notify import Notifier, add_webhook, enqueue_notices
+from hub.notify import Notifier, add_webhook
 from hub.notify.formats import dingtalk_sign, json_signature
+from hub.notify.outbox import enqueue_notices
 from hub.settings import Settings
 from hub.storage.pool import create_pool
 from tests.fix_hub import FACILITY, OTHER_FACILITY
