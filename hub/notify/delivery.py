@@ -71,7 +71,6 @@ ERROR_MAX_CHARS = 500
 RATE_LIMIT_ERRCODES = frozenset({45009, 130101})
 # Statuses that say something about this one message rather than about the endpoint.
 MESSAGE_STATUSES = frozenset({400, 413, 422})
-# Facilities are in China (UTC+8, no daylight saving); staff read times in it.
 
 _jitter = random.SystemRandom()
 
