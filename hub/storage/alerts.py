@@ -1,4 +1,4 @@
-"""Queries of the alerts table family: alerts, their trigger claims, snoozes, live changes."""
+"""Queries of the alerts table family: alerts, their trigger claims, and snoozes."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Queries of the live feed: the `live_changes` log and its NOTIFY channel, a websocket
-client's scope and snapshot, and devices' state.
+"""Queries of the live feed: the `live_changes` log, its NOTIFY channel, client snapshots.
 
+A websocket client's scope and snapshot and the devices' state are read here too.
 Facility status and zone counts come from hub/storage/status.py (shared with the REST
 API); this module adds what only the live feed needs, in bulk, one round trip each.
 """

@@ -1,4 +1,8 @@
-"""Registry SQL: batched upserts of imported rows, reference checks, pending-device registration."""
+"""Registry SQL: the facilities, zones and devices tables, imported, checked and read.
+
+Batched upserts of imported rows, reference checks, pending-device registration, the
+pipeline's device lookups, and the docs/api.md Device and Facility columns.
+"""
 
 from __future__ import annotations
 

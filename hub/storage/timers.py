@@ -1,5 +1,6 @@
-"""Queries of the timer leader: its advisory lock, the snapshots its sweeps read, the
-`rule_conditions` it keeps, and the pruning of old live changes and trigger claims.
+"""Queries of the timer leader: its lock, its sweeps' snapshots, the conditions it keeps.
+
+It also prunes old live changes and trigger claims (`rule_conditions` is its own table).
 """
 
 from __future__ import annotations
