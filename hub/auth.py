@@ -96,7 +96,7 @@ class Principal:
         return self.role == "admin"
 
     def scope_params(self) -> dict[str, Any]:
-        """Query parameters for storage.api_queries.SCOPE_SQL: rows this caller sees."""
+        """Query parameters for `SCOPE_SQL`: restrict rows to what this caller sees."""
         return {
             "scope_all": self.sees_all,
             "scope_district": self.district if self.role == "regulator" else None,
@@ -112,6 +112,11 @@ class Principal:
             "district": self.district,
             "display_name": self.display_name,
         }
+
+
+# Used as `WHERE ... AND {SCOPE_SQL}` with `f` the facilities table and the parameters of
+# Principal.scope_params(); one definition, so every list agrees on what a caller sees.
+SCOPE_SQL = "(%(scope_all)s OR f.district = %(scope_district)s OR f.id = %(scope_facility)s)"
 
 
 @dataclass(frozen=True, slots=True)

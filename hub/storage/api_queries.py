@@ -1,6 +1,6 @@
 """The HTTP API's queries (docs/api.md): lists in a caller's scope, one object, histories.
 
-Every list takes the caller's scope as the parameters of `SCOPE_SQL` below (over the
+Every list takes the caller's scope as the parameters of `hub.auth.SCOPE_SQL` (over the
 facilities table `f`) and a keyset cursor, and fetches one row more than asked so the
 router knows whether there is a next page.
 """
@@ -14,6 +14,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from devices import CATALOGUE
+from hub.auth import SCOPE_SQL
 from hub.models import Alert
 from hub.storage.alerts import ALERT_FIELDS, alert_of
 from hub.storage.registry import DEVICE_COLUMNS, FACILITY_COLUMNS
@@ -25,10 +26,6 @@ BUCKET_SECONDS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 # for every bucket size here).
 _ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
 
-# Used as `WHERE ... AND {SCOPE_SQL}` with `f` the facilities table and the parameters of
-# hub.auth.Principal.scope_params(); one definition, so every list agrees on what a caller
-# sees.
-SCOPE_SQL = "(%(scope_all)s OR f.district = %(scope_district)s OR f.id = %(scope_facility)s)"
 _DEVICE_SELECT = (
     f"SELECT {DEVICE_COLUMNS}, f.district FROM devices d"
     " JOIN facilities f ON f.id = d.facility_id"
