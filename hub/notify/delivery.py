@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from hub.clock import Clock
 from hub.errors import raise_if_cancelled
-from hub.models import AlertChange
+from hub.models import AlertChange, AlertDecision
 from hub.notify.formats import dingtalk_signed_url, json_signature, redact_url, render
 from hub.notify.outbox import enqueue_notices
 from hub.settings import Settings
@@ -173,6 +173,14 @@ class Notifier:
         """Look for due rows now (an after-commit listener); otherwise every POLL_S."""
         del change
         self._wake.set()
+
+    def alert_changed(self, change: AlertChange) -> None:
+        """A committed change may have queued notices in its transaction: send them now."""
+        self.wake(change)
+
+    def alert_provisional(self, decision: AlertDecision) -> None:
+        """Nothing yet: a notice is queued with the stored alert, once the spool replays it."""
+        del decision
 
     async def run(self) -> None:
         """Send due notices until cancelled; HTTP and database failures never end it."""
