@@ -34,6 +34,14 @@ class ImportRowError(HubError):
         self.message = message
 
 
+class RegistryError(HubError):
+    """A registry change was refused: an unknown device, facility or zone, or a bad value."""
+
+
+class ImportFileError(RegistryError):
+    """A registry file cannot be read as a whole: unreadable, wrong format or wrong header."""
+
+
 class RuleError(HubError):
     """A rule override is invalid; the message names the facility, zone, kind and field."""
 
@@ -62,6 +70,17 @@ class QueryError(HubError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class CursorError(QueryError):
+    """A `cursor` parameter this API did not hand out."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid", "cursor: not a cursor this list returned; start without one")
+
+
+class NotifyError(HubError):
+    """A webhook cannot be configured as asked; the message says why."""
 
 
 def raise_if_cancelled() -> None:

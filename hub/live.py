@@ -5,7 +5,7 @@ process LISTENs, reads the rows after the last one it saw (so nothing is skipped
 reconnect) and hands them to its subscribers. Each subscriber has a bounded queue: one
 that falls behind is marked lagging and gets nothing more, never slowing the others.
 
-Floods: when a facility raises more than `flood_threshold` alerts within the window, its
+Floods (hub/rules.py FloodRule, the notifications' rule too): while a facility floods, its
 new medium and low alerts reach subscribers as one summary per facility and second
 ("37 devices offline"); each alert is still stored. High alerts always come singly.
 
@@ -33,10 +33,18 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from devices import ALERT_LABELS
-from hub.alerts import live_channel
-from hub.errors import raise_if_cancelled
+from hub.errors import StorageError, raise_if_cancelled
 from hub.models import AlertChange, AlertDecision
+from hub.rules import FloodRule
 from hub.settings import Settings
+from hub.storage.live import (
+    changes_after,
+    changes_with_ids,
+    last_change_id,
+    listen,
+    live_channel,
+)
+from hub.storage.pool import connect
 
 logger = logging.getLogger(__name__)
 
@@ -192,9 +200,6 @@ class LiveFeed:
         self,
         settings: Settings,
         pool: AsyncConnectionPool[AsyncConnection[object]],
-        *,
-        flood_threshold: int = 10,
-        flood_window_s: float = 600.0,
     ) -> None:
         self._settings = settings
         self._pool = pool
@@ -205,8 +210,8 @@ class LiveFeed:
         # (monotonic) they are looked for.
         self._gaps: dict[int, float] = {}
         self._floods: dict[str, _Flood] = {}
-        self._threshold = flood_threshold
-        self._window = flood_window_s
+        # The notifications group by the same rule, so the screen and the phone agree.
+        self._flood = FloodRule.of(settings)
         self._last_id: int | None = None
         self.listening = asyncio.Event()
         self.delivered = 0
@@ -281,7 +286,7 @@ class LiveFeed:
             while True:
                 try:
                     await self._listen()
-                except (psycopg.Error, OSError) as exc:
+                except (psycopg.Error, OSError, StorageError) as exc:
                     raise_if_cancelled()
                     logger.warning("live feed lost its database connection: %s", exc)
                 except Exception:
@@ -292,17 +297,11 @@ class LiveFeed:
                 await asyncio.sleep(RECONNECT_S)
 
     async def _listen(self) -> None:
-        conn = await AsyncConnection.connect(
-            self._settings.database_url,
-            autocommit=True,
-            options=f"-c search_path={self._settings.database_schema},public",
-        )
+        conn = await connect(self._settings)
         async with conn:
-            await conn.execute(f'LISTEN "{self._channel}"')
+            await listen(conn, self._channel)
             if self._last_id is None:
-                cur = await conn.execute("SELECT coalesce(max(id), 0) FROM live_changes")
-                row = await cur.fetchone()
-                self._last_id = int(row[0]) if row else 0
+                self._last_id = await last_change_id(conn)
             await self._catch_up(conn)
             self.listening.set()
             while True:
@@ -314,16 +313,11 @@ class LiveFeed:
 
     async def _catch_up(self, conn: AsyncConnection[Any]) -> None:
         while True:
-            cur = await conn.execute(
-                "SELECT id, facility_id, change FROM live_changes WHERE id > %s"
-                " ORDER BY id LIMIT %s",
-                (self._last_id, CATCH_UP_ROWS),
-            )
-            rows = await cur.fetchall()
+            rows = await changes_after(conn, self._last_id, CATCH_UP_ROWS)
             for n, (change_id, facility_id, change) in enumerate(rows, 1):
-                self._note_gap(int(change_id))
-                self._last_id = int(change_id)
-                self._dispatch(int(change_id), str(facility_id), dict(change))
+                self._note_gap(change_id)
+                self._last_id = change_id
+                self._dispatch(change_id, facility_id, change)
                 if n % WRITE_BURST == 0:
                     await asyncio.sleep(0)
             if len(rows) < CATCH_UP_ROWS:
@@ -347,13 +341,9 @@ class LiveFeed:
 
     async def _fill_gaps(self, conn: AsyncConnection[Any]) -> None:
         """Dispatch the skipped-over changes that have committed since; forget old gaps."""
-        cur = await conn.execute(
-            "SELECT id, facility_id, change FROM live_changes WHERE id = ANY(%s) ORDER BY id",
-            (list(self._gaps),),
-        )
-        for change_id, facility_id, change in await cur.fetchall():
-            del self._gaps[int(change_id)]
-            self._dispatch(int(change_id), str(facility_id), dict(change))
+        for change_id, facility_id, change in await changes_with_ids(conn, list(self._gaps)):
+            del self._gaps[change_id]
+            self._dispatch(change_id, facility_id, change)
         now = time.monotonic()
         for expired in [gap for gap, deadline in self._gaps.items() if deadline < now]:
             del self._gaps[expired]
@@ -365,11 +355,11 @@ class LiveFeed:
             flood = self._floods.setdefault(facility_id, _Flood())
             now = time.monotonic()
             flood.raised.append(now)
-            while flood.raised and flood.raised[0] < now - self._window:
+            while flood.raised and flood.raised[0] < now - self._flood.window_s:
                 flood.raised.popleft()
             if not flood.raised:
                 flood.grouped.clear()
-            if len(flood.raised) > self._threshold and alert.get("priority") != "high":
+            if self._flood.groups(str(alert.get("priority")), len(flood.raised)):
                 flood.grouped[str(alert.get("kind"))] += 1
                 flood.dirty = True
                 return

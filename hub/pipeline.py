@@ -29,7 +29,7 @@ from hub.outbound import Dispatcher
 from hub.rules import Clear, RuleParams, ScheduledTestCall, decide_event
 from hub.settings import Settings
 from hub.spool import Spool
-from hub.storage.queries import find_device, load_devices
+from hub.storage.registry import find_device, load_devices
 from hub.storage.rules import load_rule_params
 from hub.storage.writer import BatchResult, BatchWriter
 

@@ -18,6 +18,7 @@ from typing import Any
 from devices import ALERT_KINDS, CLASS_LIMITS, RULE_PARAMS
 from hub.errors import RuleError
 from hub.models import AlertDecision, DeviceInfo, Event
+from hub.settings import Settings
 
 # A kind a shelved (snoozed) zone still raises loudly: a person pressed for help.
 NEVER_SHELVED = frozenset({"sos"})
@@ -344,3 +345,29 @@ def ratio_breaches(zones: Iterable[ZoneSnapshot]) -> list[Condition]:
                 )
             )
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class FloodRule:
+    """SPEC §4 floods: more than `threshold` new alerts within `window_s` at one facility.
+
+    The live feed and the notifications both ask it, so the screen and the phone group
+    the same alerts. High alerts (a fall, a press) are never grouped: each is heard alone.
+    """
+
+    threshold: int
+    window_s: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> FloodRule:
+        """The flood rule of these settings (CAREHUB_FLOOD_THRESHOLD, CAREHUB_FLOOD_WINDOW_S)."""
+        return cls(settings.flood_threshold, settings.flood_window_s)
+
+    @property
+    def window(self) -> timedelta:
+        """The window over which a facility's new alerts are counted."""
+        return timedelta(seconds=self.window_s)
+
+    def groups(self, priority: str, raised_in_window: int) -> bool:
+        """Whether an alert of `priority` joins its facility's flood summary."""
+        return priority != "high" and raised_in_window > self.threshold

@@ -8,13 +8,18 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hub.errors import SettingsError
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TOPIC_ROOT = re.compile(r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$")
+# What a name setting must look like, and what to tell someone whose value does not.
+_NAME_RULES = {
+    "database_schema": (_IDENTIFIER, "must be a lower-case SQL identifier ([a-z_][a-z0-9_]*)"),
+    "topic_root": (_TOPIC_ROOT, "must be topic levels of [A-Za-z0-9_-], without wildcards"),
+}
 
 
 class Settings(BaseSettings):
@@ -83,15 +88,27 @@ class Settings(BaseSettings):
     # for a burst (every facility's status after an outage) is cheap.
     live_client_queue: int = Field(default=10_000, ge=100, le=1_000_000)
 
-    # -- staff notifications (hub/notify.py) ----------------------------------------------
+    # -- staff notifications (hub/notify/) ------------------------------------------------
     # One POST to a webhook may take this long; a dead endpoint costs at most this per try.
     notify_timeout_s: float = Field(default=5.0, gt=0, le=60)
     # Tries per notice before it is marked failed (backoff 1, 2, 4 ... s, at most 300 s).
     notify_max_attempts: int = Field(default=8, ge=1, le=30)
+
+    # -- floods (hub/rules.py FloodRule) --------------------------------------------------
     # More than this many alerts raised at a facility within the window: its medium and
-    # low notices are grouped into one summary per webhook (SPEC §4 floods).
-    notify_flood_threshold: int = Field(default=10, ge=1)
-    notify_flood_window_s: int = Field(default=600, ge=10, le=86400)
+    # low alerts are grouped, on the screen and in the notifications alike (SPEC §4).
+    # CAREHUB_NOTIFY_FLOOD_* are the names earlier READMEs gave; they still work.
+    flood_threshold: int = Field(
+        default=10,
+        ge=1,
+        validation_alias=AliasChoices("CAREHUB_FLOOD_THRESHOLD", "CAREHUB_NOTIFY_FLOOD_THRESHOLD"),
+    )
+    flood_window_s: int = Field(
+        default=600,
+        ge=10,
+        le=86400,
+        validation_alias=AliasChoices("CAREHUB_FLOOD_WINDOW_S", "CAREHUB_NOTIFY_FLOOD_WINDOW_S"),
+    )
 
     @field_validator("mqtt_protocol", mode="before")
     @classmethod
@@ -101,18 +118,12 @@ class Settings(BaseSettings):
             return int(value)
         return value
 
-    @field_validator("database_schema")
+    @field_validator("database_schema", "topic_root")
     @classmethod
-    def _schema_is_identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
-            raise ValueError("must be a lower-case SQL identifier ([a-z_][a-z0-9_]*)")
-        return value
-
-    @field_validator("topic_root")
-    @classmethod
-    def _root_is_topic(cls, value: str) -> str:
-        if not _TOPIC_ROOT.match(value):
-            raise ValueError("must be topic levels of [A-Za-z0-9_-], without wildcards")
+    def _name_is_well_formed(cls, value: str, info: ValidationInfo) -> str:
+        pattern, rule = _NAME_RULES[info.field_name or ""]
+        if not pattern.match(value):
+            raise ValueError(rule)
         return value
 
     @field_validator("mqtt_url")

@@ -18,8 +18,6 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from hub.alerts import AlertStore
@@ -28,7 +26,6 @@ from hub.errors import HubError, raise_if_cancelled
 from hub.models import DeviceInfo
 from hub.rules import (
     Condition,
-    DeviceSnapshot,
     RuleParams,
     ZoneSnapshot,
     battery_verdict,
@@ -38,6 +35,9 @@ from hub.rules import (
     ratio_breaches,
 )
 from hub.settings import Settings
+from hub.storage import alerts as alert_rows
+from hub.storage import timers as timer_rows
+from hub.storage.pool import connect
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ ALERT_TRIGGERS_KEEP = "30 days"
 _LOCK_CLASS = 0x63617265  # 'care'
 _HIGH = ("high",)
 _ESCALATING = ("high", "medium")
+# The open alerts each sweep resolves when their condition ends.
+_DEVICE_KINDS = ("device_offline", "low_battery")
+_ZONE_KINDS = ("over_capacity", "staff_ratio")
 
 
 class Timers:
@@ -101,17 +104,9 @@ class Timers:
             await asyncio.sleep(FOLLOWER_RETRY_S)
 
     async def _lead_if_possible(self) -> None:
-        conn = await AsyncConnection.connect(
-            self._settings.database_url,
-            autocommit=True,
-            options=f"-c search_path={self._settings.database_schema},public",
-        )
+        conn = await connect(self._settings)
         async with conn:
-            cur = await conn.execute(
-                "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,)
-            )
-            row = await cur.fetchone()
-            if row is None or not row[0]:
+            if not await timer_rows.try_timer_lock(conn, _LOCK_CLASS):
                 return
             self.leader.set()
             logger.info("this process runs the timers now")
@@ -121,7 +116,7 @@ class Timers:
                     if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
                         await self.prune()
                     # The lock lives with this session: a broken connection ends the term.
-                    await conn.execute("SELECT 1")
+                    await timer_rows.ping(conn)
                     await asyncio.sleep(TICK_S)
             finally:
                 self.leader.clear()
@@ -145,13 +140,7 @@ class Timers:
                 ("live_changes", LIVE_CHANGES_KEEP),
                 ("alert_triggers", ALERT_TRIGGERS_KEEP),
             ):
-                key = "id" if table == "live_changes" else "ctid"
-                cur = await conn.execute(
-                    f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table}"
-                    f" WHERE at < now() - interval '{keep}' LIMIT %s)",
-                    (PRUNE_BATCH,),
-                )
-                removed += cur.rowcount
+                removed += await timer_rows.prune_old(conn, table, keep, PRUNE_BATCH)
         return removed
 
     # -- device rules --------------------------------------------------------------------
@@ -161,27 +150,9 @@ class Timers:
         # healthy district of 10,000 devices costs one indexed query, not a blocked loop.
         factor = min(params.values_in_force("device_offline", "heartbeat_factor"))
         threshold = max(params.values_in_force("low_battery", "threshold_percent"))
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                "SELECT d.id, d.facility_id, d.type, d.zone_id, d.heartbeat_s, d.registered_at,"
-                " s.last_seen, s.online, s.battery, s.count, s.staff"
-                " FROM devices d LEFT JOIN device_state s ON s.device_id = d.id"
-                " WHERE s.online IS FALSE"
-                " OR coalesce(s.last_seen, d.registered_at)"
-                "    < %s - make_interval(secs => %s * d.heartbeat_s)"
-                " OR s.battery <= %s"
-                " OR EXISTS (SELECT 1 FROM alerts a WHERE a.subject = d.id"
-                "  AND a.kind IN ('device_offline', 'low_battery') AND a.state <> 'resolved')",
-                (now, factor, threshold),
-            )
-            snapshots = [_device_snapshot(row) for row in await cur.fetchall()]
-            await cur.execute(
-                "SELECT id, subject, kind FROM alerts WHERE state <> 'resolved'"
-                " AND kind IN ('device_offline', 'low_battery')"
-            )
-            open_alerts = {
-                (row["subject"], row["kind"]): int(row["id"]) for row in await cur.fetchall()
-            }
+        async with self._pool.connection() as conn:
+            snapshots = await timer_rows.devices_to_check(conn, now, factor, threshold)
+            open_alerts = await alert_rows.open_alert_ids(conn, _DEVICE_KINDS)
         for n, snapshot in enumerate(snapshots):
             if n % SWEEP_YIELD_EVERY == SWEEP_YIELD_EVERY - 1:
                 await asyncio.sleep(0)  # a district-wide outage must not stall ingest
@@ -220,17 +191,8 @@ class Timers:
     ) -> None:
         alert_id = open_alerts.get((device.id, kind))
         if holds and alert_id is None:
-            await self._alerts.raise_alert(
-                decision(
-                    kind,
-                    facility_id=device.facility_id,
-                    zone_id=device.zone_id,
-                    device_id=device.id,
-                    subject=device.id,
-                    at=now,
-                    detail=detail,
-                )
-            )
+            condition = Condition(kind, device.id, device.facility_id, device.zone_id, detail)
+            await self._raise_condition(condition, now, device_id=device.id)
         elif not holds and alert_id is not None:
             await self._alerts.resolve_condition_ended(alert_id, now, "condition ended")
 
@@ -241,36 +203,13 @@ class Timers:
         holding = {
             (c.subject, c.kind): c for c in [*capacity_breaches(zones, facility_capacity)]
         } | {(c.subject, c.kind): c for c in ratio_breaches(zones)}
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute("SELECT subject, kind, since FROM rule_conditions")
-            since = {(row["subject"], row["kind"]): row["since"] for row in await cur.fetchall()}
-            await cur.execute(
-                "SELECT id, subject, kind FROM alerts WHERE state <> 'resolved'"
-                " AND kind IN ('over_capacity', 'staff_ratio')"
+        async with self._pool.connection() as conn:
+            since = await timer_rows.condition_starts(conn)
+            open_alerts = await alert_rows.open_alert_ids(conn, _ZONE_KINDS)
+            await timer_rows.start_conditions(
+                conn, [c for key, c in holding.items() if key not in since], now
             )
-            open_alerts = {
-                (row["subject"], row["kind"]): int(row["id"]) for row in await cur.fetchall()
-            }
-            for key, condition in holding.items():
-                if key not in since:
-                    await conn.execute(
-                        "INSERT INTO rule_conditions (subject, kind, facility_id, zone_id, since,"
-                        " detail) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        (
-                            *key,
-                            condition.facility_id,
-                            condition.zone_id,
-                            now,
-                            Jsonb(condition.detail),
-                        ),
-                    )
-            ended = [key for key in since if key not in holding]
-            if ended:
-                await conn.execute(
-                    "DELETE FROM rule_conditions WHERE (subject, kind) IN"
-                    " (SELECT * FROM unnest(%s::text[], %s::text[]))",
-                    ([s for s, _ in ended], [k for _, k in ended]),
-                )
+            await timer_rows.end_conditions(conn, [key for key in since if key not in holding])
         for key, condition in holding.items():
             started = since.get(key, now)
             hold_s = params.get(condition.kind, condition.facility_id, condition.zone_id)["hold_s"]
@@ -280,13 +219,16 @@ class Timers:
             if key not in holding:
                 await self._alerts.resolve_condition_ended(alert_id, now, "condition ended")
 
-    async def _raise_condition(self, condition: Condition, now: datetime) -> None:
+    async def _raise_condition(
+        self, condition: Condition, now: datetime, *, device_id: str | None = None
+    ) -> None:
+        """Raise the alert of a condition that holds, about a device or a zone (None)."""
         await self._alerts.raise_alert(
             decision(
                 condition.kind,
                 facility_id=condition.facility_id,
                 zone_id=condition.zone_id,
-                device_id=None,
+                device_id=device_id,
                 subject=condition.subject,
                 at=now,
                 detail=condition.detail,
@@ -295,93 +237,36 @@ class Timers:
 
     async def _zone_snapshots(self, now: datetime) -> tuple[list[ZoneSnapshot], dict[str, int]]:
         """Zones with the latest count of their fresh counters, and facility capacities."""
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            # A counter that has gone quiet says nothing about now: its count is ignored.
-            await cur.execute(
-                "SELECT z.facility_id, z.zone_id, z.capacity, z.class_type,"
-                " sum(s.count)::int AS count, sum(s.staff)::int AS staff"
-                " FROM zones z JOIN devices d ON d.facility_id = z.facility_id"
-                "  AND d.zone_id = z.zone_id AND d.type = 'occupancy_counter'"
-                " JOIN device_state s ON s.device_id = d.id AND s.count IS NOT NULL"
-                "  AND s.last_seen > %s - make_interval(secs => 2 * d.heartbeat_s)"
-                " GROUP BY z.facility_id, z.zone_id, z.capacity, z.class_type",
-                (now,),
-            )
-            zones = [
-                ZoneSnapshot(
-                    row["facility_id"],
-                    row["zone_id"],
-                    row["capacity"],
-                    row["class_type"],
-                    row["count"],
-                    row["staff"],
-                )
-                for row in await cur.fetchall()
-            ]
-            await cur.execute("SELECT id, beds + childcare_places AS capacity FROM facilities")
-            capacity = {row["id"]: int(row["capacity"]) for row in await cur.fetchall()}
+        async with self._pool.connection() as conn:
+            zones = await timer_rows.zone_snapshots(conn, now)
+            capacity = await timer_rows.facility_capacities(conn)
         return zones, capacity
 
     # -- escalation and long lie ---------------------------------------------------------
 
     async def _escalations(self, now: datetime, params: RuleParams) -> None:
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                "SELECT id, facility_id, zone_id, priority, raised_at, renotified_at, overdue_at"
-                " FROM alerts WHERE state = 'active' AND NOT shelved AND priority = ANY(%s)"
-                " AND (renotified_at IS NULL OR overdue_at IS NULL)",
-                (list(_ESCALATING),),
-            )
-            rows = await cur.fetchall()
-        for row in rows:
-            timing = params.get("escalation", row["facility_id"], row["zone_id"])
-            age = now - row["raised_at"]
-            if row["renotified_at"] is None and age >= timedelta(
-                seconds=timing["renotify_after_s"]
-            ):
-                await self._alerts.escalate(row["id"], "renotify", now)
+        async with self._pool.connection() as conn:
+            candidates = await alert_rows.escalation_candidates(conn, _ESCALATING)
+        for alert in candidates:
+            timing = params.get("escalation", alert.facility_id, alert.zone_id)
+            age = now - alert.raised_at
+            if alert.renotified_at is None and age >= timedelta(seconds=timing["renotify_after_s"]):
+                await self._alerts.escalate(alert.id, "renotify", now)
             if (
-                row["overdue_at"] is None
-                and row["priority"] in _HIGH
+                alert.overdue_at is None
+                and alert.priority in _HIGH
                 and age >= timedelta(seconds=timing["overdue_after_s"])
             ):
-                await self._alerts.escalate(row["id"], "overdue", now)
+                await self._alerts.escalate(alert.id, "overdue", now)
 
     async def _long_lies(self, now: datetime, params: RuleParams) -> None:
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            # Falls nobody has attended yet, with no long_lie raised for them.
-            await cur.execute(
-                "SELECT f.id, f.facility_id, f.zone_id, f.device_id, f.raised_at FROM alerts f"
-                " WHERE f.kind = 'fall' AND f.state IN ('active', 'acknowledged')"
-                " AND NOT EXISTS (SELECT 1 FROM alerts l WHERE l.kind = 'long_lie'"
-                "  AND l.subject = f.subject AND l.detail->>'fall_alert_id' = f.id::text)"
-            )
-            falls = await cur.fetchall()
+        async with self._pool.connection() as conn:
+            falls = await alert_rows.unattended_falls(conn)
         for fall in falls:
-            limit = params.get("long_lie", fall["facility_id"], fall["zone_id"])["limit_min"]
-            if now - fall["raised_at"] >= timedelta(minutes=limit):
-                await self._alerts.raise_alert(
-                    decision(
-                        "long_lie",
-                        facility_id=fall["facility_id"],
-                        zone_id=fall["zone_id"],
-                        device_id=fall["device_id"],
-                        subject=fall["device_id"],
-                        at=now,
-                        detail={"fall_alert_id": str(fall["id"]), "limit_min": limit},
-                    )
+            limit = params.get("long_lie", fall.facility_id, fall.zone_id)["limit_min"]
+            if now - fall.raised_at >= timedelta(minutes=limit):
+                detail = {"fall_alert_id": str(fall.id), "limit_min": limit}
+                condition = Condition(
+                    "long_lie", fall.device_id, fall.facility_id, fall.zone_id, detail
                 )
-
-
-def _device_snapshot(row: dict[str, Any]) -> DeviceSnapshot:
-    return DeviceSnapshot(
-        device=DeviceInfo(
-            row["id"], row["facility_id"], row["type"], row["zone_id"], row["heartbeat_s"]
-        ),
-        registered_at=row["registered_at"],
-        last_seen=row["last_seen"],
-        online=row["online"],
-        battery=row["battery"],
-        count=row["count"],
-        staff=row["staff"],
-    )
+                await self._raise_condition(condition, now, device_id=fall.device_id)

@@ -1,12 +1,10 @@
 """Simulated facilities and devices that speak carehub's MQTT contract over a real broker."""
 
+from devices.registry_files import DEVICE_COLUMNS, FACILITY_COLUMNS, ZONE_COLUMNS
 from simulators.behaviour import SHANGHAI, SimClock, daily_fraction, format_ts
 from simulators.device import MqttTarget, SimulatedDevice, parse_mqtt_url
 from simulators.district import (
     CLASS_LIMITS,
-    DEVICE_COLUMNS,
-    FACILITY_COLUMNS,
-    ZONE_COLUMNS,
     Device,
     District,
     Facility,

@@ -12,23 +12,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from devices import CATALOGUE
-
-FACILITY_COLUMNS: Final = (
-    "id",
-    "name",
-    "kind",
-    "district",
-    "address",
-    "latitude",
-    "longitude",
-    "registration_no",
-    "beds",
-    "childcare_places",
+from devices.registry_files import (
+    DEVICE_COLUMNS,
+    FACILITY_COLUMNS,
+    ZONE_COLUMNS,
 )
-ZONE_COLUMNS: Final = ("facility_id", "zone_id", "name", "kind", "capacity", "class_type")
-DEVICE_COLUMNS: Final = ("id", "facility_id", "type", "zone_id", "heartbeat_s", "vendor", "model")
-
-FACILITY_KINDS: Final = ("elderly", "childcare", "integrated")
 
 # National limits for childcare classes (SPEC §5): class type -> (max children, children per staff).
 CLASS_LIMITS: Final[dict[str, tuple[int, int]]] = {

@@ -13,9 +13,16 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hub.api.pagination import CursorError
-from hub.errors import AlertError, AuthError, HubError, QueryError, RuleError, StorageError
-from hub.notify import NotifyError
+from hub.errors import (
+    AlertError,
+    AuthError,
+    CursorError,
+    HubError,
+    NotifyError,
+    QueryError,
+    RuleError,
+    StorageError,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 from typing import Literal
 
-from hub.errors import QueryError
+from hub.errors import CursorError
 
 CursorKind = Literal["text", "int", "time_id"]
 # A cursor longer than this was not made by us.
@@ -16,13 +16,6 @@ CURSOR_MAX = 512
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 _VERSION = 1
-
-
-class CursorError(QueryError):
-    """A `cursor` parameter this API did not hand out."""
-
-    def __init__(self) -> None:
-        super().__init__("invalid", "cursor: not a cursor this list returned; start without one")
 
 
 def encode_cursor(kind: CursorKind, key: str | int | tuple[datetime, int]) -> str:

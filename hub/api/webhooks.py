@@ -1,4 +1,4 @@
-"""A facility's webhooks: where its staff notifications go (hub/notify.py)."""
+"""A facility's webhooks: where its staff notifications go (hub/notify/)."""
 
 from __future__ import annotations
 

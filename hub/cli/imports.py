@@ -16,7 +16,7 @@ ERRORS_SHOWN = 200
 
 
 def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
-    from hub.registry import import_file
+    from hub.importer import import_file
 
     report = asyncio.run(
         import_file(settings, args.registry, Path(args.file), progress=not args.quiet)

@@ -15,7 +15,7 @@ from hub.errors import HubError
 from hub.settings import Settings
 
 if TYPE_CHECKING:
-    from hub.registry import RegistryKind
+    from hub.importer import RegistryKind
     from simulators import District
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ REGISTRIES: tuple[RegistryKind, ...] = ("facilities", "zones", "devices")
 
 async def register_district(settings: Settings, district: District, folder: Path) -> None:
     """Import the district's registry through the same CSV path a site's files take."""
-    from hub.registry import import_file
+    from hub.importer import import_file
     from hub.storage.migrate import migrate
 
     await migrate(settings)

@@ -11,6 +11,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from hub.errors import AuthError, StorageError
+from hub.storage.registry import facility_exists
 
 # Used as `WHERE ... AND {SCOPE_SQL}` with `f` the facilities table and the parameters of
 # Principal.scope_params(); one definition, so every list agrees on what a caller sees.
@@ -45,12 +46,10 @@ async def insert_user(
     """Store a new account; AuthError conflict when the name is taken."""
     try:
         async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            if facility_id is not None:
-                await cur.execute("SELECT 1 FROM facilities WHERE id = %s", (facility_id,))
-                if await cur.fetchone() is None:
-                    raise AuthError(
-                        "invalid", f"facility {facility_id!r} is not registered", "facility"
-                    )
+            if facility_id is not None and not await facility_exists(conn, facility_id):
+                raise AuthError(
+                    "invalid", f"facility {facility_id!r} is not registered", "facility"
+                )
             await cur.execute(
                 "INSERT INTO users (username, display_name, role, facility_id, district,"
                 " password_hash) VALUES (%s, %s, %s, %s, %s, %s)"

@@ -7,7 +7,6 @@ router knows whether there is a next page.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +16,8 @@ from psycopg.rows import dict_row
 from devices import CATALOGUE
 from hub.models import Alert
 from hub.storage.accounts import SCOPE_SQL
-from hub.storage.kpis import online_sql
+from hub.storage.alerts import ALERT_FIELDS, alert_of
+from hub.storage.registry import DEVICE_COLUMNS, FACILITY_COLUMNS
 
 Conn = AsyncConnection[Any]
 
@@ -26,20 +26,12 @@ BUCKET_SECONDS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 # for every bucket size here).
 _ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
 
-_FACILITY_COLUMNS = (
-    "f.id, f.name, f.kind, f.district, f.address, f.latitude, f.longitude,"
-    " f.registration_no, f.beds, f.childcare_places"
+_DEVICE_SELECT = (
+    f"SELECT {DEVICE_COLUMNS}, f.district FROM devices d"
+    " JOIN facilities f ON f.id = d.facility_id"
+    " LEFT JOIN device_state s ON s.device_id = d.id"
 )
-_DEVICE_SELECT = f"""
-SELECT d.id, d.facility_id, d.zone_id, d.type, d.vendor, d.model, d.heartbeat_s,
-       {online_sql("now()")} AS online,
-       s.battery, s.last_seen, s.presence, s.count, s.staff, f.district
-FROM devices d
-JOIN facilities f ON f.id = d.facility_id
-LEFT JOIN device_state s ON s.device_id = d.id
-"""
-_ALERT_FIELDS = tuple(field.name for field in fields(Alert))
-_ALERT_COLUMNS = ", ".join(f"a.{name}" for name in _ALERT_FIELDS)
+_ALERT_COLUMNS = ", ".join(f"a.{name}" for name in ALERT_FIELDS)
 
 
 async def _rows(
@@ -65,7 +57,7 @@ async def list_facilities(
     """Facilities in scope, by id, after the cursor's id; limit + 1 rows at most."""
     return await _rows(
         conn,
-        f"SELECT {_FACILITY_COLUMNS} FROM facilities f WHERE {SCOPE_SQL}"
+        f"SELECT {FACILITY_COLUMNS} FROM facilities f WHERE {SCOPE_SQL}"
         " AND (%(district)s::text IS NULL OR f.district = %(district)s::text)"
         " AND (%(kind)s::text IS NULL OR f.kind = %(kind)s::text)"
         " AND (%(after)s::text IS NULL OR f.id > %(after)s::text)"
@@ -77,7 +69,7 @@ async def list_facilities(
 async def get_facility(conn: Conn, facility_id: str) -> dict[str, Any] | None:
     """One facility's registry row, or None."""
     rows = await _rows(
-        conn, f"SELECT {_FACILITY_COLUMNS} FROM facilities f WHERE f.id = %s", (facility_id,)
+        conn, f"SELECT {FACILITY_COLUMNS} FROM facilities f WHERE f.id = %s", (facility_id,)
     )
     return rows[0] if rows else None
 
@@ -208,11 +200,6 @@ async def device_readings(
 
 
 # -- alerts --------------------------------------------------------------------------------
-
-
-def alert_of(row: dict[str, Any]) -> Alert:
-    """An Alert from a row holding (at least) every Alert column."""
-    return Alert(**{name: row[name] for name in _ALERT_FIELDS})
 
 
 async def list_alerts(

@@ -1,5 +1,6 @@
-"""Queries of the live websocket: a client's scope, its snapshot, and devices' state.
+"""Queries of the live feed: the `live_changes` log, its NOTIFY channel, client snapshots.
 
+A websocket client's scope and snapshot and the devices' state are read here too.
 Facility status and zone counts come from hub/storage/status.py (shared with the REST
 API); this module adds what only the live feed needs, in bulk, one round trip each.
 """
@@ -10,25 +11,73 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from hub.errors import StorageError
 from hub.storage.kpis import online_sql
+from hub.storage.registry import DEVICE_COLUMNS, DEVICES_WITH_STATE, FACILITY_COLUMNS
 from hub.wire import device_json
 
 # Online as the KPIs and the facility status count it.
 _ONLINE = online_sql("now()")
 
-_FACILITY_COLUMNS = (
-    "f.id, f.name, f.kind, f.district, f.address, f.latitude, f.longitude,"
-    " f.registration_no, f.beds, f.childcare_places"
-)
 
-_DEVICE_COLUMNS = (
-    "d.id, d.facility_id, d.zone_id, d.type, d.vendor, d.model, d.heartbeat_s,"
-    f" {_ONLINE} AS online, s.battery, s.last_seen, s.presence, s.count, s.staff"
-)
+def live_channel(schema: str) -> str:
+    """The NOTIFY channel of this schema's live changes."""
+    return f"carehub_live_{schema}"[:63]
+
+
+async def append_change(
+    conn: AsyncConnection[Any],
+    channel: str,
+    *,
+    facility_id: str,
+    alert_id: int,
+    change: dict[str, Any],
+) -> int:
+    """Log one alert change for every hub process's live feed and NOTIFY them; its id.
+
+    Inside the change's own transaction: the row and the notification exist on commit.
+    """
+    cur = await conn.execute(
+        "INSERT INTO live_changes (facility_id, alert_id, change) VALUES (%s, %s, %s) RETURNING id",
+        (facility_id, alert_id, Jsonb(change)),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise StorageError("the database returned no row where one was certain")
+    change_id = int(row[0])
+    await conn.execute("SELECT pg_notify(%s, %s)", (channel, str(change_id)))
+    return change_id
+
+
+async def listen(conn: AsyncConnection[Any], channel: str) -> None:
+    """LISTEN on `channel` (an autocommit connection's notifies() then yields them)."""
+    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+
+async def changes_after(
+    conn: AsyncConnection[Any], after: int | None, limit: int
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """(id, facility_id, change) of at most `limit` changes after id `after`, in order."""
+    cur = await conn.execute(
+        "SELECT id, facility_id, change FROM live_changes WHERE id > %s ORDER BY id LIMIT %s",
+        (after, limit),
+    )
+    return [(int(row[0]), str(row[1]), dict(row[2])) for row in await cur.fetchall()]
+
+
+async def changes_with_ids(
+    conn: AsyncConnection[Any], change_ids: Sequence[int]
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """(id, facility_id, change) of those of `change_ids` that are stored, in order."""
+    cur = await conn.execute(
+        "SELECT id, facility_id, change FROM live_changes WHERE id = ANY(%s) ORDER BY id",
+        (list(change_ids),),
+    )
+    return [(int(row[0]), str(row[1]), dict(row[2])) for row in await cur.fetchall()]
 
 
 async def district_facilities(conn: AsyncConnection[Any], district: str) -> frozenset[str]:
@@ -72,7 +121,7 @@ async def facility_rows(
     """The registry fields of docs/api.md `Facility`, of every facility in scope, by id."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT {_FACILITY_COLUMNS} FROM facilities f"
+            f"SELECT {FACILITY_COLUMNS} FROM facilities f"
             " WHERE %(ids)s::text[] IS NULL OR f.id = ANY(%(ids)s::text[]) ORDER BY f.id",
             {"ids": _ids(facility_ids)},
         )
@@ -89,8 +138,7 @@ async def devices(
     try:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
-                f"SELECT {_DEVICE_COLUMNS} FROM devices d"
-                " LEFT JOIN device_state s ON s.device_id = d.id"
+                f"SELECT {DEVICE_COLUMNS} FROM {DEVICES_WITH_STATE}"
                 " WHERE (%(facilities)s::text[] IS NULL OR d.facility_id = ANY(%(facilities)s))"
                 " AND (%(devices)s::text[] IS NULL OR d.id = ANY(%(devices)s)) ORDER BY d.id",
                 {
@@ -107,8 +155,7 @@ async def device_flags(conn: AsyncConnection[Any]) -> list[tuple[str, str, bool,
     """(device id, facility id, online, battery) of every device: what device deltas watch."""
     try:
         cur = await conn.execute(
-            f"SELECT d.id, d.facility_id, {_ONLINE}, s.battery FROM devices d"
-            " LEFT JOIN device_state s ON s.device_id = d.id"
+            f"SELECT d.id, d.facility_id, {_ONLINE}, s.battery FROM {DEVICES_WITH_STATE}"
         )
         return [(str(r[0]), str(r[1]), bool(r[2]), r[3]) for r in await cur.fetchall()]
     except psycopg.Error as exc:

@@ -1,4 +1,8 @@
-"""Registry SQL: batched upserts of imported rows, reference checks, pending-device registration."""
+"""Registry SQL: the facilities, zones and devices tables, imported, checked and read.
+
+Batched upserts of imported rows, reference checks, pending-device registration, the
+pipeline's device lookups, and the docs/api.md Device and Facility columns.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 import devices
-from hub.errors import HubError, ImportRowError, StorageError
+from hub.errors import ImportRowError, RegistryError, StorageError
+from hub.models import DeviceInfo
 from hub.settings import Settings
+from hub.storage.kpis import online_sql
 from hub.storage.pool import connect
 
 logger = logging.getLogger(__name__)
@@ -29,9 +35,48 @@ Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 # in the order of the table's columns below.
 Record = tuple[int, tuple[object, ...]]
 
+# The registry fields of docs/api.md `Facility`, over the facilities table `f`.
+FACILITY_COLUMNS = (
+    "f.id, f.name, f.kind, f.district, f.address, f.latitude, f.longitude,"
+    " f.registration_no, f.beds, f.childcare_places"
+)
+# docs/api.md `Device` (hub.wire.device_json), over `DEVICES_WITH_STATE`: the REST API
+# and the live feed read the same columns, online as the KPIs count it.
+DEVICE_COLUMNS = (
+    "d.id, d.facility_id, d.zone_id, d.type, d.vendor, d.model, d.heartbeat_s,"
+    f" {online_sql('now()')} AS online, s.battery, s.last_seen, s.presence, s.count, s.staff"
+)
+DEVICES_WITH_STATE = "devices d LEFT JOIN device_state s ON s.device_id = d.id"
+# What the pipeline keeps of each device (models.DeviceInfo).
+_DEVICE_INFO_COLUMNS = "id, facility_id, type, zone_id, heartbeat_s"
 
-class RegistryError(HubError):
-    """A registry change was refused: an unknown device, facility or zone, or a bad value."""
+
+async def facility_exists(conn: psycopg.AsyncConnection[Any], facility_id: str) -> bool:
+    """Whether the facility is registered."""
+    cur = await conn.execute("SELECT 1 FROM facilities WHERE id = %s", (facility_id,))
+    return await cur.fetchone() is not None
+
+
+async def zone_exists(conn: psycopg.AsyncConnection[Any], facility_id: str, zone_id: str) -> bool:
+    """Whether the facility has this zone."""
+    cur = await conn.execute(
+        "SELECT 1 FROM zones WHERE facility_id = %s AND zone_id = %s", (facility_id, zone_id)
+    )
+    return await cur.fetchone() is not None
+
+
+async def load_devices(conn: psycopg.AsyncConnection[object]) -> dict[str, DeviceInfo]:
+    """Every registered device, by id."""
+    async with conn.cursor(row_factory=class_row(DeviceInfo)) as cur:
+        await cur.execute(f"SELECT {_DEVICE_INFO_COLUMNS} FROM devices")
+        return {device.id: device for device in await cur.fetchall()}
+
+
+async def find_device(conn: psycopg.AsyncConnection[object], device_id: str) -> DeviceInfo | None:
+    """One registered device, or None."""
+    async with conn.cursor(row_factory=class_row(DeviceInfo)) as cur:
+        await cur.execute(f"SELECT {_DEVICE_INFO_COLUMNS} FROM devices WHERE id = %s", (device_id,))
+        return await cur.fetchone()
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,19 +381,13 @@ async def register_pending(
                     f"no pending device {device_id!r}; see `carehub devices pending`"
                 )
             facility_id = pending[0]
-            await cur.execute("SELECT 1 FROM facilities WHERE id = %s", (facility_id,))
-            if await cur.fetchone() is None:
+            if not await facility_exists(conn, facility_id):
                 raise RegistryError(
                     f"device {device_id!r} names facility {facility_id!r}, which is not registered;"
                     " import the facility first"
                 )
-            if zone_id is not None:
-                await cur.execute(
-                    "SELECT 1 FROM zones WHERE facility_id = %s AND zone_id = %s",
-                    (facility_id, zone_id),
-                )
-                if await cur.fetchone() is None:
-                    raise RegistryError(_zone_missing(zone_id, facility_id))
+            if zone_id is not None and not await zone_exists(conn, facility_id, zone_id):
+                raise RegistryError(_zone_missing(zone_id, facility_id))
             await cur.execute(
                 _upsert(TABLES["devices"], sql.SQL("VALUES (%s, %s, %s, %s, %s, '', '')")),
                 (device_id, facility_id, type, zone_id, heartbeat_s or catalogued.heartbeat_s),

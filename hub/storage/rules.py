@@ -11,6 +11,7 @@ from psycopg.types.json import Jsonb
 
 from hub.errors import RuleError, StorageError
 from hub.rules import Override, RuleParams, validate_override
+from hub.storage.registry import facility_exists, zone_exists
 
 
 async def load_rule_params(conn: AsyncConnection[Any]) -> RuleParams:
@@ -29,20 +30,14 @@ async def save_overrides(
     try:
         async with conn.transaction():
             for override in overrides:
-                cur = await conn.execute(
-                    "SELECT 1 FROM facilities WHERE id = %s", (override.facility_id,)
-                )
-                if await cur.fetchone() is None:
+                if not await facility_exists(conn, override.facility_id):
                     raise RuleError(f"facility {override.facility_id}: not registered")
-                if override.zone_id:
-                    cur = await conn.execute(
-                        "SELECT 1 FROM zones WHERE facility_id = %s AND zone_id = %s",
-                        (override.facility_id, override.zone_id),
+                if override.zone_id and not await zone_exists(
+                    conn, override.facility_id, override.zone_id
+                ):
+                    raise RuleError(
+                        f"facility {override.facility_id} zone {override.zone_id}: no such zone"
                     )
-                    if await cur.fetchone() is None:
-                        raise RuleError(
-                            f"facility {override.facility_id} zone {override.zone_id}: no such zone"
-                        )
                 cur = await conn.execute(
                     "SELECT params FROM rule_overrides"
                     " WHERE facility_id = %s AND zone_id = %s AND kind = %s FOR UPDATE",

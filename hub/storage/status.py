@@ -83,6 +83,23 @@ def status_state(status: dict[str, Any]) -> str:
     return "ok"
 
 
+async def _rows(
+    conn: AsyncConnection[Any],
+    query: str,
+    facility_ids: Sequence[str] | None,
+    now: datetime | None,
+    what: str,
+) -> list[dict[str, Any]]:
+    """The rows of a status query over some facilities (all when None) at `now`."""
+    params = {"ids": None if facility_ids is None else list(facility_ids), "now": now}
+    try:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            return await cur.fetchall()
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot read {what}: {exc}") from exc
+
+
 async def facility_statuses(
     conn: AsyncConnection[Any],
     facility_ids: Sequence[str] | None = None,
@@ -90,13 +107,7 @@ async def facility_statuses(
     now: datetime | None = None,
 ) -> dict[str, dict[str, Any]]:
     """FacilityStatus of each facility (all when `facility_ids` is None), by facility id."""
-    params = {"ids": None if facility_ids is None else list(facility_ids), "now": now}
-    try:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(_FACILITY_STATUS, params)
-            rows = await cur.fetchall()
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot read the facilities' status: {exc}") from exc
+    rows = await _rows(conn, _FACILITY_STATUS, facility_ids, now, "the facilities' status")
     statuses: dict[str, dict[str, Any]] = {}
     for row in rows:
         status: dict[str, Any] = {
@@ -146,13 +157,7 @@ async def zone_status(
     now: datetime | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """The Zones of each facility (all when `facility_ids` is None), by facility id."""
-    params = {"ids": None if facility_ids is None else list(facility_ids), "now": now}
-    try:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(_ZONE_STATUS, params)
-            rows = await cur.fetchall()
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot read the zones' status: {exc}") from exc
+    rows = await _rows(conn, _ZONE_STATUS, facility_ids, now, "the zones' status")
     zones: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         zones.setdefault(str(row["facility_id"]), []).append(zone_json(row))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
+from typing import Any
 
 import msgspec
 import psycopg
@@ -41,11 +43,26 @@ CREATE TEMP TABLE IF NOT EXISTS stage_state (
 ) ON COMMIT DELETE ROWS;
 """
 
-_READING_COLUMNS = (
-    "ts, device_id, seq, facility_id, zone_id, received_at,"
-    " battery, presence, count, staff, rssi, payload"
+# The columns of readings and events before `payload`, named as the models' fields, so
+# one list gives both the COPY column order and the values copied.
+_READING_FIELDS = (
+    "ts",
+    "device_id",
+    "seq",
+    "facility_id",
+    "zone_id",
+    "received_at",
+    "battery",
+    "presence",
+    "count",
+    "staff",
+    "rssi",
 )
-_EVENT_COLUMNS = "ts, device_id, seq, facility_id, zone_id, event, received_at, payload"
+_EVENT_FIELDS = ("ts", "device_id", "seq", "facility_id", "zone_id", "event", "received_at")
+_READING_COLUMNS = ", ".join((*_READING_FIELDS, "payload"))
+_EVENT_COLUMNS = ", ".join((*_EVENT_FIELDS, "payload"))
+_reading_values = attrgetter(*_READING_FIELDS)
+_event_values = attrgetter(*_EVENT_FIELDS)
 
 _UPSERT_STATE = """
 INSERT INTO device_state AS d (device_id, last_seen, last_seq, online, battery, presence, count,
@@ -228,51 +245,19 @@ class BatchWriter:
             await conn.execute(_STAGING)
             async with conn.cursor() as cur:
                 if readings:
-                    async with cur.copy(
-                        f"COPY stage_readings ({_READING_COLUMNS}) FROM STDIN"
-                    ) as copy:
-                        for r in readings:
-                            await copy.write_row(
-                                (
-                                    r.ts,
-                                    r.device_id,
-                                    r.seq,
-                                    r.facility_id,
-                                    r.zone_id,
-                                    r.received_at,
-                                    r.battery,
-                                    r.presence,
-                                    r.count,
-                                    r.staff,
-                                    r.rssi,
-                                    _encode_json(r.payload).decode(),
-                                )
-                            )
-                    await cur.execute(
-                        f"INSERT INTO readings ({_READING_COLUMNS}) "
-                        f"SELECT {_READING_COLUMNS} FROM stage_readings ON CONFLICT DO NOTHING"
+                    result.readings = await _stage_then_insert(
+                        cur,
+                        "readings",
+                        _READING_COLUMNS,
+                        ((*_reading_values(r), _encode_json(r.payload).decode()) for r in readings),
                     )
-                    result.readings = max(cur.rowcount, 0)
                 if events:
-                    async with cur.copy(f"COPY stage_events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
-                        for e in events:
-                            await copy.write_row(
-                                (
-                                    e.ts,
-                                    e.device_id,
-                                    e.seq,
-                                    e.facility_id,
-                                    e.zone_id,
-                                    e.event,
-                                    e.received_at,
-                                    _encode_json(e.payload).decode(),
-                                )
-                            )
-                    await cur.execute(
-                        f"INSERT INTO events ({_EVENT_COLUMNS}) "
-                        f"SELECT {_EVENT_COLUMNS} FROM stage_events ON CONFLICT DO NOTHING"
+                    result.events = await _stage_then_insert(
+                        cur,
+                        "events",
+                        _EVENT_COLUMNS,
+                        ((*_event_values(e), _encode_json(e.payload).decode()) for e in events),
                     )
-                    result.events = max(cur.rowcount, 0)
                 if statuses:
                     async with cur.copy(
                         "COPY status_changes (device_id, facility_id, online, received_at)"
@@ -342,6 +327,23 @@ class BatchWriter:
                             ],
                         )
         return result
+
+
+async def _stage_then_insert(
+    cur: psycopg.AsyncCursor[Any], table: str, columns: str, rows: Iterable[tuple[object, ...]]
+) -> int:
+    """COPY rows into `table`'s staging table, then insert the new ones; how many were new.
+
+    A redelivered (device_id, seq) is already in `table`: ON CONFLICT drops it there.
+    """
+    async with cur.copy(f"COPY stage_{table} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            await copy.write_row(row)
+    await cur.execute(
+        f"INSERT INTO {table} ({columns}) "
+        f"SELECT {columns} FROM stage_{table} ON CONFLICT DO NOTHING"
+    )
+    return max(cur.rowcount, 0)
 
 
 def _storable(text: str) -> str:

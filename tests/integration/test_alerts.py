@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from hub.alerts import verify_audit
+from hub.alerts.audit import verify_audit
 from hub.clock import ManualClock
 from hub.errors import AlertError
 from hub.runtime import Hub, run_hub

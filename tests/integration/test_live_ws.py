@@ -14,10 +14,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from hub.alerts import live_channel
 from hub.auth import disable_user, revoke
 from hub.models import AlertDecision
 from hub.settings import Settings
+from hub.storage.live import live_channel
 from tests.fix_api import FAR_FACILITY, OTHER_DISTRICT, add_far_facility
 from tests.fix_hub import FACILITY, OTHER_FACILITY, connect_db, fake_device, wait_for
 from tests.fix_live import (

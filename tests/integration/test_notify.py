@@ -22,15 +22,11 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from hub.clock import ManualClock
+from hub.errors import NotifyError
 from hub.models import Alert, AlertChange, Priority
-from hub.notify import (
-    Notifier,
-    NotifyError,
-    add_webhook,
-    dingtalk_sign,
-    enqueue_notices,
-    json_signature,
-)
+from hub.notify import Notifier, add_webhook
+from hub.notify.formats import dingtalk_sign, json_signature
+from hub.notify.outbox import enqueue_notices
 from hub.settings import Settings
 from hub.storage.pool import create_pool
 from tests.fix_hub import FACILITY, OTHER_FACILITY
@@ -261,8 +257,8 @@ async def raise_alert(
             db,
             change,
             now=now,
-            flood_threshold=settings.notify_flood_threshold,
-            flood_window_s=settings.notify_flood_window_s,
+            flood_threshold=settings.flood_threshold,
+            flood_window_s=settings.flood_window_s,
         )
     return change, queued
 
@@ -494,8 +490,8 @@ async def test_a_notice_is_queued_only_for_new_escalated_and_overdue_changes(
                 db,
                 AlertChange(alert, action, "active", "hub", clock.now()),
                 now=clock.now(),
-                flood_threshold=settings.notify_flood_threshold,
-                flood_window_s=settings.notify_flood_window_s,
+                flood_threshold=settings.flood_threshold,
+                flood_window_s=settings.flood_window_s,
             )
 
     assert await queue("repeat", count=2) == 0

@@ -15,14 +15,13 @@ import pytest
 from openpyxl import Workbook
 
 from hub.cli import main
-from hub.errors import StorageError
-from hub.registry import COLUMNS, ImportFileError, RegistryKind, import_file
+from hub.errors import ImportFileError, RegistryError, StorageError
+from hub.importer import COLUMNS, RegistryKind, import_file
 from hub.settings import Settings, load_settings
 from hub.storage.migrate import migrate
 from hub.storage.pool import connect
 from hub.storage.registry import (
     NOTIFY_CHANNEL,
-    RegistryError,
     RegistryWriter,
     list_pending,
     register_pending,

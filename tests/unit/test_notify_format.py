@@ -12,19 +12,18 @@ from urllib.parse import parse_qs, quote_plus, urlsplit
 
 import pytest
 
+from hub.errors import NotifyError
 from hub.models import Alert, AlertChange, Priority
-from hub.notify import (
+from hub.notify.delivery import judge, retry_delay
+from hub.notify.formats import (
     WECOM_MAX_BYTES,
-    NotifyError,
     dingtalk_sign,
     dingtalk_signed_url,
     flood_body,
     json_signature,
-    judge,
     notice_body,
     redact_url,
     render,
-    retry_delay,
 )
 
 RAISED = datetime(2025, 3, 1, 0, 0, 5, tzinfo=UTC)  # 08:00:05 in Wenzhou

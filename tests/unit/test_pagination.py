@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.api.pagination import CURSOR_MAX, CursorError, decode_cursor, encode_cursor
+from hub.api.pagination import CURSOR_MAX, decode_cursor, encode_cursor
+from hub.errors import CursorError
 
 
 @given(st.text(min_size=1, max_size=64))

@@ -9,12 +9,11 @@ from typing import Any
 import pytest
 from openpyxl import Workbook
 
-from hub.errors import ImportRowError
-from hub.registry import (
+from hub.errors import ImportFileError, ImportRowError
+from hub.importer import (
     COLUMNS,
     DeviceRow,
     FacilityRow,
-    ImportFileError,
     RegistryKind,
     ZoneRow,
     parse_rows,

@@ -1,4 +1,4 @@
-"""Registry import: facilities, zones and devices from CSV or XLSX files (SPEC §5)."""
+"""The registry importer: facilities, zones and devices from CSV or XLSX files (SPEC §5)."""
 
 from __future__ import annotations
 
@@ -10,45 +10,31 @@ import re
 import sys
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from datetime import time as clock_time
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any, Literal, TypeAlias
+from typing import IO, Any, TypeAlias
 
 from openpyxl import load_workbook
 
 import devices
-from hub.errors import ImportRowError
+from devices import registry_files
+from hub.errors import ImportFileError, ImportRowError
 from hub.settings import Settings
 from hub.storage import registry as store
 from hub.storage.pool import connect
-from hub.storage.registry import RegistryError
 
-RegistryKind: TypeAlias = Literal["facilities", "zones", "devices"]
-
+RegistryKind: TypeAlias = registry_files.RegistryKind
 # The header rows of SPEC §5, exactly; the order in a file may differ.
-COLUMNS: dict[RegistryKind, tuple[str, ...]] = {
-    "facilities": (
-        "id",
-        "name",
-        "kind",
-        "district",
-        "address",
-        "latitude",
-        "longitude",
-        "registration_no",
-        "beds",
-        "childcare_places",
-    ),
-    "zones": ("facility_id", "zone_id", "name", "kind", "capacity", "class_type"),
-    "devices": ("id", "facility_id", "type", "zone_id", "heartbeat_s", "vendor", "model"),
-}
-FACILITY_KINDS = ("elderly", "childcare", "integrated")
-ZONE_KINDS = ("room", "class", "common")
+COLUMNS = registry_files.IMPORT_HEADERS
+FACILITY_KINDS = registry_files.FACILITY_KINDS
+ZONE_KINDS = registry_files.ZONE_KINDS
 # National limits of a childcare class (SPEC §5): most children a class of the type may take.
-CLASS_MAX_CHILDREN: dict[str, int] = {"乳儿班": 10, "托小班": 15, "托大班": 20, "混合班": 18}
+CLASS_MAX_CHILDREN: dict[str, int] = {
+    class_type: limits[0] for class_type, limits in devices.CLASS_LIMITS.items()
+}
 # The devices table's CHECK: a heartbeat of more than a day would hide an offline device.
 HEARTBEAT_RANGE = (1, 86400)
 # One transaction per batch: small enough that a failed batch is cheap to redo row by row,
@@ -60,10 +46,6 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _WHOLE = re.compile(r"[+-]?\d+(\.0*)?")
 _XLSX_MAGIC = b"PK\x03\x04"
 _XLS_MAGIC = b"\xd0\xcf\x11\xe0"
-
-
-class ImportFileError(RegistryError):
-    """A registry file cannot be read as a whole: unreadable, wrong format or wrong header."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +93,12 @@ class DeviceRow:
 
 
 RegistryRow: TypeAlias = FacilityRow | ZoneRow | DeviceRow
+# Each row type's fields after `row` are its file's SPEC §5 columns, in the order the
+# registry tables take them.
+_RECORD_FIELDS: dict[type, tuple[str, ...]] = {
+    row_type: tuple(field.name for field in fields(row_type))[1:]
+    for row_type in (FacilityRow, ZoneRow, DeviceRow)
+}
 
 
 @dataclass(frozen=True)
@@ -521,37 +509,7 @@ class _Progress:
 
 def _as_record(record: RegistryRow) -> store.Record:
     """The row number, and the values in the column order of hub.storage.registry."""
-    if isinstance(record, FacilityRow):
-        return record.row, (
-            record.id,
-            record.name,
-            record.kind,
-            record.district,
-            record.address,
-            record.latitude,
-            record.longitude,
-            record.registration_no,
-            record.beds,
-            record.childcare_places,
-        )
-    if isinstance(record, ZoneRow):
-        return record.row, (
-            record.facility_id,
-            record.zone_id,
-            record.name,
-            record.kind,
-            record.capacity,
-            record.class_type,
-        )
-    return record.row, (
-        record.id,
-        record.facility_id,
-        record.type,
-        record.zone_id,
-        record.heartbeat_s,
-        record.vendor,
-        record.model,
-    )
+    return record.row, tuple(getattr(record, name) for name in _RECORD_FIELDS[type(record)])
 
 
 async def import_file(

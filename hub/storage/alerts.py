@@ -1,0 +1,280 @@
+"""Queries of the alerts table family: alerts, their trigger claims, and snoozes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, TypeVar
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from hub.errors import StorageError
+from hub.models import Alert, AlertDecision
+
+Connection = AsyncConnection[Any]
+
+
+async def raised_since(conn: Connection, facility_id: str, since: datetime) -> int:
+    """How many alerts the facility raised after `since` (what a flood is counted on)."""
+    cur = await conn.execute(
+        "SELECT count(*) FROM alerts WHERE facility_id = %s AND raised_at > %s",
+        (facility_id, since),
+    )
+    row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+ALERT_FIELDS = tuple(field.name for field in fields(Alert))
+# Every models.Alert column, in its order (the REST API's lists name them over `a.`).
+_ALERT_COLUMNS = ", ".join(ALERT_FIELDS)
+# The columns an alert change may set (AlertStore's transitions and escalations).
+_SETTABLE = frozenset(ALERT_FIELDS) - {"id", "facility_id", "subject", "kind"}
+
+_Row = TypeVar("_Row")
+
+
+def alert_of(row: dict[str, Any]) -> Alert:
+    """An Alert from a row holding (at least) every Alert column."""
+    return Alert(**{key: row[key] for key in ALERT_FIELDS})
+
+
+def present(row: _Row | None) -> _Row:
+    """The row a statement with RETURNING (or a locked read) must have produced."""
+    if row is None:
+        raise StorageError("the database returned no row where one was certain")
+    return row
+
+
+async def claim_trigger(
+    conn: Connection, device_id: str, seq: int, kind: str, at: datetime
+) -> bool:
+    """Claim a device message for an alert kind; False when a copy of it claimed it first.
+
+    A concurrent copy of the message waits on the claim, then finds it.
+    """
+    cur = await conn.execute(
+        "INSERT INTO alert_triggers (device_id, seq, kind, at) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING 1",
+        (device_id, seq, kind, at),
+    )
+    return await cur.fetchone() is not None
+
+
+async def link_trigger(
+    conn: Connection, alert_id: int, device_id: str, seq: int, kind: str
+) -> None:
+    """Note which alert a claimed device message raised or repeated."""
+    await conn.execute(
+        "UPDATE alert_triggers SET alert_id = %s WHERE device_id = %s AND seq = %s AND kind = %s",
+        (alert_id, device_id, seq, kind),
+    )
+
+
+async def zone_snoozed(conn: Connection, facility_id: str, zone_id: str, at: datetime) -> bool:
+    """Whether a snooze of the zone is in force at `at`."""
+    cur = await conn.execute(
+        "SELECT 1 FROM snoozes WHERE facility_id = %s AND zone_id = %s"
+        " AND starts_at <= %s AND until > %s LIMIT 1",
+        (facility_id, zone_id, at, at),
+    )
+    return await cur.fetchone() is not None
+
+
+async def upsert_alert(conn: Connection, d: AlertDecision, *, shelved: bool) -> tuple[Alert, bool]:
+    """Open the decided alert, or count a repeat on the open one; (alert, newly opened)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "INSERT INTO alerts (facility_id, zone_id, device_id, subject, kind, priority,"
+            " latched, seq, raised_at, last_raised_at, shelved, detail)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (subject, kind) WHERE state <> 'resolved' DO UPDATE SET"
+            "  count = alerts.count + 1, last_raised_at = EXCLUDED.last_raised_at,"
+            "  seq = coalesce(EXCLUDED.seq, alerts.seq), cleared_at = NULL,"
+            "  detail = alerts.detail || EXCLUDED.detail"
+            f" RETURNING {_ALERT_COLUMNS}, (xmax = 0) AS inserted",
+            (
+                d.facility_id,
+                d.zone_id,
+                d.device_id,
+                d.subject,
+                d.kind,
+                d.priority,
+                d.latched,
+                d.seq,
+                d.at,
+                d.at,
+                shelved,
+                Jsonb(d.detail or {}),
+            ),
+        )
+        row = present(await cur.fetchone())
+    return alert_of(row), bool(row["inserted"])
+
+
+async def lock_alert(conn: Connection, alert_id: int) -> tuple[Alert, datetime] | None:
+    """The alert, locked for this transaction, and the database's now; None if none."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_ALERT_COLUMNS}, now() AS db_now FROM alerts WHERE id = %s FOR UPDATE",
+            (alert_id,),
+        )
+        row = await cur.fetchone()
+    return None if row is None else (alert_of(row), row["db_now"])
+
+
+async def lock_open_alert(conn: Connection, subject: str, kind: str) -> Alert | None:
+    """The open alert of a subject and kind, locked for this transaction; None if none."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE subject = %s AND kind = %s"
+            " AND state <> 'resolved' FOR UPDATE",
+            (subject, kind),
+        )
+        row = await cur.fetchone()
+    return None if row is None else alert_of(row)
+
+
+async def update_alert(conn: Connection, alert_id: int, changes: Mapping[str, object]) -> Alert:
+    """Set some columns of an alert (named as in models.Alert); the alert after."""
+    unknown = set(changes) - _SETTABLE
+    if unknown:
+        raise ValueError(f"not settable alert columns: {sorted(unknown)}")
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = %s").format(sql.Identifier(column)) for column in changes
+    )
+    query = sql.SQL("UPDATE alerts SET {} WHERE id = %s RETURNING {}").format(
+        assignments, sql.SQL(_ALERT_COLUMNS)
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, (*changes.values(), alert_id))
+        return alert_of(present(await cur.fetchone()))
+
+
+async def mark_escalated(
+    conn: Connection, alert_id: int, column: str, at: datetime
+) -> Alert | None:
+    """Stamp an escalation step (renotified_at or overdue_at) on an active alert, once.
+
+    None when the alert is no longer active or the step was taken already.
+    """
+    if column not in ("renotified_at", "overdue_at"):
+        raise ValueError(f"not an escalation column: {column!r}")
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"UPDATE alerts SET {column} = %s WHERE id = %s AND {column} IS NULL"
+            f" AND state = 'active' RETURNING {_ALERT_COLUMNS}",
+            (at, alert_id),
+        )
+        row = await cur.fetchone()
+    return None if row is None else alert_of(row)
+
+
+async def shelve_zone(
+    conn: Connection,
+    facility_id: str,
+    zone_id: str,
+    *,
+    starts_at: datetime,
+    until: datetime,
+    reason: str,
+    actor: str,
+    never_shelved: Iterable[str],
+) -> list[Alert]:
+    """Record a snooze of the zone and shelve its open alerts; those shelved, by id."""
+    await conn.execute(
+        "INSERT INTO snoozes (facility_id, zone_id, starts_at, until, reason,"
+        " created_by) VALUES (%s, %s, %s, %s, %s, %s)",
+        (facility_id, zone_id, starts_at, until, reason, actor),
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "UPDATE alerts SET shelved = true WHERE facility_id = %s AND zone_id = %s"
+            " AND state <> 'resolved' AND NOT shelved AND kind <> ALL(%s)"
+            f" RETURNING {_ALERT_COLUMNS}",
+            (facility_id, zone_id, list(never_shelved)),
+        )
+        rows = await cur.fetchall()
+    return [alert_of(row) for row in sorted(rows, key=lambda r: int(r["id"]))]
+
+
+async def get_alert(conn: Connection, alert_id: int) -> Alert | None:
+    """One alert, or None."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = %s", (alert_id,))
+        row = await cur.fetchone()
+    return None if row is None else alert_of(row)
+
+
+async def open_alerts(conn: Connection, facility_ids: Sequence[str] | None = None) -> list[Alert]:
+    """Every open (unresolved) alert of some facilities (all when None), newest first."""
+    ids = None if facility_ids is None else list(facility_ids)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE state <> 'resolved'"
+            " AND (%(ids)s::text[] IS NULL OR facility_id = ANY(%(ids)s::text[]))"
+            " ORDER BY raised_at DESC, id DESC",
+            {"ids": ids},
+        )
+        return [alert_of(row) for row in await cur.fetchall()]
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationCandidate:
+    """An active alert with an escalation step (renotify, overdue) not yet taken."""
+
+    id: int
+    facility_id: str
+    zone_id: str | None
+    priority: str
+    raised_at: datetime
+    renotified_at: datetime | None
+    overdue_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnattendedFall:
+    """A fall nobody has attended yet, with no long_lie raised for it."""
+
+    id: int
+    facility_id: str
+    zone_id: str | None
+    device_id: str
+    raised_at: datetime
+
+
+async def open_alert_ids(conn: Connection, kinds: Sequence[str]) -> dict[tuple[str, str], int]:
+    """(subject, kind) -> id of every open alert of these kinds."""
+    cur = await conn.execute(
+        "SELECT id, subject, kind FROM alerts WHERE state <> 'resolved' AND kind = ANY(%s)",
+        (list(kinds),),
+    )
+    return {(str(row[1]), str(row[2])): int(row[0]) for row in await cur.fetchall()}
+
+
+async def escalation_candidates(
+    conn: Connection, priorities: Sequence[str]
+) -> list[EscalationCandidate]:
+    """Active, unshelved alerts of these priorities with an escalation step still to take."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT id, facility_id, zone_id, priority, raised_at, renotified_at, overdue_at"
+            " FROM alerts WHERE state = 'active' AND NOT shelved AND priority = ANY(%s)"
+            " AND (renotified_at IS NULL OR overdue_at IS NULL)",
+            (list(priorities),),
+        )
+        return [EscalationCandidate(**row) for row in await cur.fetchall()]
+
+
+async def unattended_falls(conn: Connection) -> list[UnattendedFall]:
+    """Falls nobody has attended yet, with no long_lie raised for them."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT f.id, f.facility_id, f.zone_id, f.device_id, f.raised_at FROM alerts f"
+            " WHERE f.kind = 'fall' AND f.state IN ('active', 'acknowledged')"
+            " AND NOT EXISTS (SELECT 1 FROM alerts l WHERE l.kind = 'long_lie'"
+            "  AND l.subject = f.subject AND l.detail->>'fall_alert_id' = f.id::text)"
+        )
+        return [UnattendedFall(**row) for row in await cur.fetchall()]

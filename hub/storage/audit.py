@@ -1,0 +1,126 @@
+"""Queries of the audit chain: `alert_audit` rows and each facility's `audit_heads` record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from hub.storage.alerts import present
+
+Connection = AsyncConnection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """What one audit row says: who did what to which alert, when, and the state change."""
+
+    facility_id: str
+    alert_id: int
+    at: datetime
+    actor: str
+    action: str
+    from_state: str | None
+    to_state: str | None
+    note: str
+
+    def as_row(self) -> tuple[object, ...]:
+        """The fields in their order, as the alert_audit columns hold them."""
+        return tuple(getattr(self, field.name) for field in fields(self))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAudit:
+    """An audit row as stored: its id, its entry and its place in the chain."""
+
+    id: int
+    entry: AuditEntry
+    prev_hash: str
+    hash: str
+
+
+async def lock_head(conn: Connection, facility_id: str, genesis_hash: str) -> str:
+    """The facility's last hash, its head locked for this transaction (opened if new)."""
+    await conn.execute(
+        "INSERT INTO audit_heads (facility_id, last_id, last_hash) VALUES (%s, 0, %s)"
+        " ON CONFLICT DO NOTHING",
+        (facility_id, genesis_hash),
+    )
+    cur = await conn.execute(
+        "SELECT last_hash FROM audit_heads WHERE facility_id = %s FOR UPDATE", (facility_id,)
+    )
+    return str(present(await cur.fetchone())[0])
+
+
+async def append(conn: Connection, entry: AuditEntry, prev_hash: str, digest: str) -> None:
+    """Store one row after `prev_hash` and move the facility's head to it."""
+    cur = await conn.execute(
+        "INSERT INTO alert_audit (facility_id, alert_id, at, actor, action, from_state, to_state,"
+        " note, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (*entry.as_row(), prev_hash, digest),
+    )
+    audit_id = present(await cur.fetchone())[0]
+    await conn.execute(
+        "UPDATE audit_heads SET last_id = %s, last_hash = %s WHERE facility_id = %s",
+        (audit_id, digest, entry.facility_id),
+    )
+
+
+async def audited_facilities(conn: Connection) -> list[str]:
+    """Every facility with a chain head or an audit row, by id."""
+    cur = await conn.execute(
+        "SELECT facility_id FROM audit_heads UNION SELECT DISTINCT facility_id"
+        " FROM alert_audit ORDER BY 1"
+    )
+    return [str(row[0]) for row in await cur.fetchall()]
+
+
+async def chain(conn: Connection, facility_id: str) -> list[StoredAudit]:
+    """The facility's audit rows in the order they were written."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT id, facility_id, alert_id, at, actor, action, from_state, to_state, note,"
+            " prev_hash, hash FROM alert_audit WHERE facility_id = %s ORDER BY id",
+            (facility_id,),
+        )
+        return [
+            StoredAudit(
+                row["id"],
+                AuditEntry(
+                    row["facility_id"],
+                    row["alert_id"],
+                    row["at"],
+                    row["actor"],
+                    row["action"],
+                    row["from_state"],
+                    row["to_state"],
+                    row["note"],
+                ),
+                row["prev_hash"],
+                row["hash"],
+            )
+            for row in await cur.fetchall()
+        ]
+
+
+async def head(conn: Connection, facility_id: str) -> tuple[int, str] | None:
+    """(last id, last hash) of the facility's chain head, or None when it has none."""
+    cur = await conn.execute(
+        "SELECT last_id, last_hash FROM audit_heads WHERE facility_id = %s", (facility_id,)
+    )
+    row = await cur.fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+async def audit_totals(conn: Connection, facility_id: str | None = None) -> tuple[int, int]:
+    """(rows, facilities) of the audit trail, of one facility or of all."""
+    cur = await conn.execute(
+        "SELECT count(*), count(DISTINCT facility_id) FROM alert_audit"
+        " WHERE %(facility)s::text IS NULL OR facility_id = %(facility)s::text",
+        {"facility": facility_id},
+    )
+    row = await cur.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
