@@ -14,13 +14,12 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from hub.alerts import AlertStore
 from hub.clock import Clock
 from hub.errors import HubError, raise_if_cancelled
 from hub.models import DeviceInfo
@@ -38,6 +37,10 @@ from hub.settings import Settings
 from hub.storage import alerts as alert_rows
 from hub.storage import timers as timer_rows
 from hub.storage.pool import connect
+
+if TYPE_CHECKING:
+    # The runtime hands the timers the alert store; they never build one.
+    from hub.alerts import AlertStore
 
 logger = logging.getLogger(__name__)
 

@@ -2,8 +2,6 @@
 
 from hub.alerts.audit import AuditProblem, verify_audit
 from hub.alerts.lifecycle import NOTE_MAX, AlertStore, ChangeListener, TransactionHook
-from hub.storage.alerts import open_alerts
-from hub.storage.live import live_channel
 
 __all__ = [
     "NOTE_MAX",
@@ -11,7 +9,5 @@ __all__ = [
     "AuditProblem",
     "ChangeListener",
     "TransactionHook",
-    "live_channel",
-    "open_alerts",
     "verify_audit",
 ]

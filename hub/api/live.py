@@ -23,10 +23,10 @@ from psycopg_pool import PoolTimeout
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from hub.alerts import open_alerts
 from hub.auth import Principal, principal_for_token
 from hub.errors import StorageError
 from hub.live import FRAME_MAX_MESSAGES, WRITE_BURST, LiveClient, encode_message
+from hub.storage.alerts import open_alerts
 from hub.storage.live import (
     changes_between,
     devices,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from hub.alerts import verify_audit
+from hub.alerts.audit import verify_audit
 from hub.cli.commands import Subcommands, add_actions
 from hub.settings import Settings
+from hub.storage.audit import audit_totals
 from hub.storage.pool import connect
 
 
@@ -15,13 +16,7 @@ def _cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> int:
         async with await connect(settings) as conn:
             problems = await verify_audit(conn, args.facility)
-            cur = await conn.execute(
-                "SELECT count(*), count(DISTINCT facility_id) FROM alert_audit"
-                + (" WHERE facility_id = %s" if args.facility else ""),
-                (args.facility,) if args.facility else (),
-            )
-            row = await cur.fetchone()
-        rows, facilities = (int(row[0]), int(row[1])) if row else (0, 0)
+            rows, facilities = await audit_totals(conn, args.facility)
         if not problems:
             print(f"audit trail intact: {rows} rows, {facilities} facilities")
             return 0

@@ -11,6 +11,7 @@ from typing import Any
 from hub.cli.commands import USAGE_ERROR, Subcommands, add_actions
 from hub.notify import FORMATS, NotifyError, add_webhook, redact_url
 from hub.settings import Settings
+from hub.storage.notifications import disable_webhook, list_webhooks
 from hub.storage.pool import connect
 
 
@@ -34,14 +35,7 @@ def _cmd_webhooks_add(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_webhooks_list(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> list[tuple[Any, ...]]:
         async with await connect(settings) as conn:
-            cur = await conn.execute(
-                "SELECT id, facility_id, format, url, enabled, consecutive_failures, last_error,"
-                " last_success_at FROM webhooks"
-                + (" WHERE facility_id = %s" if args.facility else "")
-                + " ORDER BY facility_id, id",
-                (args.facility,) if args.facility else (),
-            )
-            return await cur.fetchall()
+            return await list_webhooks(conn, args.facility)
 
     rows = asyncio.run(run())
     if args.json:
@@ -68,14 +62,11 @@ def _cmd_webhooks_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_webhooks_disable(settings: Settings, args: argparse.Namespace) -> int:
-    async def run() -> int:
+    async def run() -> bool:
         async with await connect(settings) as conn:
-            cur = await conn.execute(
-                "UPDATE webhooks SET enabled = false WHERE id = %s", (args.webhook_id,)
-            )
-            return cur.rowcount
+            return await disable_webhook(conn, args.webhook_id)
 
-    if asyncio.run(run()) == 0:
+    if not asyncio.run(run()):
         print(f"carehub: there is no webhook {args.webhook_id}", file=sys.stderr)
         return USAGE_ERROR
     print(f"webhook {args.webhook_id} disabled; its queued notices are dropped")
