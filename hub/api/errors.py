@@ -94,18 +94,34 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def error_responses(
+    bad_request: str, conflict: str | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """ERROR_RESPONSES in this route's own words for its 400 (and its 409, if it has one)."""
+    responses = {**ERROR_RESPONSES, 400: {"model": ErrorBody, "description": bad_request}}
+    if conflict is not None:
+        responses[409] = {"model": ErrorBody, "description": conflict}
+    return responses
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route of the app answers on this request's path, for `Allow`.
 
     Starlette names only the methods of the first route whose path matches, and FastAPI
     makes one route per method: GET and PUT on one path would answer `Allow: GET, HEAD`.
+    So each method is tried against the app's routes, as the router itself would.
     """
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        route_methods = getattr(route, "methods", None)
-        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= route_methods
-    return sorted(methods)
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
