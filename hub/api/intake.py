@@ -6,11 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from hub.api.common import Cursor, Limit, page
+from hub.api.common import AfterId, BeforeNumber, Limit, page
 from hub.api.deps import HubDep, connection, require
 from hub.api.errors import ERROR_RESPONSES
 from hub.api.models import DeadLetterList, PendingList
-from hub.api.pagination import decode_cursor
 from hub.auth import Principal
 from hub.storage import api_queries
 
@@ -27,11 +26,10 @@ Admin = Annotated[Principal, Depends(require("registry"))]
     responses=ERROR_RESPONSES,
 )
 async def list_pending(
-    hub: HubDep, principal: Admin, limit: Limit = 100, cursor: Cursor = None
+    hub: HubDep, principal: Admin, limit: Limit = 100, after: AfterId = None
 ) -> dict[str, Any]:
     """Pending devices."""
     del principal
-    after = str(decode_cursor("text", cursor)) if cursor is not None else None
     async with connection(hub) as conn:
         rows = await api_queries.list_pending(conn, after=after, limit=limit)
     return page(rows, limit, "text", lambda row: row["device_id"], dict)
@@ -59,17 +57,16 @@ async def list_dead_letters(
     device: Annotated[str | None, Query(max_length=64)] = None,
     reason: Annotated[str | None, Query(max_length=32)] = None,
     limit: Limit = 100,
-    cursor: Cursor = None,
+    before: BeforeNumber = None,
 ) -> dict[str, Any]:
     """Dead letters."""
     del principal
-    before = decode_cursor("int", cursor) if cursor is not None else None
     async with connection(hub) as conn:
         rows = await api_queries.list_dead_letters(
             conn,
             device_id=device,
             reason=reason,
-            before=before if isinstance(before, int) else None,
+            before=before,
             limit=limit,
         )
     return page(rows, limit, "int", lambda row: int(row["id"]), _dead_letter_json)
