@@ -30,7 +30,8 @@ from hub.wire import Alert, Priority, alert_json
 if TYPE_CHECKING:
     from hub.runtime import Hub
 
-router = APIRouter(tags=["alerts"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["alerts"], responses=ERROR_RESPONSES)
 
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the alert's id")]
 _ACTION_RESPONSES = error_responses(
@@ -43,7 +44,6 @@ _ACTION_RESPONSES = error_responses(
     response_model=AlertList,
     summary="Alerts in your scope",
     description="Newest first. state=open means not resolved; from/to bound raised_at.",
-    responses=ERROR_RESPONSES,
 )
 async def list_alerts(
     hub: HubDep,
@@ -86,7 +86,6 @@ async def _check_scope(hub: Hub, principal: Principal, alert_id: int) -> None:
     response_model=AlertDetail,
     summary="One alert and its trail",
     description="The alert with every change made to it: who, when, from and to what.",
-    responses=ERROR_RESPONSES,
 )
 async def get_alert(alert_id: AlertId, hub: HubDep, principal: Reader) -> dict[str, Any]:
     """One alert."""

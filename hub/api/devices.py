@@ -26,7 +26,8 @@ from hub.storage import api_queries
 from hub.storage.api_queries import BUCKET_SECONDS
 from hub.wire import Device, DeviceType, device_json
 
-router = APIRouter(tags=["devices"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["devices"], responses=ERROR_RESPONSES)
 
 MAX_POINTS = 100_000
 DEFAULT_HISTORY = timedelta(hours=24)
@@ -38,7 +39,6 @@ DEFAULT_HISTORY = timedelta(hours=24)
     summary="Devices in your scope",
     description="Registered devices with their latest state, by id; filter by facility, "
     "type, and whether they are online (heard within two heartbeats).",
-    responses=ERROR_RESPONSES,
 )
 async def list_devices(
     hub: HubDep,
@@ -76,7 +76,6 @@ async def _visible_device(hub: Any, principal: Principal, device_id: str) -> dic
     response_model=Device,
     summary="One device",
     description="A device and its latest state.",
-    responses=ERROR_RESPONSES,
 )
 async def get_device(device_id: DeviceId, hub: HubDep, principal: Reader) -> dict[str, Any]:
     """One device."""

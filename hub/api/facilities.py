@@ -14,7 +14,8 @@ from hub.storage import accounts, api_queries
 from hub.storage.status import facility_statuses, zone_status
 from hub.wire import FacilityKind
 
-router = APIRouter(tags=["facilities"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["facilities"], responses=ERROR_RESPONSES)
 
 
 @router.get(
@@ -23,7 +24,6 @@ router = APIRouter(tags=["facilities"])
     summary="Facilities in your scope, with their status",
     description="Every facility you see (admin: all; regulator: the district's; manager "
     "and staff: their own), by id, each with its FacilityStatus now.",
-    responses=ERROR_RESPONSES,
 )
 async def list_facilities(
     hub: HubDep,
@@ -62,7 +62,6 @@ async def list_facilities(
     description="The facility with its status, each zone's people against capacity and "
     "staff ratio, and its devices by type. A regulator's read is written to access_log "
     "(SPEC §7, PIPL).",
-    responses=ERROR_RESPONSES,
 )
 async def get_facility(
     facility_id: FacilityId, hub: HubDep, principal: Reader, request: Request

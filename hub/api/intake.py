@@ -13,7 +13,8 @@ from hub.api.models import DeadLetterList, PendingList
 from hub.auth import Principal
 from hub.storage import api_queries
 
-router = APIRouter(tags=["registry"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["registry"], responses=ERROR_RESPONSES)
 
 Admin = Annotated[Principal, Depends(require("registry"))]
 
@@ -23,7 +24,6 @@ Admin = Annotated[Principal, Depends(require("registry"))]
     response_model=PendingList,
     summary="Devices heard but not registered",
     description="Register one with `carehub devices register`.",
-    responses=ERROR_RESPONSES,
 )
 async def list_pending(
     hub: HubDep, principal: Admin, limit: Limit = 100, after: AfterId = None
@@ -49,7 +49,6 @@ def _dead_letter_json(row: dict[str, Any]) -> dict[str, Any]:
     summary="Refused messages",
     description="Every message the hub refused, newest first, with its reason code "
     "(SPEC §3); filter by device and reason.",
-    responses=ERROR_RESPONSES,
 )
 async def list_dead_letters(
     hub: HubDep,

@@ -11,12 +11,13 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from hub.api.common import FacilityFilter, From, To, period, visible_facility
 from hub.api.deps import HubDep, connection, require
-from hub.api.errors import ApiError, error_responses, not_found
+from hub.api.errors import ERROR_RESPONSES, ApiError, error_responses, not_found
 from hub.auth import Principal
 from hub.storage import api_queries
 from hub.storage.kpis import district_kpis, facility_kpis, kpis_as_dict
 
-router = APIRouter(tags=["kpis"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["kpis"], responses=ERROR_RESPONSES)
 
 DEFAULT_PERIOD = timedelta(days=30)
 District = Annotated[str | None, Query(max_length=128, description="a district's name")]

@@ -21,7 +21,8 @@ from hub.storage.rules import load_rule_params, save_overrides
 if TYPE_CHECKING:
     from hub.runtime import Hub
 
-router = APIRouter(tags=["rules"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["rules"], responses=ERROR_RESPONSES)
 
 # RuleError messages name "kind.param:" or "unknown alert kind".
 _PARAM_IN_MESSAGE = re.compile(r": [a-z_]+\.([A-Za-z0-9_]+): ")
@@ -45,7 +46,6 @@ async def _rules(hub: Hub, principal: Principal, facility_id: str) -> dict[str, 
     summary="A facility's rule parameters",
     description="Catalogue defaults, the facility's stored overrides (facility-wide and "
     "per zone), and the facility-wide values in force.",
-    responses=ERROR_RESPONSES,
 )
 async def get_rules(facility_id: FacilityId, hub: HubDep, principal: Configurer) -> dict[str, Any]:
     """Rules of a facility."""

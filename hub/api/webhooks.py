@@ -13,7 +13,8 @@ from hub.api.models import Webhook, WebhookIn, WebhookList
 from hub.notify import add_webhook, redact_url
 from hub.storage import api_queries
 
-router = APIRouter(tags=["webhooks"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["webhooks"], responses=ERROR_RESPONSES)
 
 
 def _webhook_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +27,6 @@ def _webhook_json(row: dict[str, Any]) -> dict[str, Any]:
     response_model=WebhookList,
     summary="A facility's webhooks",
     description="Each webhook (URL redacted, secret never shown) and how its endpoint is doing.",
-    responses=ERROR_RESPONSES,
 )
 async def list_webhooks(
     facility_id: FacilityId, hub: HubDep, principal: Configurer
@@ -62,7 +62,6 @@ async def post_webhook(
     response_class=Response,
     summary="Remove a webhook",
     description="Delete the webhook and the notices still queued for it.",
-    responses=ERROR_RESPONSES,
 )
 async def delete_webhook(
     facility_id: FacilityId,
