@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from hub.api import alerts, auth, config, devices, facilities, kpis, registry, rules, webhooks
+from hub.api import alerts, auth, config, devices, facilities, intake, kpis, rules, webhooks
 from hub.api.errors import install_error_handlers
 
 PREFIX = "/api/v1"
@@ -15,6 +15,6 @@ __all__ = ["PREFIX", "api_router", "install_error_handlers"]
 def api_router() -> APIRouter:
     """Every v1 route, under /api/v1."""
     router = APIRouter(prefix=PREFIX)
-    for module in (auth, facilities, devices, alerts, kpis, rules, webhooks, registry, config):
+    for module in (auth, facilities, devices, alerts, kpis, rules, webhooks, intake, config):
         router.include_router(module.router)
     return router

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel
 
-from hub.api.common import Cursor, FacilityFilter, From, Limit, To, page, visible_facility
+from hub.api.common import BeforeTime, FacilityFilter, From, Limit, To, facility_scope, page
 from hub.api.deps import HubDep, Reader, connection, require
-from hub.api.errors import ERROR_RESPONSES, ApiError, ErrorBody, not_found
+from hub.api.errors import ERROR_RESPONSES, ApiError, error_responses, not_found
 from hub.api.models import (
     AlertDetail,
     AlertList,
@@ -20,23 +22,21 @@ from hub.api.models import (
     ResolveIn,
     SnoozeIn,
 )
-from hub.api.pagination import decode_cursor
-from hub.auth import Principal
-from hub.models import AlertChange
+from hub.auth import Action, Principal
+from hub.models import Alert as AlertValue
 from hub.storage import api_queries
 from hub.wire import Alert, Priority, alert_json
 
 if TYPE_CHECKING:
     from hub.runtime import Hub
 
-router = APIRouter(tags=["alerts"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["alerts"], responses=ERROR_RESPONSES)
 
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the alert's id")]
-_ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **ERROR_RESPONSES,
-    400: {"model": ErrorBody, "description": "the action's input is not acceptable"},
-    409: {"model": ErrorBody, "description": "the alert's state does not allow it"},
-}
+_ACTION_RESPONSES = error_responses(
+    "the action's input is not acceptable", conflict="the alert's state does not allow it"
+)
 
 
 @router.get(
@@ -44,7 +44,6 @@ _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     response_model=AlertList,
     summary="Alerts in your scope",
     description="Newest first. state=open means not resolved; from/to bound raised_at.",
-    responses=ERROR_RESPONSES,
 )
 async def list_alerts(
     hub: HubDep,
@@ -56,13 +55,10 @@ async def list_alerts(
     start: From = None,
     end: To = None,
     limit: Limit = 100,
-    cursor: Cursor = None,
+    before: BeforeTime = None,
 ) -> dict[str, Any]:
     """Alerts in scope."""
-    before = decode_cursor("time_id", cursor) if cursor is not None else None
-    async with connection(hub) as conn:
-        if facility is not None:
-            await visible_facility(conn, principal, facility)
+    async with facility_scope(hub, principal, facility) as conn:
         alerts = await api_queries.list_alerts(
             conn,
             principal.scope_params(),
@@ -72,7 +68,7 @@ async def list_alerts(
             facility_id=facility,
             start=start,
             end=end,
-            before=before if isinstance(before, tuple) else None,
+            before=before,
             limit=limit,
         )
     return page(alerts, limit, "time_id", lambda a: (a.raised_at, a.id), alert_json)
@@ -90,7 +86,6 @@ async def _check_scope(hub: Hub, principal: Principal, alert_id: int) -> None:
     response_model=AlertDetail,
     summary="One alert and its trail",
     description="The alert with every change made to it: who, when, from and to what.",
-    responses=ERROR_RESPONSES,
 )
 async def get_alert(alert_id: AlertId, hub: HubDep, principal: Reader) -> dict[str, Any]:
     """One alert."""
@@ -101,118 +96,83 @@ async def get_alert(alert_id: AlertId, hub: HubDep, principal: Reader) -> dict[s
     return {**alert_json(alert), "audit": audit}
 
 
-async def _act(
-    hub: Hub,
-    principal: Principal,
-    alert_id: int,
-    action: Callable[[], Awaitable[AlertChange]],
-) -> dict[str, Any]:
-    await _check_scope(hub, principal, alert_id)
-    change = await action()
-    return alert_json(change.alert)
+AlertApply = Callable[["Hub", Principal, int, Any], Awaitable[AlertValue]]
 
 
-@router.post(
-    "/alerts/{alert_id}/ack",
-    response_model=Alert,
-    summary="Acknowledge (take over) an alert",
-    description="active -> acknowledged, by you. 409 when someone already took it over.",
-    responses=_ACTION_RESPONSES,
-)
-async def ack_alert(
-    alert_id: AlertId,
-    hub: HubDep,
-    principal: Annotated[Principal, Depends(require("ack"))],
-    body: NoteIn | None = None,
-) -> dict[str, Any]:
-    """Acknowledge."""
+def _alert_action(
+    verb: Action,
+    body_model: type[BaseModel],
+    apply: AlertApply,
+    *,
+    name: str,
+    summary: str,
+    description: str,
+    optional_body: bool = False,
+) -> None:
+    """One POST /alerts/{alert_id}/{verb} route: scope check, `apply`, the alert after it.
+
+    The endpoint's signature is built here, so FastAPI reads the body model and the role
+    dependency of each action the same way as for a hand-written route.
+    """
+
+    async def act(alert_id: int, hub: Hub, principal: Principal, body: Any) -> dict[str, Any]:
+        await _check_scope(hub, principal, alert_id)
+        return alert_json(await apply(hub, principal, alert_id, body))
+
+    parameter = inspect.Parameter
+    act.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            parameter("alert_id", parameter.POSITIONAL_OR_KEYWORD, annotation=AlertId),
+            parameter("hub", parameter.POSITIONAL_OR_KEYWORD, annotation=HubDep),
+            parameter(
+                "principal",
+                parameter.POSITIONAL_OR_KEYWORD,
+                annotation=Annotated[Principal, Depends(require(verb))],
+            ),
+            parameter(
+                "body",
+                parameter.POSITIONAL_OR_KEYWORD,
+                annotation=body_model | None if optional_body else body_model,
+                default=None if optional_body else parameter.empty,
+            ),
+        ],
+        return_annotation=dict[str, Any],
+    )
+    act.__doc__ = summary
+    router.add_api_route(
+        f"/alerts/{{alert_id}}/{verb}",
+        act,
+        methods=["POST"],
+        name=name,
+        response_model=Alert,
+        summary=summary,
+        description=description,
+        responses=_ACTION_RESPONSES,
+    )
+
+
+async def _acknowledge(
+    hub: Hub, principal: Principal, alert_id: int, body: NoteIn | None
+) -> AlertValue:
     note = body.note if body is not None else ""
-    return await _act(
-        hub, principal, alert_id, lambda: hub.alerts.acknowledge(alert_id, principal.username, note)
-    )
+    return (await hub.alerts.acknowledge(alert_id, principal.username, note)).alert
 
 
-@router.post(
-    "/alerts/{alert_id}/attend",
-    response_model=Alert,
-    summary="Mark an alert attended (someone is on site)",
-    description="active or acknowledged -> attended, by you.",
-    responses=_ACTION_RESPONSES,
-)
-async def attend_alert(
-    alert_id: AlertId,
-    hub: HubDep,
-    principal: Annotated[Principal, Depends(require("attend"))],
-    body: NoteIn | None = None,
-) -> dict[str, Any]:
-    """Attend."""
+async def _attend(hub: Hub, principal: Principal, alert_id: int, body: NoteIn | None) -> AlertValue:
     note = body.note if body is not None else ""
-    return await _act(
-        hub, principal, alert_id, lambda: hub.alerts.attend(alert_id, principal.username, note)
-    )
+    return (await hub.alerts.attend(alert_id, principal.username, note)).alert
 
 
-@router.post(
-    "/alerts/{alert_id}/resolve",
-    response_model=Alert,
-    summary="Resolve an alert with a disposition",
-    description="-> resolved, with real, false_alarm, test or other, and a note. "
-    "409 when it is already resolved.",
-    responses=_ACTION_RESPONSES,
-)
-async def resolve_alert(
-    alert_id: AlertId,
-    body: ResolveIn,
-    hub: HubDep,
-    principal: Annotated[Principal, Depends(require("resolve"))],
-) -> dict[str, Any]:
-    """Resolve."""
-    return await _act(
-        hub,
-        principal,
-        alert_id,
-        lambda: hub.alerts.resolve(alert_id, principal.username, body.disposition, body.note),
-    )
+async def _resolve(hub: Hub, principal: Principal, alert_id: int, body: ResolveIn) -> AlertValue:
+    change = await hub.alerts.resolve(alert_id, principal.username, body.disposition, body.note)
+    return change.alert
 
 
-@router.post(
-    "/alerts/{alert_id}/comment",
-    response_model=Alert,
-    summary="Comment on an alert",
-    description="Add a note to the alert's trail; its state does not change.",
-    responses=_ACTION_RESPONSES,
-)
-async def comment_alert(
-    alert_id: AlertId,
-    body: CommentIn,
-    hub: HubDep,
-    principal: Annotated[Principal, Depends(require("comment"))],
-) -> dict[str, Any]:
-    """Comment."""
-    return await _act(
-        hub,
-        principal,
-        alert_id,
-        lambda: hub.alerts.comment(alert_id, principal.username, body.note),
-    )
+async def _comment(hub: Hub, principal: Principal, alert_id: int, body: CommentIn) -> AlertValue:
+    return (await hub.alerts.comment(alert_id, principal.username, body.note)).alert
 
 
-@router.post(
-    "/alerts/{alert_id}/snooze",
-    response_model=Alert,
-    summary="Snooze the alert's zone",
-    description="Shelve the alerts of this alert's zone for `minutes` (at most 7 days), "
-    "with a reason; SOS calls are never shelved. 400 for an alert without a zone.",
-    responses=_ACTION_RESPONSES,
-)
-async def snooze_alert(
-    alert_id: AlertId,
-    body: SnoozeIn,
-    hub: HubDep,
-    principal: Annotated[Principal, Depends(require("snooze"))],
-) -> dict[str, Any]:
-    """Snooze."""
-    await _check_scope(hub, principal, alert_id)
+async def _snooze(hub: Hub, principal: Principal, alert_id: int, body: SnoozeIn) -> AlertValue:
     alert = await hub.alerts.get(alert_id)
     if alert.zone_id is None:
         raise ApiError(400, f"alert {alert_id} is not about a zone; there is nothing to snooze")
@@ -225,4 +185,50 @@ async def snooze_alert(
         actor=principal.username,
         now=now,
     )
-    return alert_json(await hub.alerts.get(alert_id))
+    return await hub.alerts.get(alert_id)
+
+
+_alert_action(
+    "ack",
+    NoteIn,
+    _acknowledge,
+    optional_body=True,
+    name="ack_alert",
+    summary="Acknowledge (take over) an alert",
+    description="active -> acknowledged, by you. 409 when someone already took it over.",
+)
+_alert_action(
+    "attend",
+    NoteIn,
+    _attend,
+    optional_body=True,
+    name="attend_alert",
+    summary="Mark an alert attended (someone is on site)",
+    description="active or acknowledged -> attended, by you.",
+)
+_alert_action(
+    "resolve",
+    ResolveIn,
+    _resolve,
+    name="resolve_alert",
+    summary="Resolve an alert with a disposition",
+    description="-> resolved, with real, false_alarm, test or other, and a note. "
+    "409 when it is already resolved.",
+)
+_alert_action(
+    "comment",
+    CommentIn,
+    _comment,
+    name="comment_alert",
+    summary="Comment on an alert",
+    description="Add a note to the alert's trail; its state does not change.",
+)
+_alert_action(
+    "snooze",
+    SnoozeIn,
+    _snooze,
+    name="snooze_alert",
+    summary="Snooze the alert's zone",
+    description="Shelve the alerts of this alert's zone for `minutes` (at most 7 days), "
+    "with a reason; SOS calls are never shelved. 400 for an alert without a zone.",
+)

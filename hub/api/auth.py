@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from hub.api.deps import HubDep, PrincipalDep, TokenDep
-from hub.api.errors import ERROR_RESPONSES, ErrorBody
+from hub.api.errors import BAD_REQUEST, ERROR_RESPONSES, ErrorBody
 from hub.api.models import LoginIn, LoginOut, Me
 from hub.auth import login, revoke
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     summary="Sign in",
     description="Check a name and password; answer a bearer token that expires after "
     "CAREHUB_TOKEN_TTL_S. A wrong name or password gets 401 with the same message.",
-    responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    responses={400: BAD_REQUEST, 401: {"model": ErrorBody}, 422: {"model": ErrorBody}},
 )
 async def post_login(body: LoginIn, hub: HubDep) -> dict[str, Any]:
     """Sign in."""

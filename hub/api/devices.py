@@ -7,17 +7,27 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from hub.api.common import Cursor, FacilityFilter, From, Limit, To, page, visible_facility
+from hub.api.common import (
+    AfterId,
+    DeviceId,
+    FacilityFilter,
+    From,
+    Limit,
+    To,
+    facility_scope,
+    page,
+    period,
+)
 from hub.api.deps import HubDep, Reader, connection
-from hub.api.errors import ERROR_RESPONSES, ApiError, not_found
+from hub.api.errors import ERROR_RESPONSES, ApiError, error_responses, not_found
 from hub.api.models import Bucket, DeviceList, Readings
-from hub.api.pagination import decode_cursor
 from hub.auth import Principal
 from hub.storage import api_queries
 from hub.storage.api_queries import BUCKET_SECONDS
 from hub.wire import Device, DeviceType, device_json
 
-router = APIRouter(tags=["devices"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["devices"], responses=ERROR_RESPONSES)
 
 MAX_POINTS = 100_000
 DEFAULT_HISTORY = timedelta(hours=24)
@@ -29,7 +39,6 @@ DEFAULT_HISTORY = timedelta(hours=24)
     summary="Devices in your scope",
     description="Registered devices with their latest state, by id; filter by facility, "
     "type, and whether they are online (heard within two heartbeats).",
-    responses=ERROR_RESPONSES,
 )
 async def list_devices(
     hub: HubDep,
@@ -38,13 +47,10 @@ async def list_devices(
     type: DeviceType | None = None,
     online: bool | None = None,
     limit: Limit = 100,
-    cursor: Cursor = None,
+    after: AfterId = None,
 ) -> dict[str, Any]:
     """Devices in scope."""
-    after = str(decode_cursor("text", cursor)) if cursor is not None else None
-    async with connection(hub) as conn:
-        if facility is not None:
-            await visible_facility(conn, principal, facility)
+    async with facility_scope(hub, principal, facility) as conn:
         rows = await api_queries.list_devices(
             conn,
             principal.scope_params(),
@@ -70,9 +76,8 @@ async def _visible_device(hub: Any, principal: Principal, device_id: str) -> dic
     response_model=Device,
     summary="One device",
     description="A device and its latest state.",
-    responses=ERROR_RESPONSES,
 )
-async def get_device(device_id: str, hub: HubDep, principal: Reader) -> dict[str, Any]:
+async def get_device(device_id: DeviceId, hub: HubDep, principal: Reader) -> dict[str, Any]:
     """One device."""
     return device_json(await _visible_device(hub, principal, device_id))
 
@@ -84,10 +89,10 @@ async def get_device(device_id: str, hub: HubDep, principal: Reader) -> dict[str
     description="Telemetry per bucket (1m, 5m, 1h, 1d; aligned to UTC) in [from, to); "
     "from/to default to the last 24 hours. At most 100,000 points. 5 minutes of an "
     "occupancy counter read the occupancy_5m aggregate (staff_avg and n are null there).",
-    responses={**ERROR_RESPONSES, 400: ERROR_RESPONSES[422]},
+    responses=error_responses("from not before to, or too many buckets"),
 )
 async def get_readings(
-    device_id: str,
+    device_id: DeviceId,
     hub: HubDep,
     principal: Reader,
     start: From = None,
@@ -96,13 +101,9 @@ async def get_readings(
 ) -> dict[str, Any]:
     """A device's history."""
     device = await _visible_device(hub, principal, device_id)
-    end = end or datetime.now(UTC)
-    try:
-        start = start or end - DEFAULT_HISTORY
-    except OverflowError:
-        raise ApiError(400, "to is too early to count back 24 hours from", "query.to") from None
-    if start >= end:
-        raise ApiError(400, "from must be before to", "query.from")
+    start, end = period(
+        start, end, now=datetime.now(UTC), default=DEFAULT_HISTORY, words="24 hours"
+    )
     points = (end - start).total_seconds() / BUCKET_SECONDS[bucket]
     if points > MAX_POINTS:
         raise ApiError(

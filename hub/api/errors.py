@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from hub.errors import (
     AlertError,
@@ -84,13 +85,50 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-# Responses every authenticated route may give, for the OpenAPI document.
+# Responses every authenticated route may give, for the OpenAPI document. Any parameter
+# may carry a value the schema allows but the database refuses (a NUL character), and any
+# body may not be UTF-8: 400.
+BAD_REQUEST: dict[str, Any] = {
+    "model": ErrorBody,
+    "description": "a value the hub cannot take, or a body that is not UTF-8 JSON",
+}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: BAD_REQUEST,
     401: {"model": ErrorBody, "description": "no token, or an expired or revoked one"},
     403: {"model": ErrorBody, "description": "the caller's role may not do this"},
     404: {"model": ErrorBody, "description": "no such object in the caller's scope"},
     422: {"model": ErrorBody, "description": "a parameter or the body is invalid (`field`)"},
 }
+
+
+def error_responses(
+    bad_request: str, conflict: str | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """ERROR_RESPONSES in this route's own words for its 400 (and its 409, if it has one)."""
+    responses = {**ERROR_RESPONSES, 400: {"model": ErrorBody, "description": bad_request}}
+    if conflict is not None:
+        responses[409] = {"model": ErrorBody, "description": conflict}
+    return responses
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on this request's path, for `Allow`.
+
+    Starlette names only the methods of the first route whose path matches, and FastAPI
+    makes one route per method: GET and PUT on one path would answer `Allow: GET, HEAD`.
+    So each method is tried against the app's routes, as the router itself would.
+    """
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -107,13 +145,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers: dict[str, str] | None = getattr(exc, "headers", None)
         if exc.status_code == 404:
             message = f"there is no route {request.url.path}; see /api/v1/openapi.json"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         else:
             message = str(exc.detail)
-        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

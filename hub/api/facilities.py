@@ -6,16 +6,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from hub.api.common import Cursor, Limit, page, visible_facility
+from hub.api.common import AfterId, FacilityId, Limit, page, visible_facility
 from hub.api.deps import HubDep, Reader, connection
 from hub.api.errors import ERROR_RESPONSES, not_found
 from hub.api.models import FacilityDetail, FacilityList
-from hub.api.pagination import decode_cursor
 from hub.storage import accounts, api_queries
 from hub.storage.status import facility_statuses, zone_status
 from hub.wire import FacilityKind
 
-router = APIRouter(tags=["facilities"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["facilities"], responses=ERROR_RESPONSES)
 
 
 @router.get(
@@ -24,7 +24,6 @@ router = APIRouter(tags=["facilities"])
     summary="Facilities in your scope, with their status",
     description="Every facility you see (admin: all; regulator: the district's; manager "
     "and staff: their own), by id, each with its FacilityStatus now.",
-    responses=ERROR_RESPONSES,
 )
 async def list_facilities(
     hub: HubDep,
@@ -32,12 +31,11 @@ async def list_facilities(
     district: Annotated[str | None, Query(max_length=128)] = None,
     kind: FacilityKind | None = None,
     limit: Limit = 100,
-    cursor: Cursor = None,
+    after: AfterId = None,
 ) -> dict[str, Any]:
     """Facilities in scope."""
     if district is not None and principal.role == "regulator" and district != principal.district:
         raise not_found(f"district {district!r}")
-    after = str(decode_cursor("text", cursor)) if cursor is not None else None
     async with connection(hub) as conn:
         rows = await api_queries.list_facilities(
             conn,
@@ -64,10 +62,9 @@ async def list_facilities(
     description="The facility with its status, each zone's people against capacity and "
     "staff ratio, and its devices by type. A regulator's read is written to access_log "
     "(SPEC §7, PIPL).",
-    responses=ERROR_RESPONSES,
 )
 async def get_facility(
-    facility_id: str, hub: HubDep, principal: Reader, request: Request
+    facility_id: FacilityId, hub: HubDep, principal: Reader, request: Request
 ) -> dict[str, Any]:
     """One facility in detail."""
     async with connection(hub) as conn:

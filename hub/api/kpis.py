@@ -5,39 +5,35 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from hub.api.common import FacilityFilter, From, To, visible_facility
+from hub.api.common import FacilityFilter, From, To, period, visible_facility
 from hub.api.deps import HubDep, connection, require
-from hub.api.errors import ERROR_RESPONSES, ApiError, ErrorBody, not_found
+from hub.api.errors import ERROR_RESPONSES, ApiError, error_responses, not_found
 from hub.auth import Principal
 from hub.storage import api_queries
 from hub.storage.kpis import district_kpis, facility_kpis, kpis_as_dict
 
-if TYPE_CHECKING:
-    from hub.runtime import Hub
-
-router = APIRouter(tags=["kpis"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["kpis"], responses=ERROR_RESPONSES)
 
 DEFAULT_PERIOD = timedelta(days=30)
 District = Annotated[str | None, Query(max_length=128, description="a district's name")]
 KpiReader = Annotated[Principal, Depends(require("kpis"))]
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **ERROR_RESPONSES,
-    400: {"model": ErrorBody, "description": "both or neither scope given, or a bad period"},
-}
+_RESPONSES = error_responses("both or neither scope given, or a bad period")
 
 
 async def _kpis(
-    hub: Hub,
-    principal: Principal,
-    facility: str | None,
-    district: str | None,
-    start: datetime | None,
-    end: datetime | None,
+    hub: HubDep,
+    principal: KpiReader,
+    facility: FacilityFilter = None,
+    district: District = None,
+    start: From = None,
+    end: To = None,
 ) -> dict[str, Any]:
+    # A dependency, so GET /kpis and GET /kpis.csv take the same parameters from one place.
     if facility is not None and district is not None:
         raise ApiError(400, "give facility or district, not both", "query.district")
     if facility is None and district is None:
@@ -49,13 +45,7 @@ async def _kpis(
         else:
             raise ApiError(400, "give facility=<id> or district=<name>", "query.facility")
     now = datetime.now(UTC)
-    end = end or now
-    try:
-        start = start or end - DEFAULT_PERIOD
-    except OverflowError:
-        raise ApiError(400, "to is too early to count back 30 days from", "query.to") from None
-    if start >= end:
-        raise ApiError(400, "from must be before to", "query.from")
+    start, end = period(start, end, now=now, default=DEFAULT_PERIOD, words="30 days")
     async with connection(hub) as conn:
         if facility is not None:
             await visible_facility(conn, principal, facility)
@@ -70,6 +60,9 @@ async def _kpis(
     return kpis_as_dict(kpis)
 
 
+Kpis = Annotated[dict[str, Any], Depends(_kpis)]
+
+
 @router.get(
     "/kpis",
     summary="KPIs of a facility or district",
@@ -81,16 +74,9 @@ async def _kpis(
         **_RESPONSES,
     },
 )
-async def get_kpis(
-    hub: HubDep,
-    principal: KpiReader,
-    facility: FacilityFilter = None,
-    district: District = None,
-    start: From = None,
-    end: To = None,
-) -> dict[str, Any]:
+async def get_kpis(kpis: Kpis) -> dict[str, Any]:
     """KPIs as JSON."""
-    return await _kpis(hub, principal, facility, district, start, end)
+    return kpis
 
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -115,16 +101,8 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}, **_RESPONSES},
 )
-async def get_kpis_csv(
-    hub: HubDep,
-    principal: KpiReader,
-    facility: FacilityFilter = None,
-    district: District = None,
-    start: From = None,
-    end: To = None,
-) -> Response:
+async def get_kpis_csv(kpis: Kpis) -> Response:
     """KPIs as CSV."""
-    kpis = await _kpis(hub, principal, facility, district, start, end)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(("figure", "value"))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.config import JsonDict
 
 from hub.alerts import NOTE_MAX
 from hub.wire import Alert, Device, Disposition, Facility
@@ -15,6 +16,16 @@ AlertStateFilter = Literal["open", "active", "acknowledged", "attended", "resolv
 WebhookFormat = Literal["json", "wecom", "dingtalk"]
 # Ids of the registry (SPEC §3); anything else cannot name a facility or device.
 ID = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+_Item = TypeVar("_Item")
+
+
+class Page(BaseModel, Generic[_Item]):
+    """A page of a list (docs/api.md Lists): its items, and the cursor of the next page."""
+
+    items: list[_Item]
+    next: str | None
 
 
 class Body(BaseModel):
@@ -76,18 +87,12 @@ class FacilityDetail(Facility):
     devices_by_type: dict[str, int]
 
 
-class FacilityList(BaseModel):
+class FacilityList(Page[Facility]):
     """A page of facilities."""
 
-    items: list[Facility]
-    next: str | None
 
-
-class DeviceList(BaseModel):
+class DeviceList(Page[Device]):
     """A page of devices."""
-
-    items: list[Device]
-    next: str | None
 
 
 class ReadingPoint(BaseModel):
@@ -131,11 +136,8 @@ class AlertDetail(Alert):
     audit: list[AuditEntry]
 
 
-class AlertList(BaseModel):
+class AlertList(Page[Alert]):
     """A page of alerts, newest first."""
-
-    items: list[Alert]
-    next: str | None
 
 
 class NoteIn(Body):
@@ -144,10 +146,14 @@ class NoteIn(Body):
     note: str = Field(default="", max_length=NOTE_MAX)
 
 
+# Said in the document, checked by the alert store (a 400): not only white space.
+NOT_BLANK: JsonDict = {"pattern": r"\S"}
+
+
 class CommentIn(Body):
     """A comment for the alert's trail."""
 
-    note: str = Field(min_length=1, max_length=NOTE_MAX)
+    note: str = Field(min_length=1, max_length=NOTE_MAX, json_schema_extra=NOT_BLANK)
 
 
 class ResolveIn(Body):
@@ -161,7 +167,7 @@ class SnoozeIn(Body):
     """Shelve the alert's zone for a while, with a reason."""
 
     minutes: int = Field(ge=1, le=7 * 24 * 60)
-    reason: str = Field(min_length=1, max_length=NOTE_MAX)
+    reason: str = Field(min_length=1, max_length=NOTE_MAX, json_schema_extra=NOT_BLANK)
 
 
 # -- rules, webhooks, registry, config -----------------------------------------------------
@@ -218,11 +224,8 @@ class Webhook(BaseModel):
     last_failure_at: datetime | None
 
 
-class WebhookList(BaseModel):
+class WebhookList(Page[Webhook]):
     """A facility's webhooks."""
-
-    items: list[Webhook]
-    next: str | None
 
 
 class PendingDevice(BaseModel):
@@ -236,11 +239,8 @@ class PendingDevice(BaseModel):
     last_topic: str
 
 
-class PendingList(BaseModel):
+class PendingList(Page[PendingDevice]):
     """A page of pending devices."""
-
-    items: list[PendingDevice]
-    next: str | None
 
 
 class DeadLetter(BaseModel):
@@ -257,16 +257,29 @@ class DeadLetter(BaseModel):
     payload_size: int
 
 
-class DeadLetterList(BaseModel):
+class DeadLetterList(Page[DeadLetter]):
     """A page of dead letters, newest first."""
 
-    items: list[DeadLetter]
-    next: str | None
+
+# [latitude, longitude]. Written without `prefixItems`: JSON Schema tools that read OpenAPI
+# as draft 4 take `prefixItems` for `items` and find the schema invalid.
+MapCenter = Annotated[
+    tuple[float, float],
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "number"},
+            "minItems": 2,
+            "maxItems": 2,
+            "description": "[latitude, longitude] in degrees",
+        }
+    ),
+]
 
 
 class PublicConfig(BaseModel):
     """What a dashboard needs before sign-in."""
 
     tile_url: str | None
-    map_center: tuple[float, float]
+    map_center: MapCenter
     default_language: str

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from devices import RULE_PARAMS
-from hub.api.common import visible_facility
-from hub.api.deps import HubDep, connection, require
-from hub.api.errors import ERROR_RESPONSES, ApiError, ErrorBody
+from hub.api.common import Configurer, FacilityId, facility_scope
+from hub.api.deps import HubDep
+from hub.api.errors import ERROR_RESPONSES, ApiError, error_responses
 from hub.api.models import RuleOverrideIn, Rules
 from hub.auth import Principal
 from hub.errors import RuleError
@@ -21,16 +21,15 @@ from hub.storage.rules import load_rule_params, save_overrides
 if TYPE_CHECKING:
     from hub.runtime import Hub
 
-router = APIRouter(tags=["rules"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["rules"], responses=ERROR_RESPONSES)
 
-Configurer = Annotated[Principal, Depends(require("configure"))]
 # RuleError messages name "kind.param:" or "unknown alert kind".
 _PARAM_IN_MESSAGE = re.compile(r": [a-z_]+\.([A-Za-z0-9_]+): ")
 
 
 async def _rules(hub: Hub, principal: Principal, facility_id: str) -> dict[str, Any]:
-    async with connection(hub) as conn:
-        await visible_facility(conn, principal, facility_id)
+    async with facility_scope(hub, principal, facility_id) as conn:
         overrides = await api_queries.rule_overrides(conn, facility_id)
         params = await load_rule_params(conn)
     return {
@@ -47,9 +46,8 @@ async def _rules(hub: Hub, principal: Principal, facility_id: str) -> dict[str, 
     summary="A facility's rule parameters",
     description="Catalogue defaults, the facility's stored overrides (facility-wide and "
     "per zone), and the facility-wide values in force.",
-    responses=ERROR_RESPONSES,
 )
-async def get_rules(facility_id: str, hub: HubDep, principal: Configurer) -> dict[str, Any]:
+async def get_rules(facility_id: FacilityId, hub: HubDep, principal: Configurer) -> dict[str, Any]:
     """Rules of a facility."""
     return await _rules(hub, principal, facility_id)
 
@@ -61,14 +59,13 @@ async def get_rules(facility_id: str, hub: HubDep, principal: Configurer) -> dic
     description="Set some parameters of one alert kind for the facility or one zone; "
     "merged into what the kind already has. A bad value is a 400 naming the field. "
     "Running hubs apply it within 30 s.",
-    responses={**ERROR_RESPONSES, 400: {"model": ErrorBody, "description": "a bad override"}},
+    responses=error_responses("a bad override"),
 )
 async def put_rules(
-    facility_id: str, body: RuleOverrideIn, hub: HubDep, principal: Configurer
+    facility_id: FacilityId, body: RuleOverrideIn, hub: HubDep, principal: Configurer
 ) -> dict[str, Any]:
     """Store an override."""
-    async with connection(hub) as conn:
-        await visible_facility(conn, principal, facility_id)
+    async with facility_scope(hub, principal, facility_id) as conn:
         try:
             override = validate_override(facility_id, body.zone_id or "", body.kind, body.params)
             await save_overrides(conn, [override], principal.username)

@@ -447,6 +447,8 @@ HOSTILE: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = [
     ("GET", "/devices/oc-1/readings", {"params": {"bucket": "7m"}}, (422,)),
     ("GET", "/devices/oc-1/readings", {"params": {"from": "yesterday"}}, (422,)),
     ("GET", "/devices/oc-1/readings", {"params": {"from": "2026-01-01T00:00:00"}}, (422,)),
+    # A bare number is not an RFC 3339 time (pydantic alone would read Unix seconds).
+    ("GET", "/alerts", {"params": {"to": "0.5"}}, (422,)),
     (
         "GET",
         "/devices/oc-1/readings",
@@ -523,6 +525,13 @@ async def test_hostile_input_gets_the_error_shape_never_a_500(api: Api) -> None:
             assert body["field"], (where, body)
     # SQL-ish strings were only ever parameters: the accounts are all still there.
     assert (await api.request("GET", "/auth/me", "admin")).status_code == 200
+
+
+async def test_a_405_names_every_method_of_the_path_in_allow(api: Api) -> None:
+    """GET and PUT share a path as two routes; a 405 there lists both."""
+    response = await api.request("DELETE", f"/facilities/{FACILITY}/rules", "admin")
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET, PUT"
 
 
 async def test_a_login_body_that_is_not_json_or_too_long_is_refused(api: Api) -> None:

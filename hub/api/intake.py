@@ -6,15 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from hub.api.common import Cursor, Limit, page
+from hub.api.common import AfterId, BeforeNumber, Limit, page
 from hub.api.deps import HubDep, connection, require
 from hub.api.errors import ERROR_RESPONSES
 from hub.api.models import DeadLetterList, PendingList
-from hub.api.pagination import decode_cursor
 from hub.auth import Principal
 from hub.storage import api_queries
 
-router = APIRouter(tags=["registry"])
+# Every route here may answer the shared errors; a route adds its own words for a 400.
+router = APIRouter(tags=["registry"], responses=ERROR_RESPONSES)
 
 Admin = Annotated[Principal, Depends(require("registry"))]
 
@@ -24,14 +24,12 @@ Admin = Annotated[Principal, Depends(require("registry"))]
     response_model=PendingList,
     summary="Devices heard but not registered",
     description="Register one with `carehub devices register`.",
-    responses=ERROR_RESPONSES,
 )
 async def list_pending(
-    hub: HubDep, principal: Admin, limit: Limit = 100, cursor: Cursor = None
+    hub: HubDep, principal: Admin, limit: Limit = 100, after: AfterId = None
 ) -> dict[str, Any]:
     """Pending devices."""
     del principal
-    after = str(decode_cursor("text", cursor)) if cursor is not None else None
     async with connection(hub) as conn:
         rows = await api_queries.list_pending(conn, after=after, limit=limit)
     return page(rows, limit, "text", lambda row: row["device_id"], dict)
@@ -51,7 +49,6 @@ def _dead_letter_json(row: dict[str, Any]) -> dict[str, Any]:
     summary="Refused messages",
     description="Every message the hub refused, newest first, with its reason code "
     "(SPEC §3); filter by device and reason.",
-    responses=ERROR_RESPONSES,
 )
 async def list_dead_letters(
     hub: HubDep,
@@ -59,17 +56,16 @@ async def list_dead_letters(
     device: Annotated[str | None, Query(max_length=64)] = None,
     reason: Annotated[str | None, Query(max_length=32)] = None,
     limit: Limit = 100,
-    cursor: Cursor = None,
+    before: BeforeNumber = None,
 ) -> dict[str, Any]:
     """Dead letters."""
     del principal
-    before = decode_cursor("int", cursor) if cursor is not None else None
     async with connection(hub) as conn:
         rows = await api_queries.list_dead_letters(
             conn,
             device_id=device,
             reason=reason,
-            before=before if isinstance(before, int) else None,
+            before=before,
             limit=limit,
         )
     return page(rows, limit, "int", lambda row: int(row["id"]), _dead_letter_json)
