@@ -1019,7 +1019,10 @@ export interface components {
         PublicConfig: {
             /** Tile Url */
             tile_url: string | null;
-            /** Map Center */
+            /**
+             * Map Center
+             * @description [latitude, longitude] in degrees
+             */
             map_center: [
                 number,
                 number
@@ -1338,6 +1341,15 @@ export interface operations {
                     "application/json": components["schemas"]["LoginOut"];
                 };
             };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Unauthorized */
             401: {
                 headers: {
@@ -1421,7 +1433,7 @@ export interface operations {
                 kind?: ("elderly" | "childcare" | "integrated") | null;
                 /** @description items per page, 1..500 */
                 limit?: number;
-                /** @description the `next` of the previous page */
+                /** @description the `next` of the previous page of this list; any other value is a 400 (`field`: query.cursor) */
                 cursor?: string | null;
             };
             header?: never;
@@ -1437,6 +1449,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["FacilityList"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no token, or an expired or revoked one */
@@ -1482,6 +1503,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description the facility's id */
                 facility_id: string;
             };
             cookie?: never;
@@ -1495,6 +1517,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["FacilityDetail"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no token, or an expired or revoked one */
@@ -1544,7 +1575,7 @@ export interface operations {
                 online?: boolean | null;
                 /** @description items per page, 1..500 */
                 limit?: number;
-                /** @description the `next` of the previous page */
+                /** @description the `next` of the previous page of this list; any other value is a 400 (`field`: query.cursor) */
                 cursor?: string | null;
             };
             header?: never;
@@ -1560,6 +1591,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DeviceList"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no token, or an expired or revoked one */
@@ -1605,6 +1645,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description the device's id */
                 device_id: string;
             };
             cookie?: never;
@@ -1618,6 +1659,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Device"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no token, or an expired or revoked one */
@@ -1669,6 +1719,7 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @description the device's id */
                 device_id: string;
             };
             cookie?: never;
@@ -1684,7 +1735,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readings"];
                 };
             };
-            /** @description a parameter or the body is invalid (`field`) */
+            /** @description from not before to, or too many buckets */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1745,7 +1796,7 @@ export interface operations {
                 to?: string | null;
                 /** @description items per page, 1..500 */
                 limit?: number;
-                /** @description the `next` of the previous page */
+                /** @description the `next` of the previous page of this list; any other value is a 400 (`field`: query.cursor) */
                 cursor?: string | null;
             };
             header?: never;
@@ -1761,6 +1812,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AlertList"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no token, or an expired or revoked one */
@@ -1820,6 +1880,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AlertDetail"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no token, or an expired or revoked one */
@@ -2420,6 +2489,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description the facility's id */
                 facility_id: string;
             };
             cookie?: never;
@@ -2433,6 +2503,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Rules"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no token, or an expired or revoked one */
@@ -2478,6 +2557,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description the facility's id */
                 facility_id: string;
             };
             cookie?: never;
@@ -2549,6 +2629,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description the facility's id */
                 facility_id: string;
             };
             cookie?: never;
@@ -2562,6 +2643,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["WebhookList"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no token, or an expired or revoked one */
@@ -2607,6 +2697,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description the facility's id */
                 facility_id: string;
             };
             cookie?: never;
@@ -2678,6 +2769,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description the facility's id */
                 facility_id: string;
                 webhook_id: number;
             };
@@ -2691,6 +2783,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
             /** @description no token, or an expired or revoked one */
             401: {
@@ -2735,7 +2836,7 @@ export interface operations {
             query?: {
                 /** @description items per page, 1..500 */
                 limit?: number;
-                /** @description the `next` of the previous page */
+                /** @description the `next` of the previous page of this list; any other value is a 400 (`field`: query.cursor) */
                 cursor?: string | null;
             };
             header?: never;
@@ -2751,6 +2852,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PendingList"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no token, or an expired or revoked one */
@@ -2798,7 +2908,7 @@ export interface operations {
                 reason?: string | null;
                 /** @description items per page, 1..500 */
                 limit?: number;
-                /** @description the `next` of the previous page */
+                /** @description the `next` of the previous page of this list; any other value is a 400 (`field`: query.cursor) */
                 cursor?: string | null;
             };
             header?: never;
@@ -2814,6 +2924,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DeadLetterList"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description no token, or an expired or revoked one */
