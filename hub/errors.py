@@ -83,6 +83,16 @@ class NotifyError(HubError):
     """A webhook cannot be configured as asked; the message says why."""
 
 
+class ApiError(HubError):
+    """An error answer of the HTTP API: its status, its message, the field at fault if any."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
 def raise_if_cancelled() -> None:
     """Re-raise a cancellation that an error on the way out has replaced.
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from hub.api.common import BeforeTime, FacilityFilter, From, Limit, To, facility_scope, page
 from hub.api.deps import HubDep, Reader, connection, require
-from hub.api.errors import ERROR_RESPONSES, ApiError, error_responses, not_found
+from hub.api.errors import ERROR_RESPONSES, error_responses, not_found
 from hub.api.models import (
     AlertDetail,
     AlertList,
@@ -23,6 +23,7 @@ from hub.api.models import (
     SnoozeIn,
 )
 from hub.auth import Action, Principal
+from hub.errors import ApiError
 from hub.models import Alert as AlertValue
 from hub.storage import api_queries
 from hub.wire import Alert, Priority, alert_json

@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from pydantic import AwareDatetime, BeforeValidator, StringConstraints, WithJsonSchema
 
 from hub.api.deps import connection, require
-from hub.api.errors import ApiError, not_found
+from hub.api.errors import not_found
 from hub.api.models import ID
 from hub.api.pagination import (
     CURSOR_MAX,
@@ -24,6 +24,7 @@ from hub.api.pagination import (
     encode_cursor,
 )
 from hub.auth import Principal
+from hub.errors import ApiError
 from hub.storage import api_queries
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection
 
-from hub.api.errors import ApiError
 from hub.auth import Action, Principal, principal_for_token
+from hub.errors import ApiError
 
 if TYPE_CHECKING:
     # Named for typing only: the routers never import the module that builds the hub.

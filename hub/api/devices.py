@@ -19,9 +19,10 @@ from hub.api.common import (
     period,
 )
 from hub.api.deps import HubDep, Reader, connection
-from hub.api.errors import ERROR_RESPONSES, ApiError, error_responses, not_found
+from hub.api.errors import ERROR_RESPONSES, error_responses, not_found
 from hub.api.models import Bucket, DeviceList, Readings
 from hub.auth import Principal
+from hub.errors import ApiError
 from hub.storage import api_queries
 from hub.storage.api_queries import BUCKET_SECONDS
 from hub.wire import Device, DeviceType, device_json

@@ -16,6 +16,7 @@ from starlette.routing import Match
 
 from hub.errors import (
     AlertError,
+    ApiError,
     AuthError,
     CursorError,
     HubError,
@@ -56,16 +57,6 @@ class ErrorBody(BaseModel):
     error: str
     message: str
     field: str | None = None
-
-
-class ApiError(Exception):
-    """An HTTP error with its code, message and (for bad input) the field at fault."""
-
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
 
 
 def not_found(what: str) -> ApiError:

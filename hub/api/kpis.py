@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from hub.api.common import FacilityFilter, From, To, period, visible_facility
 from hub.api.deps import HubDep, connection, require
-from hub.api.errors import ERROR_RESPONSES, ApiError, error_responses, not_found
+from hub.api.errors import ERROR_RESPONSES, error_responses, not_found
 from hub.auth import Principal
+from hub.errors import ApiError
 from hub.storage import api_queries
 from hub.storage.kpis import district_kpis, facility_kpis, kpis_as_dict
 

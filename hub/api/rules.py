@@ -10,10 +10,10 @@ from fastapi import APIRouter
 from devices import RULE_PARAMS
 from hub.api.common import Configurer, FacilityId, facility_scope
 from hub.api.deps import HubDep
-from hub.api.errors import ERROR_RESPONSES, ApiError, error_responses
+from hub.api.errors import ERROR_RESPONSES, error_responses
 from hub.api.models import RuleOverrideIn, Rules
 from hub.auth import Principal
-from hub.errors import RuleError
+from hub.errors import ApiError, RuleError
 from hub.rules import validate_override
 from hub.storage import api_queries
 from hub.storage.rules import load_rule_params, save_overrides
