@@ -19,6 +19,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from devices import ALERT_LABELS
 from hub.errors import NotifyError
 from hub.models import AlertChange
+from hub.wire import alert_json
 
 FORMATS = ("json", "wecom", "dingtalk")
 EVENTS = ("new", "escalated", "overdue", "flood")
@@ -90,6 +91,8 @@ def notice_body(
         "at": change.at.isoformat(),
         "title": f"【{label}】{facility_name}",
         "text": text,
+        # The alert as REST and the live feed show it (SPEC §6), for integrators.
+        "alert": alert_json(alert),
     }
 
 

@@ -25,6 +25,8 @@ from hub.notify.formats import (
     redact_url,
     render,
 )
+from hub.wire import Alert as AlertModel
+from hub.wire import alert_json
 
 RAISED = datetime(2025, 3, 1, 0, 0, 5, tzinfo=UTC)  # 08:00:05 in Wenzhou
 FACILITY_NAME = "阳光托育养老中心"
@@ -97,8 +99,11 @@ def test_the_generic_notice_carries_the_alert_and_a_sentence_staff_read() -> Non
         "at": "2025-03-01T00:00:05+00:00",
         "title": "【紧急呼叫】阳光托育养老中心",
         "text": "【紧急呼叫】阳光托育养老中心 101 室 设备 eb-1 求助，请立即处理",
+        "alert": alert_json(make_change().alert),
     }
     assert json.loads(json.dumps(notice, ensure_ascii=False)) == notice
+    # The same Alert object as REST and the live feed carry.
+    assert AlertModel.model_validate(notice["alert"]).id == "42"
 
 
 def test_escalated_and_overdue_notices_say_how_long_nobody_answered() -> None:
