@@ -30,8 +30,9 @@ from bench.mqtt import (
     remaining_length,
 )
 from devices import topic
+from devices.mqtt import MqttTarget
 from hub.errors import HubError
-from hub.settings import MqttTarget, Settings
+from hub.settings import Settings
 
 CONNECTIONS = 8
 FACILITIES = 8

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from hub.errors import HubError
 
 if TYPE_CHECKING:
-    from hub.settings import MqttTarget
+    from devices.mqtt import MqttTarget
 
 MQTT_311 = 4
 MQTT_5 = 5
