@@ -30,12 +30,11 @@ from bench.harness import (
     CST,
     MB,
     BenchRun,
+    CpuMeter,
     HubProcess,
     Sample,
-    busy,
     cpu_percent,
     db_now,
-    machine_clock,
     print_verdict,
     rejected_total,
     spread,
@@ -338,7 +337,6 @@ async def _press_and_report(
         for n, (device_id, facility_id) in enumerate(buttons)
     ]
     loop = asyncio.get_running_loop()
-    me = psutil.Process()
     tasks: list[asyncio.Task[None]] = []
     try:
         for publisher in publishers:
@@ -354,8 +352,7 @@ async def _press_and_report(
         until = started + duration_s
         # The press window on the database's clock, the one stored_at is read from.
         window_from = db_then + timedelta(seconds=pressing - mono_then)
-        machine_before = machine_clock()
-        me_cpu_before = sum(me.cpu_times()[:2])
+        meter = CpuMeter()
         try:
             async with asyncio.TaskGroup() as group:
                 for publisher in publishers:
@@ -365,8 +362,7 @@ async def _press_and_report(
             load.errors.extend(repr(exc) for exc in failed.exceptions)
         stopped = loop.time()
         window_to = await db_now(conn)
-        machine_after = machine_clock()
-        generator_cpu_s = sum(me.cpu_times()[:2]) - me_cpu_before
+        meter.stop()
         in_window = [s for s in hub.samples if pressing <= s.at <= stopped]
         if presses.by_key and presses.acked < len(presses.by_key):
             with contextlib.suppress(TimeoutError):
@@ -399,8 +395,7 @@ async def _press_and_report(
         hub=hub,
         samples=in_window,
         counters=counters,
-        machine=(machine_before, machine_after),
-        generator_cpu_s=generator_cpu_s,
+        cpu=meter,
     )
 
 
@@ -421,8 +416,7 @@ def _report(
     hub: HubProcess,
     samples: Sequence[Sample],
     counters: dict[str, float],
-    machine: tuple[tuple[float, float], tuple[float, float]],
-    generator_cpu_s: float,
+    cpu: CpuMeter,
 ) -> None:
     sent = list(presses.by_key.values())
     missing = sum(1 for press in sent if press.acked_mono is None)
@@ -457,10 +451,9 @@ def _report(
     )
     print(f"hub CPU      {cpu_pct:.1f} % of one core on average while pressing ({cores} cores)")
     print(f"hub RSS      peak {hub.peak_rss() / MB:.1f} MB (VmHWM)")
-    before, after = machine
     print(
-        f"machine      {100 * busy(before, after):.0f} % busy of {cores} cores; "
-        f"generator {100 * generator_cpu_s / max(telemetry_s, 1e-6):.0f} % of one core"
+        f"machine      {100 * cpu.machine_busy():.0f} % busy of {cores} cores; "
+        f"generator {100 * cpu.own_cpu_s() / max(telemetry_s, 1e-6):.0f} % of one core"
     )
     print(
         f"hub counters received {counters.get('carehub_messages_received_total', 0.0):,.0f}, "
