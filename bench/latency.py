@@ -56,7 +56,6 @@ from bench.mqtt import (
     SUBACK,
     RawConnection,
     next_packet,
-    open_mqtt,
     puback_packet,
     publish_packet,
     subscribe_packet,
@@ -133,12 +132,11 @@ class _Button(RawConnection):
         facility_id: str,
         presses: _Presses,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            target, f"carehub-bench-button-{os.getpid()}-{index}", f"button {device_id}"
+        )
         self.device_id = device_id
-        self._index = index
-        self._target = target
         self._presses = presses
-        self._client_id = f"carehub-bench-button-{os.getpid()}-{index}"
         self._event_topic = topic(root, facility_id, device_id, "event").encode()
         self._ack_topic = topic(root, facility_id, device_id, "ack")
         self._next_id = 0
@@ -149,11 +147,9 @@ class _Button(RawConnection):
 
     async def connect(self) -> None:
         """Connect, subscribe to the button's `ack` at QoS 1, and wait for the SUBACK."""
-        self._reader, self._writer = await open_mqtt(
-            self._target, self._client_id, f"button {self.device_id}", CONNECT_TIMEOUT_S
-        )
-        self._writer.write(subscribe_packet(self._packet_id(), self._ack_topic, qos=1))
-        suback = await asyncio.wait_for(self._reader.readexactly(5), CONNECT_TIMEOUT_S)
+        reader, writer = await self._open(CONNECT_TIMEOUT_S)
+        writer.write(subscribe_packet(self._packet_id(), self._ack_topic, qos=1))
+        suback = await asyncio.wait_for(reader.readexactly(5), CONNECT_TIMEOUT_S)
         if suback[0] != SUBACK or suback[4] > 2:
             raise HubError(f"broker refused the ack subscription of {self.device_id}")
 
