@@ -13,6 +13,11 @@ from pathlib import Path
 from hub.cli.commands import Subcommands
 from hub.settings import Settings
 
+# Each bench's own defaults for --duration and --rate, which the parser leaves None when not
+# given: a latency run wants a shorter load than ingest, and live's rate is alert changes.
+_DEFAULT_DURATION_S = {"ingest": 60.0, "latency": 30.0, "live": 30.0}
+_DEFAULT_RATE = {"ingest": 10_000.0, "latency": 5000.0, "live": 100.0}
+
 
 def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.which == "dashboard":
@@ -25,14 +30,16 @@ def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
             chromium=args.chromium,
             keep=args.keep,
         )
+    duration_s = _DEFAULT_DURATION_S[args.which] if args.duration is None else args.duration
+    rate = _DEFAULT_RATE[args.which] if args.rate is None else args.rate
     if args.which == "live":
         from bench.live import run_live_bench
 
         return run_live_bench(
             settings,
             clients=args.clients,
-            rate=args.rate if args.rate is not None else 100.0,
-            duration_s=args.duration if args.duration is not None else 30.0,
+            rate=rate,
+            duration_s=duration_s,
             devices=args.devices,
         )
     if args.which == "latency":
@@ -40,8 +47,8 @@ def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
         return run_latency_bench(
             settings,
-            duration_s=args.duration if args.duration is not None else 30.0,
-            rate=args.rate if args.rate is not None else 5000.0,
+            duration_s=duration_s,
+            rate=rate,
             presses_per_s=args.presses,
             devices=args.devices,
         )
@@ -50,9 +57,9 @@ def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return run_bench(
         settings,
         args.which,
-        duration_s=args.duration if args.duration is not None else 60.0,
+        duration_s=duration_s,
         devices=args.devices,
-        rate=args.rate if args.rate is not None else 10_000.0,
+        rate=rate,
         connections=args.connections,
         keep=args.keep,
     )

@@ -284,6 +284,37 @@ def busy(before: tuple[float, float], after: tuple[float, float]) -> float:
     return (total - idle) / total if total > 0 else 0.0
 
 
+class CpuMeter:
+    """The machine's busy share and this bench process's own CPU, from its start to now or stop.
+
+    Like a stopwatch: it reads the time so far until `stop()`, and the stopped figures after.
+    """
+
+    def __init__(self) -> None:
+        self._me = psutil.Process()
+        self._machine_from = machine_clock()
+        self._own_from = self._own_cpu_s()
+        self._stopped: tuple[tuple[float, float], float] | None = None
+
+    def _own_cpu_s(self) -> float:
+        # user + system: what the load generator itself costs the machine.
+        return float(sum(self._me.cpu_times()[:2]))
+
+    def stop(self) -> None:
+        """Hold both figures as they are now: the load is over, what follows is not measured."""
+        self._stopped = (machine_clock(), self._own_cpu_s())
+
+    def machine_busy(self) -> float:
+        """Machine-wide busy share (0..1) from the start until now, or until stop()."""
+        machine_to = machine_clock() if self._stopped is None else self._stopped[0]
+        return busy(self._machine_from, machine_to)
+
+    def own_cpu_s(self) -> float:
+        """CPU seconds this process used from the start until now, or until stop()."""
+        own_to = self._own_cpu_s() if self._stopped is None else self._stopped[1]
+        return own_to - self._own_from
+
+
 def cpu_percent(samples: Sequence[Sample]) -> float:
     """A process's CPU, in % of one core, from its first sample to its last (0 if fewer)."""
     if len(samples) < 2:

@@ -23,12 +23,11 @@ from bench.harness import (
     MB,
     SAMPLE_S,
     BenchRun,
+    CpuMeter,
     HubProcess,
     Sample,
-    busy,
     cpu_percent,
     db_now,
-    machine_clock,
     print_verdict,
     rejected_total,
 )
@@ -142,9 +141,7 @@ async def _load_and_report(
     for publisher in publishers:
         await publisher.connect()
     loop = asyncio.get_running_loop()
-    me = psutil.Process()
-    machine_cpu_before = machine_clock()
-    me_cpu_before = sum(me.cpu_times()[:2])
+    meter = CpuMeter()
     sampler = asyncio.create_task(hub.sample_forever())
     readers = [asyncio.create_task(p.read_acks()) for p in publishers]
     # The steady window is cut on the database's clock, the one stored_at is read from.
@@ -163,8 +160,7 @@ async def _load_and_report(
         unconfirmed = load.sent - load.acked
     else:
         unconfirmed = sum([await publisher.settle() for publisher in publishers])
-    machine_cpu = machine_clock()
-    me_cpu = sum(me.cpu_times()[:2]) - me_cpu_before
+    meter.stop()
     load_samples = [s for s in hub.samples if s.at <= time.monotonic()]
     rows, drain_s = await _drain(conn, load.acked)
     sampler.cancel()
@@ -198,8 +194,7 @@ async def _load_and_report(
         load_samples=load_samples,
         counters=counters,
         peak_rss=peak_rss,
-        machine=(machine_cpu_before, machine_cpu),
-        generator_cpu_s=me_cpu,
+        cpu=meter,
     )
 
 
@@ -217,8 +212,7 @@ def _report(
     load_samples: list[Sample],
     counters: dict[str, float],
     peak_rss: int,
-    machine: tuple[tuple[float, float], tuple[float, float]],
-    generator_cpu_s: float,
+    cpu: CpuMeter,
 ) -> None:
     cores = psutil.cpu_count() or 1
     published = load.acked
@@ -276,10 +270,9 @@ def _report(
         f"spooled {counters.get('carehub_spooled_messages_total', 0.0):,.0f}, "
         f"duplicates {counters.get('carehub_messages_duplicate_total', 0.0):,.0f}"
     )
-    before, after = machine
     print(
-        f"machine      {100 * busy(before, after):.0f} % busy of {cores} cores during the load; "
-        f"generator {100 * generator_cpu_s / max(elapsed, 1e-6):.0f} % of one core"
+        f"machine      {100 * cpu.machine_busy():.0f} % busy of {cores} cores during the load; "
+        f"generator {100 * cpu.own_cpu_s() / max(elapsed, 1e-6):.0f} % of one core"
     )
     for error in load.errors:
         print(f"generator    error: {error}")

@@ -30,12 +30,11 @@ from bench.harness import (
     CST,
     MB,
     BenchRun,
+    CpuMeter,
     HubProcess,
     Sample,
-    busy,
     cpu_percent,
     db_now,
-    machine_clock,
     print_verdict,
     rejected_total,
     spread,
@@ -57,14 +56,14 @@ from bench.mqtt import (
     SUBACK,
     RawConnection,
     next_packet,
-    open_mqtt,
     puback_packet,
     publish_packet,
     subscribe_packet,
 )
 from devices import topic
+from devices.mqtt import MqttTarget
 from hub.errors import HubError
-from hub.settings import MqttTarget, Settings
+from hub.settings import Settings
 
 # SPEC §3's promise to the resident at the button: the light says "received" quickly.
 TARGET_ACK_P99_MS = 100.0
@@ -133,12 +132,11 @@ class _Button(RawConnection):
         facility_id: str,
         presses: _Presses,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            target, f"carehub-bench-button-{os.getpid()}-{index}", f"button {device_id}"
+        )
         self.device_id = device_id
-        self._index = index
-        self._target = target
         self._presses = presses
-        self._client_id = f"carehub-bench-button-{os.getpid()}-{index}"
         self._event_topic = topic(root, facility_id, device_id, "event").encode()
         self._ack_topic = topic(root, facility_id, device_id, "ack")
         self._next_id = 0
@@ -149,11 +147,9 @@ class _Button(RawConnection):
 
     async def connect(self) -> None:
         """Connect, subscribe to the button's `ack` at QoS 1, and wait for the SUBACK."""
-        self._reader, self._writer = await open_mqtt(
-            self._target, self._client_id, f"button {self.device_id}", CONNECT_TIMEOUT_S
-        )
-        self._writer.write(subscribe_packet(self._packet_id(), self._ack_topic, qos=1))
-        suback = await asyncio.wait_for(self._reader.readexactly(5), CONNECT_TIMEOUT_S)
+        reader, writer = await self._open(CONNECT_TIMEOUT_S)
+        writer.write(subscribe_packet(self._packet_id(), self._ack_topic, qos=1))
+        suback = await asyncio.wait_for(reader.readexactly(5), CONNECT_TIMEOUT_S)
         if suback[0] != SUBACK or suback[4] > 2:
             raise HubError(f"broker refused the ack subscription of {self.device_id}")
 
@@ -337,7 +333,6 @@ async def _press_and_report(
         for n, (device_id, facility_id) in enumerate(buttons)
     ]
     loop = asyncio.get_running_loop()
-    me = psutil.Process()
     tasks: list[asyncio.Task[None]] = []
     try:
         for publisher in publishers:
@@ -353,8 +348,7 @@ async def _press_and_report(
         until = started + duration_s
         # The press window on the database's clock, the one stored_at is read from.
         window_from = db_then + timedelta(seconds=pressing - mono_then)
-        machine_before = machine_clock()
-        me_cpu_before = sum(me.cpu_times()[:2])
+        meter = CpuMeter()
         try:
             async with asyncio.TaskGroup() as group:
                 for publisher in publishers:
@@ -364,8 +358,7 @@ async def _press_and_report(
             load.errors.extend(repr(exc) for exc in failed.exceptions)
         stopped = loop.time()
         window_to = await db_now(conn)
-        machine_after = machine_clock()
-        generator_cpu_s = sum(me.cpu_times()[:2]) - me_cpu_before
+        meter.stop()
         in_window = [s for s in hub.samples if pressing <= s.at <= stopped]
         if presses.by_key and presses.acked < len(presses.by_key):
             with contextlib.suppress(TimeoutError):
@@ -398,8 +391,7 @@ async def _press_and_report(
         hub=hub,
         samples=in_window,
         counters=counters,
-        machine=(machine_before, machine_after),
-        generator_cpu_s=generator_cpu_s,
+        cpu=meter,
     )
 
 
@@ -420,8 +412,7 @@ def _report(
     hub: HubProcess,
     samples: Sequence[Sample],
     counters: dict[str, float],
-    machine: tuple[tuple[float, float], tuple[float, float]],
-    generator_cpu_s: float,
+    cpu: CpuMeter,
 ) -> None:
     sent = list(presses.by_key.values())
     missing = sum(1 for press in sent if press.acked_mono is None)
@@ -456,10 +447,9 @@ def _report(
     )
     print(f"hub CPU      {cpu_pct:.1f} % of one core on average while pressing ({cores} cores)")
     print(f"hub RSS      peak {hub.peak_rss() / MB:.1f} MB (VmHWM)")
-    before, after = machine
     print(
-        f"machine      {100 * busy(before, after):.0f} % busy of {cores} cores; "
-        f"generator {100 * generator_cpu_s / max(telemetry_s, 1e-6):.0f} % of one core"
+        f"machine      {100 * cpu.machine_busy():.0f} % busy of {cores} cores; "
+        f"generator {100 * cpu.own_cpu_s() / max(telemetry_s, 1e-6):.0f} % of one core"
     )
     print(
         f"hub counters received {counters.get('carehub_messages_received_total', 0.0):,.0f}, "

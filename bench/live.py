@@ -33,12 +33,11 @@ from psycopg_pool import AsyncConnectionPool
 from bench.harness import (
     MB,
     BenchRun,
+    CpuMeter,
     HubProcess,
     Sample,
-    busy,
     copy_registry,
     cpu_percent,
-    machine_clock,
     print_verdict,
     spread,
 )
@@ -362,16 +361,14 @@ async def _run(
     )
     await pool.open()
     sampler = asyncio.create_task(hub.sample_forever())
-    me = psutil.Process()
-    my_cpu = sum(me.cpu_times()[:2])
-    machine_before = machine_clock()
+    meter = CpuMeter()
     try:
         started = loop.time()
         driven, errors = await _drive(
             AlertStore(pool, settings.database_schema), buttons, rate, started + duration_s
         )
         driven_s = loop.time() - started
-        machine_busy = busy(machine_before, machine_clock())
+        machine_busy = meter.machine_busy()
         in_run = [s for s in hub.samples if s.at <= time.monotonic()]
         committed = await _committed(conn, floor)
         expected = len(committed)
@@ -384,7 +381,7 @@ async def _run(
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
         await pool.close()
-    my_cpu = sum(me.cpu_times()[:2]) - my_cpu
+    bench_cpu_s = meter.own_cpu_s()
     offset = await _clock_offset(conn)
     for client in screens:
         client.close()
@@ -399,7 +396,7 @@ async def _run(
         connect_s=connect_s,
         hub=hub,
         samples=in_run,
-        bench_cpu_s=my_cpu,
+        bench_cpu_s=bench_cpu_s,
         machine_busy=machine_busy,
     )
 

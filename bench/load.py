@@ -26,12 +26,12 @@ from bench.mqtt import (
     PUBLISH_QOS1,
     RawConnection,
     mqtt_string,
-    open_mqtt,
     remaining_length,
 )
 from devices import topic
+from devices.mqtt import MqttTarget
 from hub.errors import HubError
-from hub.settings import MqttTarget, Settings
+from hub.settings import Settings
 
 CONNECTIONS = 8
 FACILITIES = 8
@@ -130,12 +130,11 @@ class TelemetryPublisher(RawConnection):
         rate: float,
         load: TelemetryLoad,
     ) -> None:
-        super().__init__()
-        self._index = index
-        self._target = target
+        super().__init__(
+            target, f"carehub-bench-{os.getpid()}-{index}", f"bench connection {index}"
+        )
         self._rate = rate
         self._load = load
-        self._client_id = f"carehub-bench-{os.getpid()}-{index}"
         self._topics = [
             mqtt_string(topic(root, facility, device_id, "telemetry"))
             for device_id, facility, _ in fleet
@@ -152,9 +151,7 @@ class TelemetryPublisher(RawConnection):
 
     async def connect(self) -> None:
         """Open the connection and wait for a successful CONNACK."""
-        self._reader, self._writer = await open_mqtt(
-            self._target, self._client_id, f"bench connection {self._index}", 10
-        )
+        await self._open(10)
 
     async def read_acks(self) -> None:
         """Count PUBACKs (in bulk) until the connection closes."""
@@ -166,7 +163,7 @@ class TelemetryPublisher(RawConnection):
             if not chunk:
                 if self._closing:
                     return
-                raise HubError(f"bench connection {self._index}: the broker closed it")
+                raise HubError(f"{self._who}: the broker closed it")
             buffer += chunk
             # Inline rather than bench.mqtt.next_packet: a publisher gets only two-byte
             # PUBACKs and PINGRESPs, tens of thousands a second.
@@ -174,7 +171,7 @@ class TelemetryPublisher(RawConnection):
             while end - pos >= 2:
                 kind, length = buffer[pos], buffer[pos + 1]
                 if length & 0x80:
-                    raise HubError(f"bench connection {self._index}: unexpected packet {kind:#x}")
+                    raise HubError(f"{self._who}: unexpected packet {kind:#x}")
                 if end - pos < 2 + length:
                     break
                 if kind == PUBACK and length == 2:
@@ -184,7 +181,7 @@ class TelemetryPublisher(RawConnection):
                         self.acked += 1
                         self._load.acked += 1
                 elif kind != PINGRESP:  # the only other packet a publisher gets
-                    raise HubError(f"bench connection {self._index}: unexpected packet {kind:#x}")
+                    raise HubError(f"{self._who}: unexpected packet {kind:#x}")
                 pos += 2 + length
             buffer = buffer[pos:]
             if len(inflight) < WINDOW:

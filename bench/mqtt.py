@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from hub.errors import HubError
 
 if TYPE_CHECKING:
-    from hub.settings import MqttTarget
+    from devices.mqtt import MqttTarget
 
 MQTT_311 = 4
 MQTT_5 = 5
@@ -183,13 +183,24 @@ async def open_mqtt(
 
 
 class RawConnection:
-    """A bench client's raw MQTT connection: its two streams, and a clean end."""
+    """A bench client's raw MQTT connection: where it goes as whom, its two streams, a clean end."""
 
-    def __init__(self) -> None:
+    def __init__(self, target: MqttTarget, client_id: str, who: str) -> None:
+        self._target = target
+        self._client_id = client_id
+        # Names the client in errors ("bench connection 3", "button eb-1").
+        self._who = who
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         # Set before the connection is closed on purpose, so that the reader ends quietly.
         self._closing = False
+
+    async def _open(self, connack_s: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect (see open_mqtt) and keep the two streams; they are returned for convenience."""
+        self._reader, self._writer = await open_mqtt(
+            self._target, self._client_id, self._who, connack_s
+        )
+        return self._reader, self._writer
 
     async def close(self) -> None:
         """Send DISCONNECT and close the connection."""

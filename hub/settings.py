@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+import devices.mqtt
+from devices.mqtt import MqttTarget
 from hub.errors import SettingsError
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -138,36 +138,12 @@ class Settings(BaseSettings):
         return parse_mqtt_url(self.mqtt_url)
 
 
-@dataclass(frozen=True, slots=True)
-class MqttTarget:
-    """Where and how to reach the broker."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-
 def parse_mqtt_url(url: str) -> MqttTarget:
-    """Parse `mqtt://user:pass@host:port` (or `mqtts://`) into its parts."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise SettingsError(f"MQTT URL {url!r}: scheme must be mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise SettingsError(f"MQTT URL {url!r}: no host")
-    tls = parts.scheme in ("mqtts", "ssl")
+    """Parse `mqtt://user:pass@host:port` (or `mqtts://`) into its parts; SettingsError if bad."""
     try:
-        port = parts.port or (8883 if tls else 1883)
+        return devices.mqtt.parse_mqtt_url(url)
     except ValueError as exc:
-        raise SettingsError(f"MQTT URL {url!r}: bad port") from exc
-    return MqttTarget(
-        host=parts.hostname,
-        port=port,
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
+        raise SettingsError(str(exc)) from exc
 
 
 def load_settings(**overrides: object) -> Settings:

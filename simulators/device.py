@@ -10,14 +10,13 @@ import random
 import ssl
 import time
 from collections import deque
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
 from devices import mqtt, topic
+from devices.mqtt import MqttTarget
 from simulators.behaviour import SHANGHAI, Behaviour, Outgoing, SimClock, format_ts
 from simulators.district import Device
 
@@ -36,39 +35,6 @@ GOODBYE_TIMEOUT_S: Final = 2.0
 # (device_id, seq) once. Starting from tenths of a second since 2025 gives every run a higher
 # start than the last, while staying below 2**31 until 2031.
 SEQ_EPOCH: Final = datetime(2025, 1, 1, tzinfo=SHANGHAI).timestamp()
-
-
-@dataclass(frozen=True, slots=True)
-class MqttTarget:
-    """Where the broker is, parsed from an `mqtt://user:pass@host:port` URL."""
-
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    tls: bool
-
-
-def parse_mqtt_url(url: str) -> MqttTarget:
-    """Parse `mqtt://` (plain) or `mqtts://` (TLS) URLs with optional credentials and port."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, not {parts.scheme!r}://")
-    if not parts.hostname:
-        raise ValueError("MQTT URL names no host")
-    tls = scheme in ("mqtts", "ssl")
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError as exc:
-        raise ValueError(f"MQTT URL has a bad port: {exc}") from exc
-    return MqttTarget(
-        host=parts.hostname,
-        port=port,
-        username=unquote(parts.username) if parts.username is not None else None,
-        password=unquote(parts.password) if parts.password is not None else None,
-        tls=tls,
-    )
 
 
 def first_seq() -> int:

@@ -8,8 +8,9 @@ import random
 import re
 from datetime import datetime
 
+from devices.mqtt import MqttTarget, parse_mqtt_url
 from simulators.behaviour import SimClock, make_behaviour
-from simulators.device import MqttTarget, SimulatedDevice, first_seq, parse_mqtt_url
+from simulators.device import SimulatedDevice, first_seq
 from simulators.district import District, Zone
 
 logger = logging.getLogger(__name__)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
-from typing import TypeAlias
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeAlias, TypeVar
+
+from psycopg import AsyncConnection
+
+from hub.settings import Settings
+from hub.storage.pool import connect
 
 # The object `add_subparsers()` returns; each command group adds its parsers to it. A
 # string, because argparse's class is generic only to type checkers.
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 # A command group: adds its subcommands (with `handler` defaults) to the `carehub` parser.
 CommandGroup = Callable[[Subcommands], None]
+
+_Result = TypeVar("_Result")
 
 # Bad input (a missing facility, a short password): like argparse's own usage errors.
 USAGE_ERROR = 2
@@ -28,3 +36,15 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for row in (header, *rows):
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         print("  ".join(cells).rstrip())
+
+
+def run_on_database(
+    settings: Settings, work: Callable[[AsyncConnection[Any]], Awaitable[_Result]]
+) -> _Result:
+    """Run one piece of storage work on a connection of its own, and return what it gives."""
+
+    async def run() -> _Result:
+        async with await connect(settings) as conn:
+            return await work(conn)
+
+    return asyncio.run(run())

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
-from hub.cli.commands import Subcommands
+from hub.cli.commands import Subcommands, run_on_database
 from hub.settings import Settings
 
 
@@ -14,8 +13,7 @@ def _cmd_kpis(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import datetime, timedelta
 
     from hub.errors import QueryError
-    from hub.storage.kpis import Kpis, district_kpis, facility_kpis, kpis_as_dict
-    from hub.storage.pool import connect
+    from hub.storage.kpis import district_kpis, facility_kpis, kpis_as_dict
 
     def when(text: str | None, option: str, default: datetime) -> datetime:
         if text is None:
@@ -31,13 +29,14 @@ def _cmd_kpis(settings: Settings, args: argparse.Namespace) -> int:
     end = when(args.to, "--to", now)
     start = when(args.start, "--from", end - timedelta(days=30))
 
-    async def run() -> Kpis:
-        async with await connect(settings) as conn:
-            if args.facility is not None:
-                return await facility_kpis(conn, args.facility, start, end, now)
-            return await district_kpis(conn, args.district, start, end, now)
-
-    kpis = asyncio.run(run())
+    if args.facility is not None:
+        kpis = run_on_database(
+            settings, lambda conn: facility_kpis(conn, args.facility, start, end, now)
+        )
+    else:
+        kpis = run_on_database(
+            settings, lambda conn: district_kpis(conn, args.district, start, end, now)
+        )
     if args.json:
         print(json.dumps(kpis_as_dict(kpis), ensure_ascii=False, indent=2))
         return 0

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from pathlib import Path
 
 from devices import RULE_PARAMS
-from hub.cli.commands import Subcommands, add_actions
+from hub.cli.commands import Subcommands, add_actions, run_on_database
 from hub.errors import RuleError
 from hub.rules import parse_overrides_toml
 from hub.settings import Settings
-from hub.storage.pool import connect
 from hub.storage.rules import load_rule_params, save_overrides
 
 
@@ -24,22 +22,14 @@ def _cmd_rules_import(settings: Settings, args: argparse.Namespace) -> int:
         raise RuleError(f"cannot read {path}: {exc}") from exc
     overrides = parse_overrides_toml(text)
 
-    async def run() -> int:
-        async with await connect(settings) as conn:
-            return await save_overrides(conn, overrides, args.actor)
-
-    saved = asyncio.run(run())
+    saved = run_on_database(settings, lambda conn: save_overrides(conn, overrides, args.actor))
     print(f"{saved} rule overrides stored; running hubs apply them within 30 s")
     return 0
 
 
 def _cmd_rules_show(settings: Settings, args: argparse.Namespace) -> int:
-    async def run() -> dict[str, dict[str, float]]:
-        async with await connect(settings) as conn:
-            params = await load_rule_params(conn)
-        return {kind: params.get(kind, args.facility, args.zone) for kind in RULE_PARAMS}
-
-    shown = asyncio.run(run())
+    rule_params = run_on_database(settings, load_rule_params)
+    shown = {kind: rule_params.get(kind, args.facility, args.zone) for kind in RULE_PARAMS}
     if args.json:
         print(json.dumps(shown, ensure_ascii=False, indent=2))
         return 0

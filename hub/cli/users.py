@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import sys
 
 from hub.auth import PASSWORD_MIN, ROLES, add_user, disable_user, list_users
-from hub.cli.commands import USAGE_ERROR, Subcommands, add_actions, print_table
+from hub.cli.commands import USAGE_ERROR, Subcommands, add_actions, print_table, run_on_database
 from hub.errors import AuthError
 from hub.settings import Settings
-from hub.storage.accounts import UserRow
-from hub.storage.pool import connect
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -32,9 +29,10 @@ def _cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
         print("carehub: no password given", file=sys.stderr)
         return USAGE_ERROR
 
-    async def run() -> UserRow:
-        async with await connect(settings) as conn:
-            return await add_user(
+    try:
+        user = run_on_database(
+            settings,
+            lambda conn: add_user(
                 conn,
                 args.name,
                 args.role,
@@ -42,10 +40,8 @@ def _cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
                 facility_id=args.facility,
                 district=args.district,
                 display_name=args.display_name or "",
-            )
-
-    try:
-        user = asyncio.run(run())
+            ),
+        )
     except AuthError as exc:
         print(f"carehub: {exc}", file=sys.stderr)
         return USAGE_ERROR
@@ -55,11 +51,7 @@ def _cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
-    async def run() -> list[UserRow]:
-        async with await connect(settings) as conn:
-            return await list_users(conn)
-
-    users = asyncio.run(run())
+    users = run_on_database(settings, list_users)
     if not users:
         print("no accounts; add one with `carehub users add NAME --role admin`")
         return 0
@@ -81,12 +73,8 @@ def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _cmd_users_disable(settings: Settings, args: argparse.Namespace) -> int:
-    async def run() -> None:
-        async with await connect(settings) as conn:
-            await disable_user(conn, args.name)
-
     try:
-        asyncio.run(run())
+        run_on_database(settings, lambda conn: disable_user(conn, args.name))
     except AuthError as exc:
         print(f"carehub: {exc}", file=sys.stderr)
         return USAGE_ERROR

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from typing import Any
 
-from hub.cli.commands import USAGE_ERROR, Subcommands, add_actions
+from hub.cli.commands import USAGE_ERROR, Subcommands, add_actions, run_on_database
 from hub.notify import FORMATS, NotifyError, add_webhook, redact_url
 from hub.settings import Settings
 from hub.storage.notifications import disable_webhook, list_webhooks
-from hub.storage.pool import connect
 
 
 def _cmd_webhooks_add(settings: Settings, args: argparse.Namespace) -> int:
     # A robot's secret is a credential: read from stdin, never from the command line.
     secret = sys.stdin.readline().strip() if args.secret_stdin else ""
 
-    async def run() -> int:
-        async with await connect(settings) as conn:
-            return await add_webhook(conn, args.facility, args.url, args.format, secret)
-
     try:
-        webhook_id = asyncio.run(run())
+        webhook_id = run_on_database(
+            settings, lambda conn: add_webhook(conn, args.facility, args.url, args.format, secret)
+        )
     except NotifyError as exc:
         print(f"carehub: {exc}", file=sys.stderr)
         return USAGE_ERROR
@@ -33,11 +28,7 @@ def _cmd_webhooks_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_webhooks_list(settings: Settings, args: argparse.Namespace) -> int:
-    async def run() -> list[tuple[Any, ...]]:
-        async with await connect(settings) as conn:
-            return await list_webhooks(conn, args.facility)
-
-    rows = asyncio.run(run())
+    rows = run_on_database(settings, lambda conn: list_webhooks(conn, args.facility))
     if args.json:
         listed = [
             {
@@ -62,11 +53,7 @@ def _cmd_webhooks_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_webhooks_disable(settings: Settings, args: argparse.Namespace) -> int:
-    async def run() -> bool:
-        async with await connect(settings) as conn:
-            return await disable_webhook(conn, args.webhook_id)
-
-    if not asyncio.run(run()):
+    if not run_on_database(settings, lambda conn: disable_webhook(conn, args.webhook_id)):
         print(f"carehub: there is no webhook {args.webhook_id}", file=sys.stderr)
         return USAGE_ERROR
     print(f"webhook {args.webhook_id} disabled; its queued notices are dropped")
