@@ -29,6 +29,7 @@ from tests.fix_live import (
     wait_message,
 )
 from tests.integration.test_outage import PostgresProxy
+from tests.samples import sos_decision
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
 
@@ -37,16 +38,7 @@ DISTRICT = "鹿城区"
 
 def sos(facility_id: str, device_id: str, zone_id: str | None = "room-101") -> AlertDecision:
     """An sos decision as the button rule makes it."""
-    return AlertDecision(
-        kind="sos",
-        priority="high",
-        latched=True,
-        facility_id=facility_id,
-        zone_id=zone_id,
-        device_id=device_id,
-        subject=device_id,
-        at=datetime.now(UTC),
-    )
+    return sos_decision(facility_id, device_id, zone_id, at=datetime.now(UTC))
 
 
 def is_alert(action: str, alert_id: str | None = None) -> Any:
