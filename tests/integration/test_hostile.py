@@ -39,7 +39,15 @@ from hub.runtime import Hub
 from hub.settings import Settings
 from hub.storage.pool import create_pool
 from hub.storage.writer import BatchWriter
-from tests.fix_hub import DEVICES, FACILITY, OTHER_FACILITY, now_ts, raw_client, wait_for
+from tests.fix_hub import (
+    DEVICES,
+    FACILITY,
+    OTHER_FACILITY,
+    background_task,
+    now_ts,
+    raw_client,
+    wait_for,
+)
 from tests.fix_services import MQTT_URL_ENV
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
@@ -677,13 +685,8 @@ async def harness(running_hub: Hub, db: DB) -> AsyncIterator[Harness]:
                 assert isinstance(message.payload, bytes)
                 state.replies.append(json.loads(message.payload))
 
-        listener = asyncio.create_task(listen())
-        try:
+        async with background_task(listen()):
             yield state
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
 
 
 async def _rows(db: DB, query: str, *params: Any) -> list[tuple[Any, ...]]:

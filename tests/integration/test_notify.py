@@ -29,7 +29,7 @@ from hub.notify.formats import dingtalk_sign, json_signature
 from hub.notify.outbox import enqueue_notices
 from hub.settings import Settings
 from hub.storage.pool import create_pool
-from tests.fix_hub import FACILITY, OTHER_FACILITY
+from tests.fix_hub import FACILITY, OTHER_FACILITY, background_task
 from tests.samples import raised_alert
 
 pytestmark = [pytest.mark.db]
@@ -157,16 +157,9 @@ async def pool(settings: Settings) -> AsyncIterator[Pool]:
         await opened.close()
 
 
-@contextlib.asynccontextmanager
-async def running(notifier: Notifier) -> AsyncIterator[asyncio.Task[None]]:
+def running(notifier: Notifier) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
     """Run the notifier as a task; cancel and await it afterwards."""
-    task = asyncio.create_task(notifier.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return background_task(notifier.run())
 
 
 async def drive(

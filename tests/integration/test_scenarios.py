@@ -9,7 +9,6 @@ times and escalation need no waiting.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -27,7 +26,7 @@ from simulators import scenarios
 from simulators.device import SimulatedDevice
 from simulators.district import District, build_district
 from simulators.fleet import Fleet
-from tests.fix_hub import connect_db, wait_for
+from tests.fix_hub import background_task, connect_db, wait_for
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
@@ -60,14 +59,9 @@ async def site(
     async with run_hub(migrated, clock=clock) as hub:
         await asyncio.wait_for(hub.ingest.connected.wait(), 15)
         await asyncio.wait_for(hub.timers.leader.wait(), 15)
-        running = asyncio.create_task(fleet.run())
-        try:
+        async with background_task(fleet.run()):
             await fleet.wait_online(share=1.0, timeout_s=30)
             yield hub, fleet, clock
-        finally:
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
 
 
 def chosen(fleet: Fleet, report: scenarios.ScenarioReport) -> SimulatedDevice:
