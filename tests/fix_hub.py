@@ -125,6 +125,19 @@ async def register_site(settings: Settings) -> None:
             )
 
 
+async def escalation_marks(
+    db: psycopg.AsyncConnection[tuple[Any, ...]], alert_id: int
+) -> tuple[bool, bool]:
+    """Whether the alert's manager was notified again, and whether it is flagged overdue."""
+    cur = await db.execute(
+        "SELECT renotified_at IS NOT NULL, overdue_at IS NOT NULL FROM alerts WHERE id = %s",
+        (alert_id,),
+    )
+    row = await cur.fetchone()
+    assert row is not None, f"no alert {alert_id}"
+    return bool(row[0]), bool(row[1])
+
+
 @pytest.fixture
 async def migrated(hub_settings: Settings) -> Settings:
     """The hub's schema, migrated, with a registered site."""

@@ -18,7 +18,7 @@ from hub.clock import ManualClock
 from hub.errors import AlertError
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings
-from tests.fix_hub import FACILITY, FakeDevice, fake_device, wait_for
+from tests.fix_hub import FACILITY, FakeDevice, escalation_marks, fake_device, wait_for
 from tests.samples import sos_decision
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
@@ -163,11 +163,7 @@ async def test_an_unacknowledged_fall_escalates_then_goes_overdue_then_becomes_a
 
         clock.advance(61)
         await hub.timers.sweep()
-        cur = await db.execute(
-            "SELECT renotified_at IS NOT NULL, overdue_at IS NOT NULL FROM alerts WHERE id = %s",
-            (fall_id,),
-        )
-        assert await cur.fetchone() == (True, False)
+        assert await escalation_marks(db, fall_id) == (True, False)
         clock.advance(120)
         await hub.timers.sweep()
         cur = await db.execute(
