@@ -8,11 +8,11 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 import psycopg
@@ -33,6 +33,8 @@ DEVICES = {
 
 
 CHINA = timezone(timedelta(hours=8))
+
+T = TypeVar("T")
 
 
 def now_ts(offset: timedelta = timedelta()) -> str:
@@ -123,6 +125,19 @@ async def register_site(settings: Settings) -> None:
             )
 
 
+async def escalation_marks(
+    db: psycopg.AsyncConnection[tuple[Any, ...]], alert_id: int
+) -> tuple[bool, bool]:
+    """Whether the alert's manager was notified again, and whether it is flagged overdue."""
+    cur = await db.execute(
+        "SELECT renotified_at IS NOT NULL, overdue_at IS NOT NULL FROM alerts WHERE id = %s",
+        (alert_id,),
+    )
+    row = await cur.fetchone()
+    assert row is not None, f"no alert {alert_id}"
+    return bool(row[0]), bool(row[1])
+
+
 @pytest.fixture
 async def migrated(hub_settings: Settings) -> Settings:
     """The hub's schema, migrated, with a registered site."""
@@ -193,6 +208,18 @@ async def wait_for(
 
 
 @contextlib.asynccontextmanager
+async def background_task(coroutine: Coroutine[Any, Any, T]) -> AsyncIterator[asyncio.Task[T]]:
+    """Run `coroutine` as a task while the block runs; then cancel it and await its end."""
+    task = asyncio.create_task(coroutine)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
 async def fake_device(
     settings: Settings, device_id: str, facility_id: str = FACILITY
 ) -> AsyncIterator[FakeDevice]:
@@ -211,13 +238,8 @@ async def fake_device(
                 )
                 target.append(body)
 
-        reader = asyncio.create_task(listen())
-        try:
+        async with background_task(listen()):
             yield device
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
 
 
 @contextlib.asynccontextmanager

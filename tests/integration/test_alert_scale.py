@@ -25,6 +25,7 @@ import pytest
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings
 from tests.fix_hub import FACILITY, now_ts, raw_client, wait_for
+from tests.samples import sos_decision
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
@@ -189,19 +190,9 @@ async def test_audit_verify_and_rules_import_from_the_command_line(
 ) -> None:
     """`carehub audit verify` names a broken row; `carehub rules import` names a bad field."""
     async with run_hub(migrated) as hub:
-        from hub.rules import decision
-
         for seq in (1, 2):
             await hub.alerts.raise_alert(
-                decision(
-                    "sos",
-                    facility_id=FACILITY,
-                    zone_id="room-101",
-                    device_id="eb-1",
-                    subject="eb-1",
-                    at=hub.clock.now(),
-                    seq=seq,
-                )
+                sos_decision(FACILITY, "eb-1", at=hub.clock.now(), seq=seq)
             )
     ok = await asyncio.to_thread(_cli, migrated, "audit", "verify")
     assert ok.returncode == 0, ok.stderr

@@ -18,7 +18,8 @@ from hub.clock import ManualClock
 from hub.errors import AlertError
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings
-from tests.fix_hub import FACILITY, FakeDevice, fake_device, wait_for
+from tests.fix_hub import FACILITY, FakeDevice, escalation_marks, fake_device, wait_for
+from tests.samples import sos_decision
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
 
@@ -162,11 +163,7 @@ async def test_an_unacknowledged_fall_escalates_then_goes_overdue_then_becomes_a
 
         clock.advance(61)
         await hub.timers.sweep()
-        cur = await db.execute(
-            "SELECT renotified_at IS NOT NULL, overdue_at IS NOT NULL FROM alerts WHERE id = %s",
-            (fall_id,),
-        )
-        assert await cur.fetchone() == (True, False)
+        assert await escalation_marks(db, fall_id) == (True, False)
         clock.advance(120)
         await hub.timers.sweep()
         cur = await db.execute(
@@ -301,21 +298,8 @@ async def test_a_tampered_audit_row_is_named_by_verify(hub: Hub, db: DB) -> None
 
 async def test_one_open_alert_per_device_and_kind_is_kept_by_the_database(hub: Hub, db: DB) -> None:
     """Concurrent raises of one device's sos from many tasks give one alert and its count."""
-    from hub.rules import decision
-
     now = hub.clock.now()
-    decisions = [
-        decision(
-            "sos",
-            facility_id=FACILITY,
-            zone_id="room-101",
-            device_id="eb-1",
-            subject="eb-1",
-            at=now,
-            seq=1000 + n,
-        )
-        for n in range(40)
-    ]
+    decisions = [sos_decision(FACILITY, "eb-1", at=now, seq=1000 + n) for n in range(40)]
     await asyncio.gather(*(hub.alerts.raise_alert(d) for d in decisions))
     rows = await open_alerts(db, "sos")
     assert [(r[2]) for r in rows] == [40]

@@ -10,16 +10,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import psycopg
 import pytest
 
 from hub.runtime import Hub
+from tests.child_process import ChildOutput, clean_env, start_demo
 from tests.fix_hub import connect_db, wait_for
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
@@ -27,63 +26,14 @@ pytestmark = [pytest.mark.mqtt, pytest.mark.db]
 READY_LINE = "Press Ctrl-C to stop."
 
 
-class _Lines:
-    """Collect a child's output lines in a thread, so waiting on them never blocks the loop."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.append(line.rstrip("\n"))
-
-    def join(self) -> None:
-        self._thread.join(timeout=10)
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
-            if time.monotonic() > deadline:
-                pytest.fail(f"{text!r} not printed within {timeout} s:\n" + "\n".join(self.lines))
-            time.sleep(0.1)
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREHUB_")}
-    env.update(extra)
-    return env
-
-
 @pytest.fixture
-def demo() -> Iterator[tuple[subprocess.Popen[str], _Lines]]:
+def demo() -> Iterator[tuple[subprocess.Popen[str], ChildOutput]]:
     """`carehub demo` with 3 facilities, in a data dir of its own."""
     # Outside pytest's basetemp, for the reason given in fix_services.database_url.
     folder = Path(tempfile.mkdtemp(prefix="carehub-test-demo-"))
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hub.cli",
-            "demo",
-            "--data-dir",
-            str(folder / "demo"),
-            "--facilities",
-            "3",
-            "--time-scale",
-            "120",
-        ],
-        env=_clean_env(CAREHUB_HTTP_PORT="0", CAREHUB_LOG_LEVEL="WARNING"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    child = start_demo(folder / "demo", "--facilities", "3", "--time-scale", "120")
     assert child.stdout is not None
-    lines = _Lines(child.stdout)
+    lines = ChildOutput(child.stdout)
     try:
         yield child, lines
     finally:
@@ -96,8 +46,9 @@ def demo() -> Iterator[tuple[subprocess.Popen[str], _Lines]]:
 
 
 def test_demo_runs_the_whole_stack_on_free_ports_and_stops_on_ctrl_c(
-    demo: tuple[subprocess.Popen[str], _Lines],
+    demo: tuple[subprocess.Popen[str], ChildOutput],
 ) -> None:
+    """The demo runs broker, database, hub and simulator on free ports; Ctrl-C stops it cleanly."""
     child, out = demo
     out.wait_for(READY_LINE, timeout=90)
     text = out.text()
@@ -147,8 +98,9 @@ def test_demo_runs_the_whole_stack_on_free_ports_and_stops_on_ctrl_c(
 async def test_simulate_registers_its_district_and_its_devices_are_stored(
     running_hub: Hub,
 ) -> None:
+    """`carehub simulate` registers its facilities, and the hub stores their readings and events."""
     settings = running_hub.settings
-    env = _clean_env(
+    env = clean_env(
         CAREHUB_MQTT_URL=settings.mqtt_url,
         CAREHUB_MQTT_PROTOCOL=str(settings.mqtt_protocol),
         CAREHUB_DATABASE_URL=settings.database_url,
@@ -189,9 +141,10 @@ async def test_simulate_registers_its_district_and_its_devices_are_stored(
 
 
 def test_simulate_refuses_an_unknown_scenario() -> None:
+    """`carehub simulate` exits with 1 and names a scenario it does not know."""
     result = subprocess.run(
         [sys.executable, "-m", "hub.cli", "simulate", "--scenario", "meteor", "--no-register"],
-        env=_clean_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=60,

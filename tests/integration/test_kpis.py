@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,32 +35,78 @@ def _s(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-async def _alert(
-    conn: DB,
-    *,
-    facility: str = FACILITY,
-    device: str | None,
-    kind: str,
-    priority: str,
-    raised: datetime,
-    ack_after: float | None = None,
-    attend_after: float | None = None,
-    overdue: bool = False,
-    disposition: str | None = None,
-) -> None:
-    """One alert row with its lifecycle times given as seconds after raising."""
+@dataclass(frozen=True, slots=True)
+class _Alert:
+    """One alert row to seed, with its lifecycle times given as seconds after raising."""
+
+    device: str | None
+    kind: str
+    priority: str
+    raised: datetime
+    ack_after: float | None = None
+    attend_after: float | None = None
+    overdue: bool = False
+    disposition: str | None = None
+    facility: str = FACILITY
+
+
+# f-sun: four high alerts answered after 30 s, 90 s, 200 s and never, then medium ones.
+_SUN = (
+    _Alert("eb-1", "sos", "high", T0, ack_after=30, attend_after=120, disposition="false_alarm"),
+    _Alert(
+        "fs-1", "fall", "high", T0 + _s(3600), ack_after=90, attend_after=300, disposition="real"
+    ),
+    _Alert(
+        "eb-2",
+        "sos",
+        "high",
+        T0 + _s(7200),
+        ack_after=200,
+        attend_after=600,
+        overdue=True,
+        disposition="real",
+    ),
+    _Alert("fs-1", "dwell", "high", T0 + _s(10800), overdue=True),
+    _Alert(None, "staff_ratio", "medium", T0 + _s(14400), disposition="other"),
+    _Alert("oc-1", "device_offline", "medium", T0 + _s(18000), disposition="false_alarm"),
+    _Alert("oc-1", "device_offline", "medium", T0 + _s(21600), disposition="other"),
+)
+# Outside the period (which is half-open): before its start, and at its end.
+_OUTSIDE = (
+    _Alert("eb-1", "sos", "high", START - _s(1), ack_after=5, disposition="false_alarm"),
+    _Alert("eb-3", "sos", "high", END, ack_after=5, disposition="real"),
+)
+# f-moon, same district: one more high alert, acknowledged after 45 s; f-far, another
+# district: never counted here.
+_ELSEWHERE = (
+    _Alert(
+        "em-1",
+        "sos",
+        "high",
+        T0,
+        ack_after=45,
+        attend_after=150,
+        disposition="false_alarm",
+        facility=OTHER_FACILITY,
+    ),
+    _Alert("far-1", "sos", "high", T0, overdue=True, facility="f-far"),
+)
+
+
+async def _insert_alert(conn: DB, alert: _Alert) -> None:
+    """Insert one seeded alert, its state following from the lifecycle times it has."""
 
     def after(seconds: float | None) -> datetime | None:
-        return None if seconds is None else raised + _s(seconds)
+        return None if seconds is None else alert.raised + _s(seconds)
 
-    resolved_at = raised + _s(3600) if disposition is not None else None
+    resolved_at = alert.raised + _s(3600) if alert.disposition is not None else None
     state = (
         "resolved"
-        if disposition is not None
+        if alert.disposition is not None
         else "attended"
-        if attend_after is not None
+        if alert.attend_after is not None
         else "acknowledged"
-        if ack_after is not None
+        if alert.ack_after is not None
         else "active"
     )
     await conn.execute(
@@ -69,19 +116,19 @@ async def _alert(
         " VALUES (%s, %s, %s, %s, %s, true, %s, %s, %s, %s, 'nurse', %s, 'nurse', %s, 'nurse',"
         " %s, %s)",
         (
-            facility,
-            device,
-            device or f"zone:{facility}/class-a",
-            kind,
-            priority,
+            alert.facility,
+            alert.device,
+            alert.device or f"zone:{alert.facility}/class-a",
+            alert.kind,
+            alert.priority,
             state,
-            raised,
-            raised,
-            after(ack_after),
-            after(attend_after),
+            alert.raised,
+            alert.raised,
+            after(alert.ack_after),
+            after(alert.attend_after),
             resolved_at,
-            disposition,
-            after(180) if overdue else None,
+            alert.disposition,
+            after(180) if alert.overdue else None,
         ),
     )
 
@@ -139,106 +186,8 @@ async def _seed(settings: Settings) -> None:
         await _device(conn, "em-1", "emergency_button", facility=OTHER_FACILITY, zone=None)
         await _device(conn, "far-1", "emergency_button", facility="f-far", zone=None)
 
-        # f-sun: four high alerts answered after 30 s, 90 s, 200 s and never.
-        await _alert(
-            conn,
-            device="eb-1",
-            kind="sos",
-            priority="high",
-            raised=T0,
-            ack_after=30,
-            attend_after=120,
-            disposition="false_alarm",
-        )
-        await _alert(
-            conn,
-            device="fs-1",
-            kind="fall",
-            priority="high",
-            raised=T0 + _s(3600),
-            ack_after=90,
-            attend_after=300,
-            disposition="real",
-        )
-        await _alert(
-            conn,
-            device="eb-2",
-            kind="sos",
-            priority="high",
-            raised=T0 + _s(7200),
-            ack_after=200,
-            attend_after=600,
-            overdue=True,
-            disposition="real",
-        )
-        await _alert(
-            conn, device="fs-1", kind="dwell", priority="high", raised=T0 + _s(10800), overdue=True
-        )
-        await _alert(
-            conn,
-            device=None,
-            kind="staff_ratio",
-            priority="medium",
-            raised=T0 + _s(14400),
-            disposition="other",
-        )
-        await _alert(
-            conn,
-            device="oc-1",
-            kind="device_offline",
-            priority="medium",
-            raised=T0 + _s(18000),
-            disposition="false_alarm",
-        )
-        await _alert(
-            conn,
-            device="oc-1",
-            kind="device_offline",
-            priority="medium",
-            raised=T0 + _s(21600),
-            disposition="other",
-        )
-        # Outside the period (which is half-open): before its start, and at its end.
-        await _alert(
-            conn,
-            device="eb-1",
-            kind="sos",
-            priority="high",
-            raised=START - _s(1),
-            ack_after=5,
-            disposition="false_alarm",
-        )
-        await _alert(
-            conn,
-            device="eb-3",
-            kind="sos",
-            priority="high",
-            raised=END,
-            ack_after=5,
-            disposition="real",
-        )
-        # f-moon, same district: one more high alert, acknowledged after 45 s.
-        await _alert(
-            conn,
-            facility=OTHER_FACILITY,
-            device="em-1",
-            kind="sos",
-            priority="high",
-            raised=T0,
-            ack_after=45,
-            attend_after=150,
-            disposition="false_alarm",
-        )
-        # f-far, another district: never counted here.
-        await _alert(
-            conn,
-            facility="f-far",
-            device="far-1",
-            kind="sos",
-            priority="high",
-            raised=T0,
-            overdue=True,
-        )
+        for alert in (*_SUN, *_OUTSIDE, *_ELSEWHERE):
+            await _insert_alert(conn, alert)
 
         await _state(conn, "fs-1", seen_ago=30)  # online
         await _state(conn, "eb-1", seen_ago=200)  # silent for more than 2 heartbeats

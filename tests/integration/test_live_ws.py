@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from hub.auth import disable_user, revoke
@@ -29,6 +30,7 @@ from tests.fix_live import (
     wait_message,
 )
 from tests.integration.test_outage import PostgresProxy
+from tests.samples import sos_decision
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
 
@@ -37,16 +39,7 @@ DISTRICT = "鹿城区"
 
 def sos(facility_id: str, device_id: str, zone_id: str | None = "room-101") -> AlertDecision:
     """An sos decision as the button rule makes it."""
-    return AlertDecision(
-        kind="sos",
-        priority="high",
-        latched=True,
-        facility_id=facility_id,
-        zone_id=zone_id,
-        device_id=device_id,
-        subject=device_id,
-        at=datetime.now(UTC),
-    )
+    return sos_decision(facility_id, device_id, zone_id, at=datetime.now(UTC))
 
 
 def is_alert(action: str, alert_id: str | None = None) -> Any:
@@ -60,6 +53,25 @@ def is_alert(action: str, alert_id: str | None = None) -> Any:
         )
 
     return matches
+
+
+@contextlib.asynccontextmanager
+async def two_facility_screens(
+    live_server: LiveServer, other_role: str
+) -> AsyncIterator[tuple[ClientConnection, ClientConnection, dict[str, Any]]]:
+    """A staff screen of FACILITY and a screen of OTHER_FACILITY's `other_role`, both past
+    their snapshots; the screens, and the first one's snapshot."""
+    settings = live_server.settings
+    here = await account_token(settings, "nurse", "staff", facility_id=FACILITY)
+    there = await account_token(settings, "other", other_role, facility_id=OTHER_FACILITY)
+    async with (
+        live_client(live_server, f"token={here}") as screen,
+        live_client(live_server, f"token={there}") as elsewhere,
+    ):
+        snapshot = await next_message(screen)
+        assert snapshot["type"] == "snapshot"
+        assert (await next_message(elsewhere))["type"] == "snapshot"
+        yield screen, elsewhere, snapshot
 
 
 async def test_snapshot_holds_what_each_role_may_see(live_server: LiveServer) -> None:
@@ -127,17 +139,10 @@ async def test_a_button_press_arrives_as_an_alert_and_its_ack_follows(
     """A press over MQTT reaches the facility's screen as `alert` raise, an ack through the
     store as `alert` acknowledge; another facility's staff hear neither."""
     hub, settings = live_server.hub, live_server.settings
-    here = await account_token(settings, "nurse", "staff", facility_id=FACILITY)
-    there = await account_token(settings, "other", "staff", facility_id=OTHER_FACILITY)
     async with (
-        live_client(live_server, f"token={here}") as screen,
-        live_client(live_server, f"token={there}") as elsewhere,
+        two_facility_screens(live_server, "staff") as (screen, elsewhere, snapshot),
         fake_device(settings, "eb-1") as button,
     ):
-        snapshot = await next_message(screen)
-        assert snapshot["type"] == "snapshot"
-        assert (await next_message(elsewhere))["type"] == "snapshot"
-
         await button.send("event", button.message(event="pressed", button="red"))
         raised = await wait_message(screen, is_alert("raise"))
         alert = raised["alert"]
@@ -167,16 +172,11 @@ async def test_counts_devices_and_facility_status_arrive_as_deltas(
     `facility_status` and `device_status` follow; a battery moving by less than a point
     does not; another facility's screen hears none of it."""
     settings = live_server.settings
-    here = await account_token(settings, "nurse", "staff", facility_id=FACILITY)
-    there = await account_token(settings, "other", "manager", facility_id=OTHER_FACILITY)
     async with (
-        live_client(live_server, f"token={here}") as screen,
-        live_client(live_server, f"token={there}") as elsewhere,
+        two_facility_screens(live_server, "manager") as (screen, elsewhere, snapshot),
         fake_device(settings, "oc-1") as counter,
         fake_device(settings, "fs-1") as sensor,
     ):
-        snapshot = await next_message(screen)
-        assert (await next_message(elsewhere))["type"] == "snapshot"
         class_a = next(z for z in snapshot["zones"][FACILITY] if z["zone_id"] == "class-a")
         assert class_a["present"] is None
         assert snapshot["facilities"][0]["status"]["present"] == 0

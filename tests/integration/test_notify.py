@@ -23,13 +23,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from hub.clock import ManualClock
 from hub.errors import NotifyError
-from hub.models import Alert, AlertChange, Priority
+from hub.models import AlertChange, Priority
 from hub.notify import Notifier, add_webhook
 from hub.notify.formats import dingtalk_sign, json_signature
 from hub.notify.outbox import enqueue_notices
 from hub.settings import Settings
 from hub.storage.pool import create_pool
-from tests.fix_hub import FACILITY, OTHER_FACILITY
+from tests.fix_hub import FACILITY, OTHER_FACILITY, background_task
+from tests.samples import raised_alert
 
 pytestmark = [pytest.mark.db]
 
@@ -156,16 +157,9 @@ async def pool(settings: Settings) -> AsyncIterator[Pool]:
         await opened.close()
 
 
-@contextlib.asynccontextmanager
-async def running(notifier: Notifier) -> AsyncIterator[asyncio.Task[None]]:
+def running(notifier: Notifier) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
     """Run the notifier as a task; cancel and await it afterwards."""
-    task = asyncio.create_task(notifier.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return background_task(notifier.run())
 
 
 async def drive(
@@ -224,7 +218,7 @@ async def raise_alert(
         )
         row = await cur.fetchone()
         assert row is not None
-        alert = Alert(
+        alert = raised_alert(
             id=int(row[0]),
             facility_id=facility_id,
             zone_id=zone_id,
@@ -233,24 +227,9 @@ async def raise_alert(
             kind=kind,
             priority=priority,
             latched=priority == "high",
-            state="active",
-            count=1,
             seq=_seq,
             raised_at=now,
             last_raised_at=now,
-            acknowledged_at=None,
-            acknowledged_by=None,
-            attended_at=None,
-            attended_by=None,
-            resolved_at=None,
-            resolved_by=None,
-            disposition=None,
-            note="",
-            cleared_at=None,
-            renotified_at=None,
-            overdue_at=None,
-            shelved=False,
-            detail={},
         )
         change = AlertChange(alert, "raise", None, "hub", now)
         queued = await enqueue_notices(

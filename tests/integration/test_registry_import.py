@@ -358,6 +358,12 @@ async def test_a_batch_the_database_refuses_is_redone_row_by_row(
     ]
 
 
+async def import_sites(settings: Settings) -> None:
+    """The sample facilities and their zones, so that devices have somewhere to belong."""
+    for kind in ("facilities", "zones"):
+        await import_file(settings, kind, DATA / f"{kind}.csv", progress=False)
+
+
 async def add_pending(db: DB, device_id: str, facility_id: str) -> None:
     """A device heard on MQTT but not registered, as the ingest stage records it."""
     await db.execute(
@@ -371,8 +377,7 @@ async def test_imported_devices_leave_pending_and_hubs_are_notified(
     settings: Settings, db: DB
 ) -> None:
     """A device imported after it was heard is no longer pending, and LISTENing hubs hear of it."""
-    for kind in ("facilities", "zones"):
-        await import_file(settings, kind, DATA / f"{kind}.csv", progress=False)
+    await import_sites(settings)
     await add_pending(db, "fs-101", "f-kangle")
     await add_pending(db, "stranger", "f-kangle")
     await db.execute(f"LISTEN {NOTIFY_CHANNEL}")
@@ -386,8 +391,7 @@ async def test_register_pending_moves_a_device_into_the_registry(
     settings: Settings, db: DB
 ) -> None:
     """One call registers a pending device at the facility its topic named, with type defaults."""
-    for kind in ("facilities", "zones"):
-        await import_file(settings, kind, DATA / f"{kind}.csv", progress=False)
+    await import_sites(settings)
     await add_pending(db, "oc-new", "f-sunshine")
     assert [p.device_id for p in await list_pending(settings)] == ["oc-new"]
     await register_pending(settings, "oc-new", "occupancy_counter", zone_id="toddler-1")
@@ -401,8 +405,7 @@ async def test_register_pending_moves_a_device_into_the_registry(
 
 async def test_register_pending_refuses_what_it_cannot_register(settings: Settings, db: DB) -> None:
     """An unknown pending id, zone, facility or type is refused and the device stays pending."""
-    for kind in ("facilities", "zones"):
-        await import_file(settings, kind, DATA / f"{kind}.csv", progress=False)
+    await import_sites(settings)
     await add_pending(db, "eb-new", "f-kangle")
     await add_pending(db, "eb-far", "f-elsewhere")
     with pytest.raises(RegistryError, match="no pending device 'nobody'"):

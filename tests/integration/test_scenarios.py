@@ -9,7 +9,6 @@ times and escalation need no waiting.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -27,7 +26,7 @@ from simulators import scenarios
 from simulators.device import SimulatedDevice
 from simulators.district import District, build_district
 from simulators.fleet import Fleet
-from tests.fix_hub import connect_db, wait_for
+from tests.fix_hub import background_task, connect_db, escalation_marks, wait_for
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
@@ -60,14 +59,9 @@ async def site(
     async with run_hub(migrated, clock=clock) as hub:
         await asyncio.wait_for(hub.ingest.connected.wait(), 15)
         await asyncio.wait_for(hub.timers.leader.wait(), 15)
-        running = asyncio.create_task(fleet.run())
-        try:
+        async with background_task(fleet.run()):
             await fleet.wait_online(share=1.0, timeout_s=30)
             yield hub, fleet, clock
-        finally:
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
 
 
 def chosen(fleet: Fleet, report: scenarios.ScenarioReport) -> SimulatedDevice:
@@ -88,6 +82,16 @@ async def alert_of(db: DB, kind: str, device_id: str) -> tuple[Any, ...] | None:
     return await cur.fetchone()
 
 
+async def raised(db: DB, kind: str, device_id: str) -> tuple[Any, ...]:
+    """Wait (15 s at most) for the device's alert of `kind`: its id, state, priority, latched."""
+
+    async def found() -> bool:
+        return await alert_of(db, kind, device_id) is not None
+
+    await wait_for(found, timeout=15)
+    return await alert_of(db, kind, device_id) or ()
+
+
 async def test_sos_and_fall_scenarios_raise_their_alerts_and_the_devices_hear_every_state(
     site: tuple[Hub, Fleet, ManualClock], migrated: Settings
 ) -> None:
@@ -95,12 +99,7 @@ async def test_sos_and_fall_scenarios_raise_their_alerts_and_the_devices_hear_ev
     hub, fleet, clock = site
     async with await connect_db(migrated) as db:
         button = chosen(fleet, await scenarios.sos(fleet, random.Random(1)))
-
-        async def sos_raised() -> bool:
-            return await alert_of(db, "sos", button.id) is not None
-
-        await wait_for(sos_raised, timeout=15)
-        sos_id, state, priority, latched = await alert_of(db, "sos", button.id) or ()
+        sos_id, state, priority, latched = await raised(db, "sos", button.id)
         assert (state, priority, latched) == ("active", "high", True)
         await wait_for(lambda: {"received"} <= {a["state"] for a in acks(button)}, timeout=5)
 
@@ -115,23 +114,14 @@ async def test_sos_and_fall_scenarios_raise_their_alerts_and_the_devices_hear_ev
         await wait_for(button_heard_everything, timeout=10)
 
         sensor = chosen(fleet, await scenarios.fall(fleet, random.Random(2)))
-
-        async def fall_raised() -> bool:
-            return await alert_of(db, "fall", sensor.id) is not None
-
-        await wait_for(fall_raised, timeout=15)
-        fall_id, state, priority, _ = await alert_of(db, "fall", sensor.id) or ()
+        fall_id, state, priority, _ = await raised(db, "fall", sensor.id)
         assert (state, priority) == ("active", "high")
         await wait_for(
             lambda: any(a.get("alert_id") == str(fall_id) for a in acks(sensor)), timeout=5
         )
         clock.advance(181)
         await hub.timers.sweep()
-        cur = await db.execute(
-            "SELECT renotified_at IS NOT NULL, overdue_at IS NOT NULL FROM alerts WHERE id = %s",
-            (fall_id,),
-        )
-        assert await cur.fetchone() == (True, True)
+        assert await escalation_marks(db, fall_id) == (True, True)
 
 
 async def test_over_capacity_and_dropout_scenarios_raise_zone_and_offline_alerts(

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, quote_plus, urlsplit
 import pytest
 
 from hub.errors import NotifyError
-from hub.models import Alert, AlertChange, Priority
+from hub.models import AlertChange, Priority
 from hub.notify.delivery import judge, retry_delay
 from hub.notify.formats import (
     WECOM_MAX_BYTES,
@@ -27,6 +27,7 @@ from hub.notify.formats import (
 )
 from hub.wire import Alert as AlertModel
 from hub.wire import alert_json
+from tests.samples import raised_alert
 
 RAISED = datetime(2025, 3, 1, 0, 0, 5, tzinfo=UTC)  # 08:00:05 in Wenzhou
 FACILITY_NAME = "阳光托育养老中心"
@@ -42,7 +43,7 @@ def make_change(
     after: timedelta = timedelta(),
     count: int = 1,
 ) -> AlertChange:
-    alert = Alert(
+    alert = raised_alert(
         id=42,
         facility_id="f-sun",
         zone_id=zone_id,
@@ -51,24 +52,10 @@ def make_change(
         kind=kind,
         priority=priority,
         latched=priority == "high",
-        state="active",
         count=count,
         seq=7,
         raised_at=RAISED,
         last_raised_at=RAISED,
-        acknowledged_at=None,
-        acknowledged_by=None,
-        attended_at=None,
-        attended_by=None,
-        resolved_at=None,
-        resolved_by=None,
-        disposition=None,
-        note="",
-        cleared_at=None,
-        renotified_at=None,
-        overdue_at=None,
-        shelved=False,
-        detail={},
     )
     return AlertChange(
         alert, action, None if action == "raise" else "active", "hub", RAISED + after

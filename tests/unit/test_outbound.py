@@ -12,7 +12,7 @@ from hub.metrics import Metrics
 from hub.models import AlertChange, AlertDecision, Rejection
 from hub.outbound import DeviceReplies, Dispatcher
 from hub.rules import ScheduledTestCall
-from tests.samples import sample_alert
+from tests.samples import sample_alert, sos_decision
 
 NOW = datetime(2026, 11, 22, 0, 15, tzinfo=UTC)
 
@@ -32,18 +32,8 @@ class Outbox:
 
 
 def _decision() -> AlertDecision:
-    return AlertDecision(
-        kind="fall",
-        facility_id="lc-001",
-        zone_id="room-101",
-        device_id="lc-001-fs-01",
-        subject="lc-001-fs-01",
-        priority="high",
-        latched=True,
-        seq=7,
-        at=NOW,
-        detail={},
-    )
+    """A fall decision about lc-001-fs-01 at NOW, as the fall rule makes it."""
+    return sos_decision(device_id="lc-001-fs-01", kind="fall", seq=7, at=NOW, detail={})
 
 
 @pytest.mark.parametrize(
