@@ -63,8 +63,9 @@ async def run_hub(
 ) -> AsyncIterator[Hub]:
     """Build the hub and run its stages in one TaskGroup; on exit stop them and the pool.
 
-    The stages are joined here and only here: ingest feeds the pipeline's queue, the
-    pipeline feeds the alert store, and the store's committed changes go to outbound.
+    Every object is built and handed its peers here: ingest fills the pipeline's queue,
+    the pipeline drives the alert store, and the store's committed changes go to outbound.
+    What happens to one message on that way is pipeline.py's.
     """
     clock = clock or SystemClock()
     if apply_migrations:
