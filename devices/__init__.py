@@ -4,7 +4,7 @@ The hub validates with it and the simulators build their payloads from it.
 """
 
 from devices import emergency_button, fall_sensor, occupancy_counter
-from devices.alerts import ESCALATION
+from devices.alerts import ALERT_KINDS, ESCALATION
 from devices.occupancy_counter import CLASS_LIMITS
 from devices.schema import AlertKind, DeviceType, EventSpec, FieldSpec, ParamSpec, first_bad_field
 from devices.topics import CONTRACT_VERSION, ID_PATTERN, topic
@@ -14,24 +14,6 @@ CATALOGUE: dict[str, DeviceType] = {
     for module in (fall_sensor, emergency_button, occupancy_counter)
 }
 
-# Every alert kind of SPEC §4, by name, in the order the spec lists them.
-_SPEC_ORDER = (
-    "sos",
-    "fall",
-    "long_lie",
-    "dwell",
-    "over_capacity",
-    "staff_ratio",
-    "device_offline",
-    "low_battery",
-)
-ALERT_KINDS: dict[str, AlertKind] = {
-    kind.name: kind
-    for kind in sorted(
-        {kind for device_type in CATALOGUE.values() for kind in device_type.alerts},
-        key=lambda kind: _SPEC_ORDER.index(kind.name),
-    )
-}
 # What staff and regulators call each kind (简体中文): notifications and live summaries.
 ALERT_LABELS: dict[str, str] = {name: kind.label for name, kind in ALERT_KINDS.items()}
 # What a rule override may name: every kind, and the escalation timing.

@@ -1,16 +1,8 @@
 """Emergency call button (一键呼叫): a red button, a pull cord or a pendant."""
 
-from devices.alerts import DEVICE_OFFLINE, LOW_BATTERY
+from devices.alerts import alert_kinds
 from devices.fall_sensor import BATTERY, RSSI
-from devices.schema import AlertKind, DeviceType, EventSpec, FieldSpec
-
-SOS = AlertKind(
-    "sos",
-    "high",
-    latched=True,
-    doc="the button was pressed (not a test call); cancelling at the button keeps it open",
-    label="紧急呼叫",
-)
+from devices.schema import DeviceType, EventSpec, FieldSpec
 
 DEVICE_TYPE = DeviceType(
     name="emergency_button",
@@ -31,5 +23,5 @@ DEVICE_TYPE = DeviceType(
     ),
     telemetry=(BATTERY, RSSI),
     heartbeat_s=300,
-    alerts=(SOS, DEVICE_OFFLINE, LOW_BATTERY),
+    alerts=alert_kinds("sos", "device_offline", "low_battery"),
 )

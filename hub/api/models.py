@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.config import JsonDict
 
 from hub.alerts import NOTE_MAX
+from hub.storage.registry import PendingDevice
 from hub.wire import Alert, Device, Disposition, Facility
 
 Bucket = Literal["1m", "5m", "1h", "1d"]
@@ -226,17 +227,6 @@ class Webhook(BaseModel):
 
 class WebhookList(Page[Webhook]):
     """A facility's webhooks."""
-
-
-class PendingDevice(BaseModel):
-    """A device heard but not registered."""
-
-    device_id: str
-    facility_id: str
-    first_seen: datetime
-    last_seen: datetime
-    messages: int
-    last_topic: str
 
 
 class PendingList(Page[PendingDevice]):

@@ -327,7 +327,11 @@ class RegistryWriter:
 
 @dataclass(frozen=True, slots=True)
 class PendingDevice:
-    """A device heard on MQTT but not registered, waiting for an admin."""
+    """A device heard but not registered."""
+
+    # The API's pending-device list shows this row as it is (hub/api/models.py), and the
+    # docstring above is its OpenAPI description: a device heard on MQTT, waiting for an
+    # admin to register it.
 
     device_id: str
     facility_id: str
