@@ -11,20 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from devices import CATALOGUE
+from devices import CATALOGUE, CLASS_LIMITS
 from devices.registry_files import (
     DEVICE_COLUMNS,
     FACILITY_COLUMNS,
     ZONE_COLUMNS,
 )
-
-# National limits for childcare classes (SPEC §5): class type -> (max children, children per staff).
-CLASS_LIMITS: Final[dict[str, tuple[int, int]]] = {
-    "乳儿班": (10, 3),
-    "托小班": (15, 5),
-    "托大班": (20, 7),
-    "混合班": (18, 6),
-}
 
 
 @dataclass(frozen=True, slots=True)
