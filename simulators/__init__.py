@@ -1,11 +1,11 @@
 """Simulated facilities and devices that speak carehub's MQTT contract over a real broker."""
 
+from devices import CLASS_LIMITS
 from devices.mqtt import MqttTarget, parse_mqtt_url
 from devices.registry_files import DEVICE_COLUMNS, FACILITY_COLUMNS, ZONE_COLUMNS
 from simulators.behaviour import SHANGHAI, SimClock, daily_fraction, format_ts
 from simulators.device import SimulatedDevice
 from simulators.district import (
-    CLASS_LIMITS,
     Device,
     District,
     Facility,

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final, Literal
 
-from devices import CATALOGUE, DEFAULT_HEARTBEAT_S
-from simulators.district import CLASS_LIMITS, Device, Zone
+from devices import CATALOGUE, CLASS_LIMITS, DEFAULT_HEARTBEAT_S
+from simulators.district import Device, Zone
 
 # China has kept one offset, without daylight saving, since 1991: a fixed offset needs no tzdata.
 SHANGHAI: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
