@@ -26,6 +26,7 @@ from bench.load import (
     StoredReadings,
     TelemetryLoad,
     bench_fleet,
+    close_load,
     count_readings,
     register_fleet,
     stored_readings,
@@ -154,13 +155,7 @@ async def _load_and_report(
     rows, drain_s = await _drain(conn, load.acked)
     sampler.cancel()
     hub.sample()
-    for publisher in publishers:
-        await publisher.close()
-    for reader in readers:
-        reader.cancel()
-    for outcome in await asyncio.gather(*readers, return_exceptions=True):
-        if isinstance(outcome, Exception):
-            load.errors.append(repr(outcome))
+    await close_load(publishers, readers, load)
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
     counters = await asyncio.to_thread(hub.metrics)

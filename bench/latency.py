@@ -32,6 +32,7 @@ from bench.load import (
     BenchDevice,
     TelemetryLoad,
     bench_fleet,
+    close_load,
     register_fleet,
     stored_readings,
     telemetry_publishers,
@@ -352,16 +353,7 @@ async def _press_and_report(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(presses.all_acked.wait(), ACK_GRACE_S)
     finally:
-        # Closed first, so that readers end on their own; then whatever is left is cancelled.
-        for publisher in publishers:
-            await publisher.close()
-        for button in pressers:
-            await button.close()
-        for task in tasks:
-            task.cancel()
-        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(outcome, Exception):
-                load.errors.append(repr(outcome))
+        await close_load([*publishers, *pressers], tasks, load)
     counters = await asyncio.to_thread(hub.metrics)
 
     committed = await _committed(conn, [device_id for device_id, _ in buttons])
