@@ -34,7 +34,7 @@ from bench import harness
 from hub.alerts import AlertStore
 from hub.auth import add_user, login
 from hub.errors import HubError
-from hub.models import AlertDecision
+from hub.rules import decision
 from hub.settings import Settings
 
 # docs: 500 screens watching a district, 100 alert changes a second, each on every screen
@@ -301,18 +301,15 @@ async def _drive(
             if step == 0:
                 device_id, facility_id, zone_id = buttons[button % len(buttons)]
                 button += 1
-                change = await store.raise_alert(
-                    AlertDecision(
-                        kind="sos",
-                        priority="high",
-                        latched=True,
-                        facility_id=facility_id,
-                        zone_id=zone_id,
-                        device_id=device_id,
-                        subject=device_id,
-                        at=datetime.now(UTC),
-                    )
+                sos = decision(
+                    "sos",
+                    facility_id=facility_id,
+                    zone_id=zone_id,
+                    device_id=device_id,
+                    subject=device_id,
+                    at=datetime.now(UTC),
                 )
+                change = await store.raise_alert(sos)
                 if change is not None:
                     open_alerts.append(change.alert.id)
             elif step == 1 and open_alerts:
