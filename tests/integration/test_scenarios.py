@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from hub.cli.simulate import register_district
@@ -26,11 +25,9 @@ from simulators import scenarios
 from simulators.device import SimulatedDevice
 from simulators.district import District, build_district
 from simulators.fleet import Fleet
-from tests.fix_hub import background_task, connect_db, escalation_marks, wait_for
+from tests.fix_hub import DB, background_task, connect_db, escalation_marks, wait_for
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
-
-DB = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
 @pytest.fixture
