@@ -165,7 +165,7 @@ async def running_hub(migrated: Settings) -> AsyncIterator[Hub]:
 
 
 @pytest.fixture
-async def db(migrated: Settings) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+async def db(migrated: Settings) -> AsyncIterator[DB]:
     """A connection to the hub's schema for assertions."""
     async with await connect_db(migrated) as conn:
         yield conn
