@@ -19,24 +19,14 @@ from typing import Any
 import psutil
 import psycopg
 
-from bench.harness import (
-    MB,
-    SAMPLE_S,
-    BenchRun,
-    CpuMeter,
-    HubProcess,
-    Sample,
-    cpu_percent,
-    db_now,
-    print_verdict,
-    rejected_total,
-)
+from bench import harness
 from bench.load import (
     CONNECTIONS,
     BenchDevice,
     StoredReadings,
     TelemetryLoad,
     bench_fleet,
+    close_load,
     count_readings,
     register_fleet,
     stored_readings,
@@ -47,7 +37,7 @@ from hub.settings import Settings
 
 # Targets of SPEC-level capacity planning: one hub process, one district.
 TARGET_RATE = 10_000.0
-TARGET_RSS_BYTES = 400 * MB
+TARGET_RSS_BYTES = 400 * harness.MB
 # An offered rate of exactly the target cannot be stored faster than offered; a window
 # edge falls inside a batch, so the measured rate jitters by a batch either way.
 RATE_TOLERANCE = 0.01
@@ -100,7 +90,7 @@ async def _bench_ingest(
     *,
     keep: bool,
 ) -> int:
-    run = BenchRun.new(settings)
+    run = harness.BenchRun.new(settings)
     print(
         f"carehub bench ingest: {duration_s:g} s, {device_count} devices over {connections} "
         f"connections, {rate:g} msgs/s offered (QoS 1 telemetry)\n"
@@ -126,7 +116,7 @@ async def _bench_ingest(
 
 async def _load_and_report(
     conn: psycopg.AsyncConnection[Any],
-    hub: HubProcess,
+    hub: harness.HubProcess,
     settings: Settings,
     *,
     fleet: Sequence[BenchDevice],
@@ -141,11 +131,11 @@ async def _load_and_report(
     for publisher in publishers:
         await publisher.connect()
     loop = asyncio.get_running_loop()
-    meter = CpuMeter()
+    meter = harness.CpuMeter()
     sampler = asyncio.create_task(hub.sample_forever())
     readers = [asyncio.create_task(p.read_acks()) for p in publishers]
     # The steady window is cut on the database's clock, the one stored_at is read from.
-    wall_started = await db_now(conn) + timedelta(seconds=0.1)
+    wall_started = await harness.db_now(conn) + timedelta(seconds=0.1)
     started = loop.time() + 0.1
     until = started + duration_s
     try:
@@ -155,7 +145,7 @@ async def _load_and_report(
     except* (OSError, TimeoutError, HubError) as failed:
         load.errors.extend(repr(exc) for exc in failed.exceptions)
     stopped = loop.time()
-    wall_stopped = await db_now(conn)
+    wall_stopped = await harness.db_now(conn)
     if load.errors:
         unconfirmed = load.sent - load.acked
     else:
@@ -165,13 +155,7 @@ async def _load_and_report(
     rows, drain_s = await _drain(conn, load.acked)
     sampler.cancel()
     hub.sample()
-    for publisher in publishers:
-        await publisher.close()
-    for reader in readers:
-        reader.cancel()
-    for outcome in await asyncio.gather(*readers, return_exceptions=True):
-        if isinstance(outcome, Exception):
-            load.errors.append(repr(outcome))
+    await close_load(publishers, readers, load)
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
     counters = await asyncio.to_thread(hub.metrics)
@@ -208,11 +192,11 @@ def _report(
     drain_s: float,
     stored: StoredReadings,
     window: tuple[float, float],
-    hub: HubProcess,
-    load_samples: list[Sample],
+    hub: harness.HubProcess,
+    load_samples: list[harness.Sample],
     counters: dict[str, float],
     peak_rss: int,
-    cpu: CpuMeter,
+    cpu: harness.CpuMeter,
 ) -> None:
     cores = psutil.cpu_count() or 1
     published = load.acked
@@ -221,9 +205,9 @@ def _report(
     window_s = window[1] - window[0]
     sustained = stored.window_rows / window_s
     offered = load.sent / elapsed if elapsed > 0 else 0.0
-    cpu_pct = cpu_percent(load_samples)
+    cpu_pct = harness.cpu_percent(load_samples)
     cpu_peak = max(
-        (cpu_percent(pair) for pair in itertools.pairwise(load_samples)),
+        (harness.cpu_percent(pair) for pair in itertools.pairwise(load_samples)),
         default=0.0,
     )
     per_second = stored.per_second
@@ -253,11 +237,11 @@ def _report(
     )
     print(
         f"hub CPU      {cpu_pct:.1f} % of one core on average ({cpu_pct / cores:.1f} % of "
-        f"{cores} cores), peak {cpu_peak:.1f} % over {SAMPLE_S:g} s"
+        f"{cores} cores), peak {cpu_peak:.1f} % over {harness.SAMPLE_S:g} s"
     )
     print(
-        f"hub RSS      peak {peak_rss / MB:.1f} MB (VmHWM), "
-        f"{(hub.samples[-1].rss if hub.samples else 0) / MB:.1f} MB at the end"
+        f"hub RSS      peak {peak_rss / harness.MB:.1f} MB (VmHWM), "
+        f"{(hub.samples[-1].rss if hub.samples else 0) / harness.MB:.1f} MB at the end"
     )
     print(f"lost         {lost:,}  (PUBACKed − distinct (device_id, seq) stored)")
     print(f"duplicated   {duplicated:,}  (rows − distinct (device_id, seq))")
@@ -266,7 +250,7 @@ def _report(
     print(
         f"hub counters received {received:,.0f}, batches {batches:,.0f} "
         f"(avg {received / batches if batches else 0:,.0f} msgs), "
-        f"rejected {rejected_total(counters):,.0f}, "
+        f"rejected {harness.rejected_total(counters):,.0f}, "
         f"spooled {counters.get('carehub_spooled_messages_total', 0.0):,.0f}, "
         f"duplicates {counters.get('carehub_messages_duplicate_total', 0.0):,.0f}"
     )
@@ -278,7 +262,7 @@ def _report(
         print(f"generator    error: {error}")
 
     below = " (offered below the target)" if rate < TARGET_RATE else ""
-    print_verdict(
+    harness.print_verdict(
         [
             (
                 sustained >= TARGET_RATE * (1 - RATE_TOLERANCE),
@@ -289,7 +273,7 @@ def _report(
             (duplicated == 0, f"duplicated {duplicated:,} = 0"),
             (
                 peak_rss <= TARGET_RSS_BYTES,
-                f"RSS {peak_rss / MB:.0f} ≤ {TARGET_RSS_BYTES / MB:.0f} MB",
+                f"RSS {peak_rss / harness.MB:.0f} ≤ {TARGET_RSS_BYTES / harness.MB:.0f} MB",
             ),
         ]
     )

@@ -26,24 +26,13 @@ from typing import Any
 import psutil
 import psycopg
 
-from bench.harness import (
-    CST,
-    MB,
-    BenchRun,
-    CpuMeter,
-    HubProcess,
-    Sample,
-    cpu_percent,
-    db_now,
-    print_verdict,
-    rejected_total,
-    spread,
-)
+from bench import harness
 from bench.load import (
     CONNECTIONS,
     BenchDevice,
     TelemetryLoad,
     bench_fleet,
+    close_load,
     register_fleet,
     stored_readings,
     telemetry_publishers,
@@ -156,7 +145,7 @@ class _Button(RawConnection):
     def press(self, seq: int) -> None:
         """Publish one `pressed` event at QoS 1 and record when it left."""
         assert self._writer is not None  # noqa: S101 - connect() ran first
-        stamp = datetime.now(CST).isoformat(timespec="milliseconds")
+        stamp = datetime.now(harness.CST).isoformat(timespec="milliseconds")
         payload = b'{"ts":"%s","seq":%d,"event":"pressed","button":"red"}' % (
             stamp.encode(),
             seq,
@@ -236,7 +225,7 @@ def run_latency_bench(
 async def _bench_latency(
     settings: Settings, duration_s: float, rate: float, presses_per_s: float, device_count: int
 ) -> int:
-    run = BenchRun.new(settings)
+    run = harness.BenchRun.new(settings)
     fleet = bench_fleet(device_count)
     buttons = [(d, f) for d, f, kind in fleet if kind == "emergency_button"][:BUTTONS]
     warmup = min(WARMUP_S, duration_s * 0.2)
@@ -306,7 +295,7 @@ async def _committed(
 
 async def _press_and_report(
     conn: psycopg.AsyncConnection[Any],
-    hub: HubProcess,
+    hub: harness.HubProcess,
     settings: Settings,
     *,
     buttons: Sequence[tuple[str, str]],
@@ -342,13 +331,13 @@ async def _press_and_report(
         tasks += [asyncio.create_task(b.read()) for b in pressers]
         tasks.append(asyncio.create_task(hub.sample_forever()))
         tasks.append(asyncio.create_task(_ping_loop(pressers)))
-        db_then, mono_then = await db_now(conn), loop.time()
+        db_then, mono_then = await harness.db_now(conn), loop.time()
         started = loop.time() + 0.1
         pressing = started + warmup_s
         until = started + duration_s
         # The press window on the database's clock, the one stored_at is read from.
         window_from = db_then + timedelta(seconds=pressing - mono_then)
-        meter = CpuMeter()
+        meter = harness.CpuMeter()
         try:
             async with asyncio.TaskGroup() as group:
                 for publisher in publishers:
@@ -357,23 +346,14 @@ async def _press_and_report(
         except* (OSError, TimeoutError, HubError) as failed:
             load.errors.extend(repr(exc) for exc in failed.exceptions)
         stopped = loop.time()
-        window_to = await db_now(conn)
+        window_to = await harness.db_now(conn)
         meter.stop()
         in_window = [s for s in hub.samples if pressing <= s.at <= stopped]
         if presses.by_key and presses.acked < len(presses.by_key):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(presses.all_acked.wait(), ACK_GRACE_S)
     finally:
-        # Closed first, so that readers end on their own; then whatever is left is cancelled.
-        for publisher in publishers:
-            await publisher.close()
-        for button in pressers:
-            await button.close()
-        for task in tasks:
-            task.cancel()
-        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(outcome, Exception):
-                load.errors.append(repr(outcome))
+        await close_load([*publishers, *pressers], tasks, load)
     counters = await asyncio.to_thread(hub.metrics)
 
     committed = await _committed(conn, [device_id for device_id, _ in buttons])
@@ -409,14 +389,14 @@ def _report(
     buttons: int,
     stored_per_s: float,
     telemetry_p99_ms: float | None,
-    hub: HubProcess,
-    samples: Sequence[Sample],
+    hub: harness.HubProcess,
+    samples: Sequence[harness.Sample],
     counters: dict[str, float],
-    cpu: CpuMeter,
+    cpu: harness.CpuMeter,
 ) -> None:
     sent = list(presses.by_key.values())
     missing = sum(1 for press in sent if press.acked_mono is None)
-    to_ack = spread([p.acked_mono - p.sent_mono for p in sent if p.acked_mono is not None])
+    to_ack = harness.spread([p.acked_mono - p.sent_mono for p in sent if p.acked_mono is not None])
     to_receive: list[float] = []
     to_commit: list[float] = []
     for press in sent:
@@ -425,10 +405,10 @@ def _report(
             to_receive.append(received_at - press.sent_wall)
         if committed_at is not None:
             to_commit.append(committed_at - press.sent_wall)
-    commit = spread(to_commit)
-    receive = spread(to_receive)
+    commit = harness.spread(to_commit)
+    receive = harness.spread(to_receive)
     cores = psutil.cpu_count() or 1
-    cpu_pct = cpu_percent(samples)
+    cpu_pct = harness.cpu_percent(samples)
 
     print(
         f"presses      {len(sent):,} sent ({len(sent) / max(press_s, 1e-6):.1f}/s over "
@@ -446,21 +426,21 @@ def _report(
         + ("n/a" if telemetry_p99_ms is None else f"{telemetry_p99_ms:.1f} ms")
     )
     print(f"hub CPU      {cpu_pct:.1f} % of one core on average while pressing ({cores} cores)")
-    print(f"hub RSS      peak {hub.peak_rss() / MB:.1f} MB (VmHWM)")
+    print(f"hub RSS      peak {hub.peak_rss() / harness.MB:.1f} MB (VmHWM)")
     print(
         f"machine      {100 * cpu.machine_busy():.0f} % busy of {cores} cores; "
         f"generator {100 * cpu.own_cpu_s() / max(telemetry_s, 1e-6):.0f} % of one core"
     )
     print(
         f"hub counters received {counters.get('carehub_messages_received_total', 0.0):,.0f}, "
-        f"rejected {rejected_total(counters):,.0f}, "
+        f"rejected {harness.rejected_total(counters):,.0f}, "
         f"replies dropped {counters.get('carehub_replies_dropped_total', 0.0):,.0f}, "
         f"spooled {counters.get('carehub_spooled_messages_total', 0.0):,.0f}"
     )
     for error in load.errors:
         print(f"generator    error: {error}")
     ack_p99 = to_ack.p99_ms if to_ack is not None else math.inf
-    print_verdict(
+    harness.print_verdict(
         [
             (
                 ack_p99 <= TARGET_ACK_P99_MS,

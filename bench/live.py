@@ -30,21 +30,11 @@ import psutil
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from bench.harness import (
-    MB,
-    BenchRun,
-    CpuMeter,
-    HubProcess,
-    Sample,
-    copy_registry,
-    cpu_percent,
-    print_verdict,
-    spread,
-)
+from bench import harness
 from hub.alerts import AlertStore
 from hub.auth import add_user, login
 from hub.errors import HubError
-from hub.models import AlertDecision
+from hub.rules import decision
 from hub.settings import Settings
 
 # docs: 500 screens watching a district, 100 alert changes a second, each on every screen
@@ -209,7 +199,7 @@ async def _register(
     facilities: Sequence[str],
     fleet: Sequence[tuple[str, str, str, str]],
 ) -> None:
-    await copy_registry(
+    await harness.copy_registry(
         conn,
         [
             (
@@ -241,7 +231,7 @@ async def _register(
 async def _bench(
     settings: Settings, clients: int, rate: float, duration_s: float, devices: int
 ) -> int:
-    run = BenchRun.new(settings)
+    run = harness.BenchRun.new(settings)
     facilities, fleet = _fleet(devices)
     buttons = [(d, f, z) for d, f, kind, z in fleet if kind == "emergency_button"]
     print(
@@ -311,18 +301,15 @@ async def _drive(
             if step == 0:
                 device_id, facility_id, zone_id = buttons[button % len(buttons)]
                 button += 1
-                change = await store.raise_alert(
-                    AlertDecision(
-                        kind="sos",
-                        priority="high",
-                        latched=True,
-                        facility_id=facility_id,
-                        zone_id=zone_id,
-                        device_id=device_id,
-                        subject=device_id,
-                        at=datetime.now(UTC),
-                    )
+                sos = decision(
+                    "sos",
+                    facility_id=facility_id,
+                    zone_id=zone_id,
+                    device_id=device_id,
+                    subject=device_id,
+                    at=datetime.now(UTC),
                 )
+                change = await store.raise_alert(sos)
                 if change is not None:
                     open_alerts.append(change.alert.id)
             elif step == 1 and open_alerts:
@@ -337,7 +324,7 @@ async def _drive(
 
 async def _run(
     conn: psycopg.AsyncConnection[Any],
-    hub: HubProcess,
+    hub: harness.HubProcess,
     *,
     settings: Settings,
     token: str,
@@ -361,7 +348,7 @@ async def _run(
     )
     await pool.open()
     sampler = asyncio.create_task(hub.sample_forever())
-    meter = CpuMeter()
+    meter = harness.CpuMeter()
     try:
         started = loop.time()
         driven, errors = await _drive(
@@ -428,8 +415,8 @@ def _report(
     errors: list[str],
     rate: float,
     connect_s: float,
-    hub: HubProcess,
-    samples: Sequence[Sample],
+    hub: harness.HubProcess,
+    samples: Sequence[harness.Sample],
     bench_cpu_s: float,
     machine_busy: float,
 ) -> None:
@@ -445,8 +432,8 @@ def _report(
                 latencies.append(arrived + offset - at)
         delivered += len(seen)
         lost += len(committed) - len(seen)
-    figures = spread(latencies)
-    cpu_pct = cpu_percent(samples)
+    figures = harness.spread(latencies)
+    cpu_pct = harness.cpu_percent(samples)
     closed = sum(1 for client in screens if client.closed.is_set())
     print(f"clients      {len(screens):,} connected in {connect_s:.1f} s; {closed} closed early")
     print(
@@ -459,7 +446,7 @@ def _report(
     )
     print(f"latency      commit→client {figures or 'n/a'}")
     print(f"hub CPU      {cpu_pct:.1f} % of one core on average ({psutil.cpu_count()} cores)")
-    print(f"hub RSS      peak {hub.peak_rss() / MB:.1f} MB (VmHWM)")
+    print(f"hub RSS      peak {hub.peak_rss() / harness.MB:.1f} MB (VmHWM)")
     print(
         f"machine      {100 * machine_busy:.0f} % busy of {psutil.cpu_count()} cores; bench "
         f"(clients and driver) {100 * bench_cpu_s / max(driven_s, 1e-6):.0f} % of one core"
@@ -467,7 +454,7 @@ def _report(
     for error in errors[:10]:
         print(f"driver       error: {error}")
     p99 = figures.p99_ms if figures is not None else math.inf
-    print_verdict(
+    harness.print_verdict(
         [
             (p99 <= TARGET_P99_MS, f"p99 commit→client {p99:.1f} ≤ {TARGET_P99_MS:g} ms"),
             (lost == 0 and not errors and len(committed) > 0, f"lost {lost:,} = 0"),

@@ -283,6 +283,20 @@ def telemetry_publishers(
     ]
 
 
+async def close_load(
+    connections: Sequence[RawConnection], tasks: Sequence[asyncio.Task[Any]], load: TelemetryLoad
+) -> None:
+    """Close the connections, then cancel and await the tasks; their failures go to load.errors."""
+    # Closed first, so that readers end on their own; then whatever is left is cancelled.
+    for connection in connections:
+        await connection.close()
+    for task in tasks:
+        task.cancel()
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            load.errors.append(repr(outcome))
+
+
 # -- what reached the database --------------------------------------------------------------
 
 

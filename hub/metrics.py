@@ -51,26 +51,19 @@ class Metrics:
             f'carehub_messages_rejected_total{{reason="{reason}"}} {self.rejected[reason]}'
             for reason in REASON_CODES
         ]
-        lines += [
-            "# TYPE carehub_batches_total counter",
-            f"carehub_batches_total {self.batches}",
-            "# TYPE carehub_batch_failures_total counter",
-            f"carehub_batch_failures_total {self.batch_failures}",
-            "# TYPE carehub_spooled_messages_total counter",
-            f"carehub_spooled_messages_total {self.spooled_messages}",
-            "# TYPE carehub_replayed_messages_total counter",
-            f"carehub_replayed_messages_total {self.replayed_messages}",
-            "# TYPE carehub_replay_failures_total counter",
-            f"carehub_replay_failures_total {self.replay_failures}",
-            "# TYPE carehub_replies_dropped_total counter",
-            f"carehub_replies_dropped_total {self.replies_dropped}",
-            "# TYPE carehub_spool_pending_batches gauge",
-            f"carehub_spool_pending_batches {self.spool_pending}",
-            "# TYPE carehub_last_batch_seconds gauge",
-            f"carehub_last_batch_seconds {self.last_batch_seconds:.6f}",
-            "# TYPE carehub_database_up gauge",
-            f"carehub_database_up {int(self.database_up)}",
-            "# TYPE carehub_mqtt_connected gauge",
-            f"carehub_mqtt_connected {int(self.mqtt_connected)}",
+        # The plain series, one (name, type, value) each: every one is a TYPE line then its value.
+        series: list[tuple[str, str, object]] = [
+            ("carehub_batches_total", "counter", self.batches),
+            ("carehub_batch_failures_total", "counter", self.batch_failures),
+            ("carehub_spooled_messages_total", "counter", self.spooled_messages),
+            ("carehub_replayed_messages_total", "counter", self.replayed_messages),
+            ("carehub_replay_failures_total", "counter", self.replay_failures),
+            ("carehub_replies_dropped_total", "counter", self.replies_dropped),
+            ("carehub_spool_pending_batches", "gauge", self.spool_pending),
+            ("carehub_last_batch_seconds", "gauge", f"{self.last_batch_seconds:.6f}"),
+            ("carehub_database_up", "gauge", int(self.database_up)),
+            ("carehub_mqtt_connected", "gauge", int(self.mqtt_connected)),
         ]
+        for name, kind, value in series:
+            lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
         return "\n".join(lines) + "\n"

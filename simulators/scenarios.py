@@ -332,37 +332,18 @@ def garbage_messages(
             _json(valid(**telemetry)),
             "unknown_device",
         ),
-        GarbageMessage(
-            "missing channel",
-            f"{topic_root}/v1/{home}/{sensor.id}",
-            _json(valid(**fell)),
-            "bad_topic",
-        ),
-        GarbageMessage("extra topic level", s_event + "/extra", _json(valid(**fell)), "bad_topic"),
-        GarbageMessage("unknown channel", on(sensor, "alarm"), _json(valid(**fell)), "bad_topic"),
-        GarbageMessage(
-            "contract v2",
-            f"{topic_root}/v2/{home}/{sensor.id}/event",
-            _json(valid(**fell)),
-            "bad_topic",
-        ),
-        GarbageMessage(
-            "empty facility level",
-            f"{topic_root}/v1//{sensor.id}/event",
-            _json(valid(**fell)),
-            "bad_topic",
-        ),
-        GarbageMessage(
-            "Chinese device id",
-            topic(topic_root, home, "一号跌倒传感器", "event"),
-            _json(valid(**fell)),
-            "bad_topic",
-        ),
-        GarbageMessage(
-            "device id of 65 characters",
-            topic(topic_root, home, "x" * 65, "event"),
-            _json(valid(**fell)),
-            "bad_topic",
+        # A valid fall event on each kind of malformed topic: the topic alone is at fault.
+        *(
+            GarbageMessage(what, bad_topic, _json(valid(**fell)), "bad_topic")
+            for what, bad_topic in (
+                ("missing channel", f"{topic_root}/v1/{home}/{sensor.id}"),
+                ("extra topic level", s_event + "/extra"),
+                ("unknown channel", on(sensor, "alarm")),
+                ("contract v2", f"{topic_root}/v2/{home}/{sensor.id}/event"),
+                ("empty facility level", f"{topic_root}/v1//{sensor.id}/event"),
+                ("Chinese device id", topic(topic_root, home, "一号跌倒传感器", "event")),
+                ("device id of 65 characters", topic(topic_root, home, "x" * 65, "event")),
+            )
         ),
         GarbageMessage("junk topic", f"{topic_root}/junk", b"hello", "bad_topic"),
         GarbageMessage(

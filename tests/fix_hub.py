@@ -91,13 +91,23 @@ def hub_settings(
     )
 
 
-async def connect_db(settings: Settings) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+# A test's own connection to the hub's database: rows come back as plain tuples.
+DB = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+async def connect_db(settings: Settings) -> DB:
     """An autocommit connection in the hub's schema, for assertions."""
     return await psycopg.AsyncConnection.connect(
         settings.database_url,
         autocommit=True,
         options=f"-c search_path={settings.database_schema},public",
     )
+
+
+async def rows(db: DB, query: str, *params: object) -> list[tuple[Any, ...]]:
+    """Every row of a query."""
+    cur = await db.execute(query.encode(), params or None)
+    return await cur.fetchall()
 
 
 async def register_site(settings: Settings) -> None:
@@ -155,7 +165,7 @@ async def running_hub(migrated: Settings) -> AsyncIterator[Hub]:
 
 
 @pytest.fixture
-async def db(migrated: Settings) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+async def db(migrated: Settings) -> AsyncIterator[DB]:
     """A connection to the hub's schema for assertions."""
     async with await connect_db(migrated) as conn:
         yield conn

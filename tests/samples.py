@@ -59,7 +59,7 @@ def sample_alert(**changes: Any) -> Alert:
 
 def sos_decision(
     facility_id: str = "lc-001",
-    device_id: str = "lc-001-eb-01",
+    device_id: str | None = "lc-001-eb-01",
     zone_id: str | None = "room-101",
     **changes: Any,
 ) -> AlertDecision:

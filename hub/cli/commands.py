@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, TypeVar
 
@@ -22,6 +23,12 @@ _Result = TypeVar("_Result")
 
 # Bad input (a missing facility, a short password): like argparse's own usage errors.
 USAGE_ERROR = 2
+
+
+def refuse(reason: object) -> int:
+    """Tell the operator on stderr why a command refused its input; the usage exit code."""
+    print(f"carehub: {reason}", file=sys.stderr)
+    return USAGE_ERROR
 
 
 def add_actions(sub: Subcommands, name: str, help_text: str) -> Subcommands:

@@ -7,7 +7,7 @@ import getpass
 import sys
 
 from hub.auth import PASSWORD_MIN, ROLES, add_user, disable_user, list_users
-from hub.cli.commands import USAGE_ERROR, Subcommands, add_actions, print_table, run_on_database
+from hub.cli.commands import Subcommands, add_actions, print_table, refuse, run_on_database
 from hub.errors import AuthError
 from hub.settings import Settings
 
@@ -26,8 +26,7 @@ def _cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
     try:
         password = _read_password(args.password_stdin)
     except (EOFError, KeyboardInterrupt):
-        print("carehub: no password given", file=sys.stderr)
-        return USAGE_ERROR
+        return refuse("no password given")
 
     try:
         user = run_on_database(
@@ -43,8 +42,7 @@ def _cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
             ),
         )
     except AuthError as exc:
-        print(f"carehub: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        return refuse(exc)
     scope = user.facility_id or user.district or "everything"
     print(f"account {user.username} added: {user.role} of {scope}")
     return 0
@@ -76,8 +74,7 @@ def _cmd_users_disable(settings: Settings, args: argparse.Namespace) -> int:
     try:
         run_on_database(settings, lambda conn: disable_user(conn, args.name))
     except AuthError as exc:
-        print(f"carehub: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        return refuse(exc)
     print(f"account {args.name} disabled; its tokens are revoked")
     return 0
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from hub.cli.commands import USAGE_ERROR, Subcommands, add_actions, run_on_database
+from hub.cli.commands import Subcommands, add_actions, refuse, run_on_database
 from hub.notify import FORMATS, NotifyError, add_webhook, redact_url
 from hub.settings import Settings
 from hub.storage.notifications import disable_webhook, list_webhooks
@@ -21,8 +21,7 @@ def _cmd_webhooks_add(settings: Settings, args: argparse.Namespace) -> int:
             settings, lambda conn: add_webhook(conn, args.facility, args.url, args.format, secret)
         )
     except NotifyError as exc:
-        print(f"carehub: {exc}", file=sys.stderr)
-        return USAGE_ERROR
+        return refuse(exc)
     print(f"webhook {webhook_id} added for {args.facility} ({args.format}, {redact_url(args.url)})")
     return 0
 
@@ -54,8 +53,7 @@ def _cmd_webhooks_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_webhooks_disable(settings: Settings, args: argparse.Namespace) -> int:
     if not run_on_database(settings, lambda conn: disable_webhook(conn, args.webhook_id)):
-        print(f"carehub: there is no webhook {args.webhook_id}", file=sys.stderr)
-        return USAGE_ERROR
+        return refuse(f"there is no webhook {args.webhook_id}")
     print(f"webhook {args.webhook_id} disabled; its queued notices are dropped")
     return 0
 

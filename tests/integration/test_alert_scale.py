@@ -19,17 +19,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings
-from tests.fix_hub import FACILITY, now_ts, raw_client, wait_for
+from tests.fix_hub import DB, FACILITY, now_ts, raw_client, wait_for
 from tests.samples import sos_decision
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
-DB = psycopg.AsyncConnection[tuple[Any, ...]]
 BUTTONS = 200
 PRESSES = 1000
 TAKEOVER_S = 15.0

@@ -18,12 +18,10 @@ from hub.clock import ManualClock
 from hub.errors import AlertError
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings
-from tests.fix_hub import FACILITY, FakeDevice, escalation_marks, fake_device, wait_for
+from tests.fix_hub import DB, FACILITY, FakeDevice, escalation_marks, fake_device, rows, wait_for
 from tests.samples import sos_decision
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
-
-DB = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
 @pytest.fixture
@@ -43,12 +41,12 @@ async def hub(migrated: Settings, clock: ManualClock) -> AsyncIterator[Hub]:
 
 
 async def open_alerts(db: DB, kind: str) -> list[tuple[Any, ...]]:
-    cur = await db.execute(
+    return await rows(
+        db,
         "SELECT id, state, count, seq, device_id FROM alerts WHERE kind = %s"
         " AND state <> 'resolved' ORDER BY id",
-        (kind,),
+        kind,
     )
-    return await cur.fetchall()
 
 
 async def test_sos_is_raised_repeated_acked_and_resolved_through_its_whole_lifecycle(

@@ -20,6 +20,7 @@ from hub.notify import add_webhook
 from hub.runtime import Hub
 from tests.fix_api import ACCOUNTS, FAR_FACILITY, PASSWORD, Api
 from tests.fix_hub import FACILITY, OTHER_FACILITY, connect_db
+from tests.samples import sos_decision
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
 
@@ -123,21 +124,22 @@ ROUTES: dict[tuple[str, str], Case] = {
 }
 
 
+# The facilities each account's scope covers, which the lists and the live feed must agree on.
+FACILITIES_SEEN = {
+    "admin": {FACILITY, OTHER_FACILITY, FAR_FACILITY},
+    "regulator": {FACILITY, OTHER_FACILITY},
+    "regulator_other": {FAR_FACILITY},
+    "manager": {FACILITY},
+    "staff": {FACILITY},
+    "staff_other": {OTHER_FACILITY},
+}
+
+
 async def new_alert(hub: Hub) -> int:
     """A fresh active alert at f-sun, in a zone, about a device of its own."""
     n = next(_serial)
-    change = await hub.alerts.raise_alert(
-        AlertDecision(
-            kind="sos",
-            priority="high",
-            latched=True,
-            facility_id=FACILITY,
-            zone_id="room-101",
-            device_id=f"eb-authz-{n}",
-            subject=f"eb-authz-{n}",
-            at=datetime.now(UTC),
-        )
-    )
+    sos = sos_decision(FACILITY, f"eb-authz-{n}", "room-101", at=datetime.now(UTC))
+    change = await hub.alerts.raise_alert(sos)
     assert change is not None
     return change.alert.id
 
@@ -233,15 +235,7 @@ async def test_lists_show_each_role_only_the_facilities_it_sees(api: Api) -> Non
                 at=datetime.now(UTC),
             )
         )
-    sees = {
-        "admin": {FACILITY, OTHER_FACILITY, FAR_FACILITY},
-        "regulator": {FACILITY, OTHER_FACILITY},
-        "regulator_other": {FAR_FACILITY},
-        "manager": {FACILITY},
-        "staff": {FACILITY},
-        "staff_other": {OTHER_FACILITY},
-    }
-    for who, visible in sees.items():
+    for who, visible in FACILITIES_SEEN.items():
         facilities = (await api.request("GET", "/facilities", who)).json()["items"]
         assert {f["id"] for f in facilities} == visible, who
         alerts = (await api.request("GET", "/alerts", who)).json()["items"]
@@ -280,22 +274,14 @@ async def websocket_cases(api: Api) -> None:
     from tests.fix_api import asgi_on
     from tests.fix_live import live_client, next_message, serve_running, wait_message
 
-    sees = {
-        "admin": {FACILITY, OTHER_FACILITY, FAR_FACILITY},
-        "regulator": {FACILITY, OTHER_FACILITY},
-        "regulator_other": {FAR_FACILITY},
-        "manager": {FACILITY},
-        "staff": {FACILITY},
-        "staff_other": {OTHER_FACILITY},
-    }
-    assert set(sees) == set(ACCOUNTS)
+    assert set(FACILITIES_SEEN) == set(ACCOUNTS)
     raised_at = (FACILITY, OTHER_FACILITY, FAR_FACILITY)
     async with serve_running(api.hub, asgi_on(api.hub)) as server:
         async with live_client(server, "") as anonymous:
             with pytest.raises(ConnectionClosed):
                 await next_message(anonymous)
             assert anonymous.close_code == 4401
-        for who, facilities in sees.items():
+        for who, facilities in FACILITIES_SEEN.items():
             async with live_client(server, f"token={api.tokens[who]}") as websocket:
                 snapshot = await next_message(websocket)
                 assert snapshot["type"] == "snapshot", who
@@ -306,18 +292,14 @@ async def websocket_cases(api: Api) -> None:
                 for device in snapshot.get("devices", []):
                     assert device["facility_id"] in facilities, who
                 for facility_id in raised_at:
-                    await api.hub.alerts.raise_alert(
-                        AlertDecision(
-                            kind="sos",
-                            priority="high",
-                            latched=True,
-                            facility_id=facility_id,
-                            zone_id=None,
-                            device_id=None,
-                            subject=f"ws-{who}-{facility_id}",
-                            at=datetime.now(UTC),
-                        )
+                    sos = sos_decision(
+                        facility_id,
+                        device_id=None,
+                        zone_id=None,
+                        subject=f"ws-{who}-{facility_id}",
+                        at=datetime.now(UTC),
                     )
+                    await api.hub.alerts.raise_alert(sos)
                 heard = []
                 for _ in facilities:
                     message = await wait_message(websocket, lambda m: m["type"] == "alert")

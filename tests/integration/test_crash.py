@@ -25,16 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import psycopg
 import pytest
 
 from devices import mqtt, topics
 from hub.settings import Settings
-from tests.fix_hub import FACILITY, connect_db, now_ts
+from tests.fix_hub import DB, FACILITY, connect_db, now_ts
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
-DB = psycopg.AsyncConnection[tuple[Any, ...]]
 
 # The first hub is SIGKILLed once KILL_AT messages are acked; the stream flows on for
 # AFTER_KILL more, then WHILE_DEAD more are published with no hub connected. The broker

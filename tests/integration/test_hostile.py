@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiomqtt
-import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
@@ -40,6 +39,7 @@ from hub.settings import Settings
 from hub.storage.pool import create_pool
 from hub.storage.writer import BatchWriter
 from tests.fix_hub import (
+    DB,
     DEVICES,
     FACILITY,
     OTHER_FACILITY,
@@ -52,7 +52,6 @@ from tests.fix_services import MQTT_URL_ENV
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
-DB = psycopg.AsyncConnection[tuple[Any, ...]]
 
 # SPEC §3's words, written out here rather than imported: the test holds the hub to the
 # contract. One sentence in SPEC's order, so it reads as the vendor's page does.

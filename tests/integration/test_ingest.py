@@ -6,16 +6,13 @@ import json
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import pytest
 
 from devices import topics
 from hub.runtime import Hub
-from tests.fix_hub import FACILITY, OTHER_FACILITY, fake_device, now_ts, raw_client, wait_for
+from tests.fix_hub import DB, FACILITY, OTHER_FACILITY, fake_device, now_ts, raw_client, wait_for
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
-
-DB = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
 async def scalar(db: DB, query: str, *params: Any) -> Any:

@@ -11,18 +11,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 from hub.errors import QueryError
 from hub.settings import Settings
 from hub.storage.kpis import FalseAlarms, Percentiles, district_kpis, facility_kpis
-from tests.fix_hub import FACILITY, OTHER_FACILITY, connect_db
+from tests.fix_hub import DB, FACILITY, OTHER_FACILITY, connect_db
 
 pytestmark = [pytest.mark.db]
 
-DB = psycopg.AsyncConnection[tuple[Any, ...]]
 
 # Real time, not a fixed date: devices registered by the fixture exist before `END`.
 NOW = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)

@@ -29,11 +29,10 @@ from hub.settings import Settings
 from hub.storage.migrate import load_migrations, migrate, storage_flavour
 from hub.storage.pool import create_pool
 from hub.storage.writer import BatchWriter
-from tests.fix_hub import FACILITY, build_settings, register_site
+from tests.fix_hub import DB, FACILITY, build_settings, register_site, rows
 
 pytestmark = [pytest.mark.db]
 
-DB = psycopg.AsyncConnection[tuple[Any, ...]]
 
 PLAIN_VERSIONS = [m.version for m in load_migrations() if m.flavour in ("both", "plain")]
 TIMESCALE_VERSIONS = [m.version for m in load_migrations() if m.flavour in ("both", "timescale")]
@@ -371,12 +370,12 @@ async def _store_counts(settings: Settings, pool: Pool) -> datetime:
 
 
 async def _occupancy(db: DB, start: datetime) -> list[tuple[Any, ...]]:
-    cur = await db.execute(
+    return await rows(
+        db,
         "SELECT bucket, zone_id, avg_count, max_count, max_staff FROM occupancy_5m"
         " WHERE device_id = 'oc-1' AND bucket >= %s ORDER BY bucket",
-        (start,),
+        start,
     )
-    return await cur.fetchall()
 
 
 def _expected_occupancy(start: datetime) -> list[tuple[Any, ...]]:

@@ -29,12 +29,11 @@ from hub.notify.formats import dingtalk_sign, json_signature
 from hub.notify.outbox import enqueue_notices
 from hub.settings import Settings
 from hub.storage.pool import create_pool
-from tests.fix_hub import FACILITY, OTHER_FACILITY, background_task
+from tests.fix_hub import DB, FACILITY, OTHER_FACILITY, background_task, rows
 from tests.samples import raised_alert
 
 pytestmark = [pytest.mark.db]
 
-DB = psycopg.AsyncConnection[tuple[Any, ...]]
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 ROBOT_OK = (200, b'{"errcode":0,"errmsg":"ok"}')
 FAIL = (500, b"internal error")
@@ -240,11 +239,6 @@ async def raise_alert(
             flood_window_s=settings.flood_window_s,
         )
     return change, queued
-
-
-async def rows(db: DB, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    cur = await db.execute(query, params)
-    return await cur.fetchall()
 
 
 async def states(db: DB) -> list[tuple[Any, ...]]:

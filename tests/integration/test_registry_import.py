@@ -26,11 +26,11 @@ from hub.storage.registry import (
     list_pending,
     register_pending,
 )
+from tests.fix_hub import DB, rows
 
 pytestmark = pytest.mark.db
 
 DATA = Path(__file__).parent.parent / "data"
-DB = psycopg.AsyncConnection[tuple[Any, ...]]
 KINDS: tuple[RegistryKind, ...] = ("facilities", "zones", "devices")
 
 
@@ -49,12 +49,6 @@ async def db(settings: Settings) -> AsyncIterator[DB]:
     """A connection to the test's schema, for assertions."""
     async with await connect(settings) as conn:
         yield conn
-
-
-async def rows(db: DB, query: str, *params: object) -> list[tuple[Any, ...]]:
-    """Every row of a query."""
-    cur = await db.execute(query.encode(), params or None)
-    return await cur.fetchall()
 
 
 def read_csv(path: Path) -> list[list[str]]:
