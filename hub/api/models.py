@@ -141,14 +141,18 @@ class AlertList(Page[Alert]):
     """A page of alerts, newest first."""
 
 
+# Said in the document, checked by the alert store (a 400): PostgreSQL text holds no NUL.
+NO_NUL: JsonDict = {"pattern": r"^[^\u0000]*$"}
+
+
 class NoteIn(Body):
     """An optional note for acknowledging or attending."""
 
-    note: str = Field(default="", max_length=NOTE_MAX)
+    note: str = Field(default="", max_length=NOTE_MAX, json_schema_extra=NO_NUL)
 
 
-# Said in the document, checked by the alert store (a 400): not only white space.
-NOT_BLANK: JsonDict = {"pattern": r"\S"}
+# Said in the document, checked by the alert store (a 400): not only white space, no NUL.
+NOT_BLANK: JsonDict = {"pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"}
 
 
 class CommentIn(Body):
@@ -161,7 +165,7 @@ class ResolveIn(Body):
     """How the alert ended, and a note."""
 
     disposition: Disposition
-    note: str = Field(default="", max_length=NOTE_MAX)
+    note: str = Field(default="", max_length=NOTE_MAX, json_schema_extra=NO_NUL)
 
 
 class SnoozeIn(Body):
