@@ -94,12 +94,16 @@ class ApiError(HubError):
 
 
 def raise_if_cancelled() -> None:
-    """Re-raise a cancellation that an error on the way out has replaced.
+    """Re-raise a cancellation that an error on the way out, or a wait, has swallowed.
 
     aiomqtt's context exit raises MqttError when its DISCONNECT times out, and psycopg may
     turn a cancelled wait into its own error. Raised while a CancelledError unwinds, such
     an error replaces it: a reconnect loop that catches it would carry on after being
     told to stop, and the hub's shutdown would hang. Call this first in such handlers.
+
+    On Python 3.11, `asyncio.wait_for` returns the result instead of raising when the
+    awaited thing completes in the same tick as the cancellation; aiomqtt waits on every
+    CONNACK, SUBACK and PUBACK that way. Call this after each such await in a loop.
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():

@@ -124,10 +124,12 @@ class Ingest:
             self._client = client
             try:
                 async with client:
+                    raise_if_cancelled()
                     self.connections += 1
                     backoff = BACKOFF_FIRST_S
                     for topic_filter in subscriptions(self._settings):
                         await client.subscribe(topic_filter, qos=1)
+                        raise_if_cancelled()
                     self.connected.set()
                     logger.info(
                         "connected to %s:%s as %s (generation %d, %s read path)",
@@ -210,6 +212,9 @@ class Ingest:
         while True:
             topic, payload, qos = await queue.get()
             await client.publish(topic, payload, qos=qos)
+            # A PUBACK landing with the shutdown's cancel would leave this worker running
+            # and the connection's TaskGroup waiting for it forever.
+            raise_if_cancelled()
 
     def ack(self, messages: Iterable[Inbound]) -> int:
         """Acknowledge stored messages to the broker; return how many acks were sent.

@@ -182,8 +182,11 @@ class Pipeline:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
+                    # cancellation that lands as a message arrives (see raise_if_cancelled).
                     try:
-                        message = await asyncio.wait_for(self._inbound.get(), remaining)
+                        async with asyncio.timeout(remaining):
+                            message = await self._inbound.get()
                     except TimeoutError:
                         break
                 # No coroutine per message: only an unknown device needs to await.

@@ -149,7 +149,29 @@ async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     _, pending = await asyncio.wait(tasks, timeout=STOP_S)
+    if not pending:
+        return
+    # A stage that ignores its cancellation is a bug: say where it hangs. A stage waits on
+    # its own child tasks too, so every unfinished task is shown, down to the await.
     for task in pending:
-        # A stage that ignores its cancellation is a bug: say where it hangs.
         logger.critical("%s did not stop within %g s", task.get_name(), STOP_S)
-        task.print_stack(limit=12, file=sys.stderr)
+    for task in asyncio.all_tasks():
+        if not task.done() and task is not asyncio.current_task():
+            print(f"{task.get_name()} waits at:", *_awaiting(task), sep="\n  ", file=sys.stderr)
+
+
+def _awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """Where a suspended task waits: one line per coroutine, outermost first.
+
+    Task.print_stack shows only the task's own coroutine, which says nothing of a hang
+    that sits deep inside a library.
+    """
+    lines = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is None:
+            break  # a future: the line above is the await
+        lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return lines

@@ -87,11 +87,13 @@ def drop_connection(client: aiomqtt.Client) -> None:
 
 
 def raise_if_cancelled() -> None:
-    """Re-raise a cancellation that an error on the way out has replaced.
+    """Re-raise a cancellation that an error on the way out, or a wait, has swallowed.
 
     aiomqtt's context exit waits for the DISCONNECT to go out and raises MqttError when
     that times out. Raised while a CancelledError unwinds, it replaces it: a reconnect
     loop that catches it would carry on after being told to stop, and so hang its owner.
+    On Python 3.11 aiomqtt's waits for a PUBACK or SUBACK (asyncio.wait_for) return
+    instead of raising when the answer lands in the same tick as the cancellation.
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():
@@ -219,6 +221,7 @@ class SimulatedDevice:
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.publish(self.topic("status"), ONLINE, qos=1, retain=True)
         await client.subscribe([(self.topic("ack"), 1), (self.topic("rejected"), 1)])
+        raise_if_cancelled()
         self.connected.set()
         logger.debug("device %s online", self.device.id, extra=self._log_fields)
         try:
@@ -282,6 +285,7 @@ class SimulatedDevice:
         channel_topic = self.topic(out.channel)
         qos = self.event_qos if out.channel == "event" else self.telemetry_qos
         await client.publish(channel_topic, payload, qos=qos)
+        raise_if_cancelled()
         self.sent.append((channel_topic, payload))
         self.messages_sent += 1
         if out.channel == "event":
