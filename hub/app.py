@@ -55,7 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def readyz(hub: HubDep) -> Response:
         """Readiness: connected to the broker and the database is reachable (or spooling)."""
         body = {
-            "mqtt": hub.ingest.connected.is_set(),
+            "mqtt": hub.mqtt_connected,
             "database": hub.metrics.database_up,
             "spool_pending_batches": hub.metrics.spool_pending,
         }
@@ -65,7 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics(hub: HubDep) -> str:
         """Prometheus metrics of this process."""
-        hub.metrics.mqtt_connected = hub.ingest.connected.is_set()
+        hub.metrics.mqtt_connected = hub.mqtt_connected
         return hub.metrics.render()
 
     install_error_handlers(app)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import aiomqtt
@@ -39,11 +39,11 @@ RECV_CHUNKS_PER_WAKE = 4
 _PUBACK = 0x40
 
 
-def subscriptions(settings: Settings) -> list[str]:
-    """The topic filters the hub subscribes to, shared when a group is configured."""
+def subscriptions(settings: Settings, channels: Iterable[str]) -> list[str]:
+    """The topic filters for `channels`, shared when a group is configured."""
     return [
         topics.device_filter(settings.topic_root, channel, shared_group=settings.mqtt_shared_group)
-        for channel in topics.DEVICE_CHANNELS
+        for channel in channels
     ]
 
 
@@ -86,11 +86,20 @@ class Ingest:
     """Owns the hub's MQTT connection: messages in, replies out, acks after commit."""
 
     def __init__(
-        self, settings: Settings, inbound: asyncio.Queue[Inbound], clock: Clock | None = None
+        self,
+        settings: Settings,
+        inbound: asyncio.Queue[Inbound],
+        clock: Clock | None = None,
+        *,
+        channels: Sequence[str] = topics.DEVICE_CHANNELS,
+        client_id: str | None = None,
     ) -> None:
         # The receive time stamps every message; rules and timers compare against it.
         self._clock: Clock = clock or SystemClock()
         self._settings = settings
+        # The hub has one connection per lane (pipeline.Lane), each with its own session.
+        self._channels = tuple(channels)
+        self.client_id = client_id or settings.mqtt_client_id
         self._inbound = inbound
         # Messages the fast path took while `inbound` was full, oldest first. Bounded by
         # the Receive Maximum: the broker sends no more until we ack.
@@ -113,7 +122,7 @@ class Ingest:
         """Connect, subscribe and read until cancelled, reconnecting with backoff."""
         backoff = BACKOFF_FIRST_S
         while True:
-            client = make_client(self._settings)
+            client = make_client(self._settings, identifier=self.client_id)
             # paho acknowledges QoS 1 itself unless told not to; we ack after commit.
             _paho(client).manual_ack_set(True)
             fast = _FastPath.install(_paho(client), self._received)
@@ -127,15 +136,22 @@ class Ingest:
                     raise_if_cancelled()
                     self.connections += 1
                     backoff = BACKOFF_FIRST_S
-                    for topic_filter in subscriptions(self._settings):
+                    for topic_filter in subscriptions(self._settings, self._channels):
                         await client.subscribe(topic_filter, qos=1)
+                        raise_if_cancelled()
+                    # A session kept from before the lanes still holds every channel: drop
+                    # the other lanes' filters, or their messages would come here too.
+                    others = [c for c in topics.DEVICE_CHANNELS if c not in self._channels]
+                    for topic_filter in subscriptions(self._settings, others):
+                        await client.unsubscribe(topic_filter)
                         raise_if_cancelled()
                     self.connected.set()
                     logger.info(
-                        "connected to %s:%s as %s (generation %d, %s read path)",
+                        "connected to %s:%s as %s for %s (generation %d, %s read path)",
                         self._settings.mqtt.host,
                         self._settings.mqtt.port,
-                        self._settings.mqtt_client_id,
+                        self.client_id,
+                        "/".join(self._channels),
                         self._generation,
                         "bulk" if fast else "paho",
                     )

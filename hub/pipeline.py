@@ -6,6 +6,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 from psycopg import AsyncConnection
@@ -46,6 +48,39 @@ BATCH_QUEUE = 4
 # A failed batch is retried this many times, this far apart, before it is spooled.
 WRITE_RETRIES = (0.1, 0.4)
 SPOOL_REPLAY_S = 1.0
+# Events are few and urgent: their batch closes almost at once, and a burst of presses
+# (a fire alarm in a home) still shares one commit.
+EVENT_BATCH_INTERVAL_MS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """Which device channels one MQTT connection carries, and how its batches are cut.
+
+    Device events (a fall, a press) have a lane of their own. On a connection shared with
+    telemetry they would wait behind it three times: for the broker's in-flight window,
+    which telemetry awaiting its commit fills; in the intake queue; and behind the batch
+    writer. Each lane has its own session, queue, batches, commits and acks.
+    """
+
+    name: str
+    channels: tuple[str, ...]
+    # How long a batch waits for more messages; None: the batch_interval_ms setting.
+    batch_interval_ms: int | None = None
+
+    def client_id(self, settings: Settings) -> str:
+        """The lane's MQTT client id: the telemetry lane keeps the hub's own id."""
+        base = settings.mqtt_client_id
+        return base if self is TELEMETRY else f"{base}-{self.name}"
+
+    def spool_dir(self, settings: Settings) -> Path:
+        """Where the lane spools during an outage: each replays only its own batches."""
+        return settings.spool_dir if self is TELEMETRY else settings.spool_dir / self.name
+
+
+TELEMETRY = Lane("telemetry", ("telemetry", "status"))
+EVENTS = Lane("events", ("event",), batch_interval_ms=EVENT_BATCH_INTERVAL_MS)
+LANES = (TELEMETRY, EVENTS)
 
 
 class DeviceCache:
@@ -90,6 +125,14 @@ class DeviceCache:
         return True
 
 
+class _DatabaseState:
+    """Whether the database is taken for down: one for all lanes, so that an outage one
+    lane finds sends every lane to the spool at once, not after its own timeouts."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+
 class Pipeline:
     """Decodes what ingest receives, writes it in batches, and acks it once durable."""
 
@@ -103,8 +146,12 @@ class Pipeline:
         *,
         alerts: AlertStore,
         outbound: Dispatcher,
+        lane: Lane = TELEMETRY,
+        peer: Pipeline | None = None,
     ) -> None:
+        """`peer`: the lane whose registry and view of the database this one shares."""
         self._settings = settings
+        self.lane = lane
         self._pool = pool
         self._alerts = alerts
         self._outbound = outbound
@@ -116,29 +163,37 @@ class Pipeline:
         self._inbound = inbound
         self._metrics = metrics
         self._writer = BatchWriter(pool, settings.topic_root)
-        self._spool = Spool(settings.spool_dir)
+        self._spool = Spool(
+            settings.spool_dir if lane is TELEMETRY else settings.spool_dir / lane.name
+        )
         self._batches: asyncio.Queue[
             tuple[list[tuple[Inbound, Decoded]], list[tuple[Inbound, asyncio.Task[None]]]]
         ] = asyncio.Queue(BATCH_QUEUE)
-        self.devices = DeviceCache(pool)
-        self._database_down = False
+        # One registry in memory for all lanes; the lane that builds it keeps it loaded.
+        self._owns_devices = peer is None
+        self.devices: DeviceCache = peer.devices if peer is not None else DeviceCache(pool)
+        self._database: _DatabaseState = (
+            peer._database if peer is not None else _DatabaseState()
+        )
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
         """Run every stage until cancelled."""
         try:
-            await self.devices.reload()
+            if self._owns_devices or not self.devices.loaded:
+                await self.devices.reload()
             await self._reload_rule_params()
             self._metrics.database_up = True
         except Exception as exc:  # noqa: BLE001 - start anyway; the spool covers the outage
             logger.error("cannot load the device registry (%s); starting with an empty one", exc)
-            self._database_down = True
+            self._database.down = True
         self.ready.set()
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._batch_loop(), name="carehub-batch")
-            group.create_task(self._write_loop(), name="carehub-write")
-            group.create_task(self._replay_loop(), name="carehub-replay")
-            group.create_task(self._reload_loop(), name="carehub-registry")
+            lane = self.lane.name
+            group.create_task(self._batch_loop(), name=f"carehub-{lane}-batch")
+            group.create_task(self._write_loop(), name=f"carehub-{lane}-write")
+            group.create_task(self._replay_loop(), name=f"carehub-{lane}-replay")
+            group.create_task(self._reload_loop(), name=f"carehub-{lane}-registry")
 
     async def _decode(self, message: Inbound) -> Decoded:
         root = self._settings.topic_root
@@ -168,7 +223,7 @@ class Pipeline:
         self._outbound.device.rejected(rejection)
 
     async def _batch_loop(self) -> None:
-        interval = self._settings.batch_interval_ms / 1000
+        interval = (self.lane.batch_interval_ms or self._settings.batch_interval_ms) / 1000
         limit = self._settings.batch_max
         loop = asyncio.get_running_loop()
         while True:
@@ -225,7 +280,7 @@ class Pipeline:
     def _start_rules(self, message: Inbound, event: Event) -> None:
         """Run the event's rule now, beside the batch: a fall never waits for a batch."""
         outcome = decide_event(event, self.rule_params)
-        if self._database_down:
+        if self._database.down:
             # The batch is spooled and its replay stores the alert; until then the screens
             # and the device hear of it from this process, so an outage silences no call.
             if isinstance(outcome, AlertDecision):
@@ -281,7 +336,7 @@ class Pipeline:
             batch, work = await self._batches.get()
             items = [decoded for _, decoded in batch]
             started = time.perf_counter()
-            result = None if self._database_down else await self._write_with_retry(items)
+            result = None if self._database.down else await self._write_with_retry(items)
             failed = await self._settle_alerts(work)
             if result is None:
                 self._spool_batch([message for message, _ in batch])
@@ -301,7 +356,7 @@ class Pipeline:
                 self._metrics.batch_failures += 1
                 if delay is None:
                     logger.error("database unavailable (%s); spooling until it is back", exc)
-                    self._database_down = True
+                    self._database.down = True
                     self._metrics.database_up = False
                     return None
                 await asyncio.sleep(delay)
@@ -331,7 +386,7 @@ class Pipeline:
     async def _replay_loop(self) -> None:
         while True:
             await asyncio.sleep(SPOOL_REPLAY_S)
-            if not self._database_down and not self._spool.files():
+            if not self._database.down and not self._spool.files():
                 continue
             try:
                 await self._replay()
@@ -352,13 +407,13 @@ class Pipeline:
                 self._metrics.replay_failures += 1
                 logger.exception("replaying the spool failed; trying again")
                 continue
-            if self._database_down:
+            if self._database.down:
                 logger.info("database is back; spool replayed")
-            self._database_down = False
+            self._database.down = False
             self._metrics.database_up = True
 
     async def _replay(self) -> None:
-        if self._database_down:
+        if self._database.down:
             await self.devices.reload()
         for path in self._spool.files():
             items = [await self._decode(message) for message in self._spool.read(path)]
@@ -374,10 +429,11 @@ class Pipeline:
     async def _reload_loop(self) -> None:
         while True:
             await asyncio.sleep(REGISTRY_RELOAD_S)
-            if self._database_down:
+            if self._database.down:
                 continue
             try:
-                await self.devices.reload()
+                if self._owns_devices:
+                    await self.devices.reload()
                 await self._reload_rule_params()
             except Exception as exc:  # noqa: BLE001 - keep the cache we have
                 logger.warning("registry reload failed: %s", exc)

@@ -22,7 +22,7 @@ from hub.metrics import Metrics
 from hub.models import Inbound
 from hub.notify import Notifier
 from hub.outbound import DeviceReplies, Dispatcher
-from hub.pipeline import Pipeline
+from hub.pipeline import EVENTS, TELEMETRY, Pipeline
 from hub.settings import Settings
 from hub.storage.migrate import migrate
 from hub.storage.pool import create_pool
@@ -41,8 +41,12 @@ class Hub:
 
     settings: Settings
     pool: AsyncConnectionPool[AsyncConnection[object]]
+    # The telemetry lane (telemetry, status): the bulk of the traffic.
     ingest: Ingest
     pipeline: Pipeline
+    # The events lane (falls, presses): its own connection, batches and commits.
+    event_ingest: Ingest
+    event_pipeline: Pipeline
     metrics: Metrics
     alerts: AlertStore
     timers: Timers
@@ -55,6 +59,17 @@ class Hub:
     outbound: Dispatcher
     # The stages' tasks, owned by run_hub's TaskGroup.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def mqtt_connected(self) -> bool:
+        """Both lanes are connected to the broker and subscribed."""
+        return self.ingest.connected.is_set() and self.event_ingest.connected.is_set()
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        """Wait until both lanes are subscribed; TimeoutError after `timeout_s`."""
+        async with asyncio.timeout(timeout_s):
+            await self.ingest.connected.wait()
+            await self.event_ingest.connected.wait()
 
 
 @contextlib.asynccontextmanager
@@ -74,15 +89,28 @@ async def run_hub(
     # Bounded: when storage falls behind, reading from the socket pauses; the broker keeps
     # the rest (at most Receive Maximum unacked messages are ever in flight to us).
     inbound: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=max(settings.batch_max * 2, 1000))
+    event_inbound: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=max(settings.batch_max, 1000))
     pool = create_pool(settings)
     await pool.open(wait=False)
     try:
-        ingest = Ingest(settings, inbound, clock)
+        ingest, event_ingest = (
+            Ingest(
+                settings,
+                queue,
+                clock,
+                channels=lane.channels,
+                client_id=lane.client_id(settings),
+            )
+            for lane, queue in ((TELEMETRY, inbound), (EVENTS, event_inbound))
+        )
         live = LiveFeed(settings, pool)
         notifier = Notifier(settings, pool, clock)
+        # Acks (a resident waits for the light) leave on the events lane's connection.
         replies = DeviceReplies(
             settings.topic_root,
-            lambda topic, payload, urgent: ingest.reply(topic, payload, urgent=urgent),
+            lambda topic, payload, urgent: (event_ingest if urgent else ingest).reply(
+                topic, payload, urgent=urgent
+            ),
             metrics,
         )
         outbound = Dispatcher(replies, (live, notifier))
@@ -94,6 +122,17 @@ async def run_hub(
         pipeline = Pipeline(
             settings, pool, ingest, inbound, metrics, alerts=alerts, outbound=outbound
         )
+        event_pipeline = Pipeline(
+            settings,
+            pool,
+            event_ingest,
+            event_inbound,
+            metrics,
+            alerts=alerts,
+            outbound=outbound,
+            lane=EVENTS,
+            peer=pipeline,
+        )
         timers = Timers(settings, pool, alerts, clock, lambda: pipeline.rule_params)
         status = StatusWatcher(pool, live.broadcast)
         hub = Hub(
@@ -101,6 +140,8 @@ async def run_hub(
             pool,
             ingest,
             pipeline,
+            event_ingest,
+            event_pipeline,
             metrics,
             alerts,
             timers,
@@ -112,12 +153,15 @@ async def run_hub(
         )
         async with asyncio.TaskGroup() as group:
             tasks = hub.tasks
-            tasks.append(group.create_task(_supervised(pipeline.run()), name="carehub-pipeline"))
+            for name, lane in (("carehub-pipeline", pipeline), ("carehub-events", event_pipeline)):
+                tasks.append(group.create_task(_supervised(lane.run()), name=name))
             try:
                 # The registry is loaded before the first message is read off the broker.
                 await pipeline.ready.wait()
+                await event_pipeline.ready.wait()
                 for name, stage in (
                     ("carehub-ingest", ingest.run()),
+                    ("carehub-ingest-events", event_ingest.run()),
                     ("carehub-live", live.run()),
                     ("carehub-live-status", status.run()),
                     ("carehub-timers", timers.run()),

@@ -160,7 +160,7 @@ async def migrated(hub_settings: Settings) -> Settings:
 async def running_hub(migrated: Settings) -> AsyncIterator[Hub]:
     """A hub running in this event loop, connected and subscribed."""
     async with run_hub(migrated) as hub:
-        await asyncio.wait_for(hub.ingest.connected.wait(), 15)
+        await hub.wait_connected(15)
         yield hub
 
 

@@ -3,7 +3,6 @@ hub serving the built dashboards on a free port, and accounts to sign in with.""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -67,7 +66,7 @@ async def serve(settings: Settings) -> AsyncIterator[Site]:
     """create_app(settings), lifespan and all, under uvicorn on a free port."""
     async with serve_hub(settings) as server:
         # The tests' fake devices publish at once: the hub has to be subscribed first.
-        await asyncio.wait_for(server.hub.ingest.connected.wait(), 15)
+        await server.hub.wait_connected(15)
         yield Site(server.hub, f"http://127.0.0.1:{server.port}")
 
 

@@ -58,7 +58,7 @@ async def _two_hubs(settings: Settings, tmp_path: Path) -> AsyncIterator[list[Hu
                 }
             )
             hub = await stack.enter_async_context(run_hub(each))
-            await asyncio.wait_for(hub.ingest.connected.wait(), 15)
+            await hub.wait_connected(15)
             hubs.append(hub)
         yield hubs
 

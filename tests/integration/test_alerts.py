@@ -34,7 +34,7 @@ def clock() -> ManualClock:
 async def hub(migrated: Settings, clock: ManualClock) -> AsyncIterator[Hub]:
     """A hub on the test's schema with the test's clock, its timers and live feed running."""
     async with run_hub(migrated, clock=clock) as running:
-        await asyncio.wait_for(running.ingest.connected.wait(), 15)
+        await running.wait_connected(15)
         await asyncio.wait_for(running.live.listening.wait(), 15)
         await asyncio.wait_for(running.timers.leader.wait(), 15)
         yield running
@@ -118,6 +118,44 @@ async def test_sos_is_raised_repeated_acked_and_resolved_through_its_whole_lifec
     )
     assert await cur.fetchone() == ("real", "helped up", "staff-wang")
     assert await verify_audit(db) == []
+
+
+async def test_a_press_is_stored_and_acked_while_telemetry_cannot_be_written(
+    hub: Hub, db: DB
+) -> None:
+    """Events have their own lane: a press never waits behind telemetry, even stuck telemetry."""
+    settings = hub.settings
+    blocker = await psycopg.AsyncConnection.connect(
+        settings.database_url, options=f"-c search_path={settings.database_schema},public"
+    )
+    async with blocker, fake_device(settings, "eb-1") as button:
+        # SHARE: readings can be read, not written. The telemetry lane's batch waits on it.
+        await blocker.execute("LOCK TABLE readings IN SHARE MODE")
+        for battery in (90, 89, 88):
+            await button.send("telemetry", button.message(battery=battery))
+
+        async def telemetry_stuck() -> bool:
+            waiting = await rows(
+                db,
+                "SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'readings'::regclass",
+            )
+            return bool(waiting)
+
+        await wait_for(telemetry_stuck)
+        await button.send("event", button.message(event="pressed", button="red"))
+        await wait_for(lambda: bool(button.acks), timeout=5)
+        assert button.acks[0]["state"] == "received"
+        assert [row[4] for row in await open_alerts(db, "sos")] == ["eb-1"]
+        stored = await rows(db, "SELECT event FROM events WHERE device_id = 'eb-1'")
+        assert stored == [("pressed",)]
+        assert await rows(db, "SELECT count(*) FROM readings") == [(0,)]
+
+        await blocker.rollback()
+
+        async def readings_stored() -> bool:
+            return await rows(db, "SELECT count(*) FROM readings") == [(3,)]
+
+        await wait_for(readings_stored)
 
 
 async def _cleared(db: DB, alert_id: int) -> bool:

@@ -710,9 +710,12 @@ async def _publish_valid(h: Harness, message: Valid) -> None:
 def _assert_hub_alive(hub: Hub) -> None:
     """The hub's stages run, on the connection it started with, and nothing went to the spool."""
     running = {task.get_name() for task in asyncio.all_tasks() if not task.done()}
-    assert {"carehub-pipeline", "carehub-ingest"} <= running
-    assert hub.ingest.connected.is_set()
-    assert hub.ingest.connections == 1, "hostile input cost the hub its broker connection"
+    assert {"carehub-pipeline", "carehub-events", "carehub-ingest", "carehub-ingest-events"} <= (
+        running
+    )
+    assert hub.mqtt_connected
+    for lane in (hub.ingest, hub.event_ingest):
+        assert lane.connections == 1, "hostile input cost the hub a broker connection"
     assert hub.metrics.database_up
     assert hub.metrics.spooled_batches == 0, "hostile input was taken for a database outage"
     assert hub.metrics.replies_dropped == 0

@@ -432,7 +432,7 @@ async def test_screens_stay_connected_through_a_database_outage(
             live_client(server, f"token={token}") as screen,
         ):
             hub = server.hub
-            await asyncio.wait_for(hub.ingest.connected.wait(), 15)
+            await hub.wait_connected(15)
             assert (await next_message(screen))["type"] == "snapshot"
             proxy.sever()
             await button.send("telemetry", button.message(battery=80))

@@ -44,7 +44,7 @@ async def hub_with_buttons(settings: Settings) -> AsyncIterator[Hub]:
                 (button, FACILITY),
             )
     async with run_hub(settings) as hub:
-        await asyncio.wait_for(hub.ingest.connected.wait(), 15)
+        await hub.wait_connected(15)
         yield hub
 
 

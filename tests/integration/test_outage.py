@@ -117,7 +117,7 @@ async def test_a_database_outage_is_spooled_and_replayed_exactly_once(
         return json.dumps({"ts": now_ts(), "seq": seq, "count": seq % 15}).encode()
 
     async with run_hub(settings) as hub, raw_client(settings, "outage") as device:
-        await asyncio.wait_for(hub.ingest.connected.wait(), 15)
+        await hub.wait_connected(15)
         for seq in range(1, 101):
             await device.publish(topic, reading(seq), qos=1)
 
@@ -165,7 +165,7 @@ async def test_an_sos_during_a_database_outage_reaches_the_screens_and_the_butto
         update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
     )
     async with run_hub(settings) as hub, fake_device(settings, "eb-1") as button:
-        await asyncio.wait_for(hub.ingest.connected.wait(), 15)
+        await hub.wait_connected(15)
         await asyncio.wait_for(hub.live.listening.wait(), 15)
         with hub.live.subscribe() as screen:
             proxy.sever()

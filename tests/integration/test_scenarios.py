@@ -54,7 +54,7 @@ async def site(
         seed=11,
     )
     async with run_hub(migrated, clock=clock) as hub:
-        await asyncio.wait_for(hub.ingest.connected.wait(), 15)
+        await hub.wait_connected(15)
         await asyncio.wait_for(hub.timers.leader.wait(), 15)
         async with background_task(fleet.run()):
             await fleet.wait_online(share=1.0, timeout_s=30)
