@@ -289,6 +289,13 @@ def facility_subject(facility_id: str) -> str:
     return f"facility:{facility_id}"
 
 
+def _zone_condition(kind: str, zone: ZoneSnapshot, detail: dict[str, Any]) -> Condition:
+    """A condition of `kind` about the zone itself."""
+    return Condition(
+        kind, zone_subject(zone.facility_id, zone.zone_id), zone.facility_id, zone.zone_id, detail
+    )
+
+
 def capacity_breaches(
     zones: Iterable[ZoneSnapshot], facility_capacity: Mapping[str, int]
 ) -> list[Condition]:
@@ -300,15 +307,8 @@ def capacity_breaches(
             continue
         present[zone.facility_id] = present.get(zone.facility_id, 0) + zone.count
         if zone.capacity is not None and zone.count > zone.capacity:
-            found.append(
-                Condition(
-                    "over_capacity",
-                    zone_subject(zone.facility_id, zone.zone_id),
-                    zone.facility_id,
-                    zone.zone_id,
-                    {"count": zone.count, "capacity": zone.capacity},
-                )
-            )
+            detail = {"count": zone.count, "capacity": zone.capacity}
+            found.append(_zone_condition("over_capacity", zone, detail))
     for facility_id, count in present.items():
         capacity = facility_capacity.get(facility_id, 0)
         if capacity > 0 and count > capacity:
@@ -335,15 +335,8 @@ def ratio_breaches(zones: Iterable[ZoneSnapshot]) -> list[Condition]:
         children = max(zone.count - staff, 0)
         per_staff = limits[1]
         if children > 0 and children > staff * per_staff:
-            found.append(
-                Condition(
-                    "staff_ratio",
-                    zone_subject(zone.facility_id, zone.zone_id),
-                    zone.facility_id,
-                    zone.zone_id,
-                    {"children": children, "staff": staff, "ratio": f"1:{per_staff}"},
-                )
-            )
+            detail = {"children": children, "staff": staff, "ratio": f"1:{per_staff}"}
+            found.append(_zone_condition("staff_ratio", zone, detail))
     return found
 
 
