@@ -9,9 +9,10 @@ import re
 from datetime import datetime
 
 from devices.mqtt import MqttTarget, parse_mqtt_url
+from devices.registry_files import Zone
 from simulators.behaviour import SimClock, make_behaviour
 from simulators.device import SimulatedDevice, first_seq
-from simulators.district import District, Zone
+from simulators.district import District
 
 logger = logging.getLogger(__name__)
 
