@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from hub.cli.commands import Subcommands
 from hub.settings import Settings
@@ -19,50 +20,42 @@ _DEFAULT_DURATION_S = {"ingest": 60.0, "latency": 30.0, "live": 30.0}
 _DEFAULT_RATE = {"ingest": 10_000.0, "latency": 5000.0, "live": 100.0}
 
 
+# Each bench's keywords, which the parser stores under the same names but for these two.
+_OPTIONS = {
+    "ingest": ("duration_s", "devices", "rate", "connections", "keep"),
+    "latency": ("duration_s", "rate", "presses_per_s", "devices"),
+    "live": ("clients", "rate", "duration_s", "devices"),
+    "dashboard": ("facilities", "loads", "chromium", "keep"),
+}
+_OPTION_NAMES = {"duration_s": "duration", "presses_per_s": "presses"}
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The chosen bench's keywords, with its own duration and rate where none was given."""
+    options = {name: getattr(args, _OPTION_NAMES.get(name, name)) for name in _OPTIONS[args.which]}
+    for name, defaults in (("duration_s", _DEFAULT_DURATION_S), ("rate", _DEFAULT_RATE)):
+        if name in options and options[name] is None:
+            options[name] = defaults[args.which]
+    return options
+
+
 def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    options = _options(args)
     if args.which == "dashboard":
         from bench.dashboard import run_dashboard_bench
 
-        return run_dashboard_bench(
-            settings,
-            facilities=args.facilities,
-            loads=args.loads,
-            chromium=args.chromium,
-            keep=args.keep,
-        )
-    duration_s = _DEFAULT_DURATION_S[args.which] if args.duration is None else args.duration
-    rate = _DEFAULT_RATE[args.which] if args.rate is None else args.rate
+        return run_dashboard_bench(settings, **options)
     if args.which == "live":
         from bench.live import run_live_bench
 
-        return run_live_bench(
-            settings,
-            clients=args.clients,
-            rate=rate,
-            duration_s=duration_s,
-            devices=args.devices,
-        )
+        return run_live_bench(settings, **options)
     if args.which == "latency":
         from bench.latency import run_latency_bench
 
-        return run_latency_bench(
-            settings,
-            duration_s=duration_s,
-            rate=rate,
-            presses_per_s=args.presses,
-            devices=args.devices,
-        )
+        return run_latency_bench(settings, **options)
     from bench.ingest import run_bench
 
-    return run_bench(
-        settings,
-        args.which,
-        duration_s=duration_s,
-        devices=args.devices,
-        rate=rate,
-        connections=args.connections,
-        keep=args.keep,
-    )
+    return run_bench(settings, args.which, **options)
 
 
 def register(sub: Subcommands) -> None:
