@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from devices import ALERT_KINDS, CLASS_LIMITS, RULE_PARAMS
 from hub.errors import RuleError
@@ -150,31 +150,22 @@ class ScheduledTestCall:
     seq: int
 
 
-def decision(
-    kind: str,
-    *,
-    facility_id: str,
-    zone_id: str | None,
-    device_id: str | None,
-    subject: str,
-    at: datetime,
-    seq: int | None = None,
-    detail: dict[str, Any] | None = None,
-) -> AlertDecision:
+class DecisionFields(TypedDict):
+    """The fields of an AlertDecision that its rule gives: what it is about, where, and when."""
+
+    facility_id: str
+    zone_id: str | None
+    device_id: str | None
+    subject: str
+    at: datetime
+    seq: NotRequired[int | None]
+    detail: NotRequired[dict[str, Any] | None]
+
+
+def decision(kind: str, **fields: Unpack[DecisionFields]) -> AlertDecision:
     """An AlertDecision of `kind`, with the kind's priority and latching from the catalogue."""
     spec = ALERT_KINDS[kind]
-    return AlertDecision(
-        kind=kind,
-        priority=spec.priority,
-        latched=spec.latched,
-        facility_id=facility_id,
-        zone_id=zone_id,
-        device_id=device_id,
-        subject=subject,
-        at=at,
-        seq=seq,
-        detail=detail,
-    )
+    return AlertDecision(kind=kind, priority=spec.priority, latched=spec.latched, **fields)
 
 
 def decide_event(  # noqa: PLR0911 - one return per event of the catalogue
