@@ -9,105 +9,81 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from hub.cli.commands import Subcommands
 from hub.settings import Settings
 
-# Each bench's own defaults for --duration and --rate, which the parser leaves None when not
-# given: a latency run wants a shorter load than ingest, and live's rate is alert changes.
-_DEFAULT_DURATION_S = {"ingest": 60.0, "latency": 30.0, "live": 30.0}
-_DEFAULT_RATE = {"ingest": 10_000.0, "latency": 5000.0, "live": 100.0}
+# Each bench's keywords, which the parser stores under the same names but for these two.
+# An option not given is left out, so the bench's own default (in its signature) applies.
+_OPTIONS = {
+    "ingest": ("duration_s", "devices", "rate", "connections", "keep"),
+    "latency": ("duration_s", "rate", "presses_per_s", "devices"),
+    "live": ("clients", "rate", "duration_s", "devices"),
+    "dashboard": ("facilities", "loads", "chromium", "keep"),
+}
+_OPTION_NAMES = {"duration_s": "duration", "presses_per_s": "presses"}
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords given for the chosen bench."""
+    given = vars(args)
+    names = ((name, _OPTION_NAMES.get(name, name)) for name in _OPTIONS[args.which])
+    return {name: given[option] for name, option in names if option in given}
 
 
 def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    options = _options(args)
     if args.which == "dashboard":
         from bench.dashboard import run_dashboard_bench
 
-        return run_dashboard_bench(
-            settings,
-            facilities=args.facilities,
-            loads=args.loads,
-            chromium=args.chromium,
-            keep=args.keep,
-        )
-    duration_s = _DEFAULT_DURATION_S[args.which] if args.duration is None else args.duration
-    rate = _DEFAULT_RATE[args.which] if args.rate is None else args.rate
+        return run_dashboard_bench(settings, **options)
     if args.which == "live":
         from bench.live import run_live_bench
 
-        return run_live_bench(
-            settings,
-            clients=args.clients,
-            rate=rate,
-            duration_s=duration_s,
-            devices=args.devices,
-        )
+        return run_live_bench(settings, **options)
     if args.which == "latency":
         from bench.latency import run_latency_bench
 
-        return run_latency_bench(
-            settings,
-            duration_s=duration_s,
-            rate=rate,
-            presses_per_s=args.presses,
-            devices=args.devices,
-        )
+        return run_latency_bench(settings, **options)
     from bench.ingest import run_bench
 
-    return run_bench(
-        settings,
-        args.which,
-        duration_s=duration_s,
-        devices=args.devices,
-        rate=rate,
-        connections=args.connections,
-        keep=args.keep,
-    )
+    return run_bench(settings, args.which, **options)
 
 
 def register(sub: Subcommands) -> None:
     """Register `carehub bench` on the subcommands (the `carehub.commands` entry point)."""
-    bench = sub.add_parser("bench", help="benchmarks that print their figures")
+    # No option has a default here: the bench that runs takes its own (see _OPTIONS).
+    bench = sub.add_parser(
+        "bench", help="benchmarks that print their figures", argument_default=argparse.SUPPRESS
+    )
     bench.add_argument("which", choices=["ingest", "latency", "live", "dashboard"])
     bench.add_argument(
         "--duration",
         type=float,
-        default=None,
         help="seconds of sustained load (default 60 for ingest, 30 for latency and live)",
     )
-    bench.add_argument("--devices", type=int, default=10_000)
+    bench.add_argument("--devices", type=int)
     bench.add_argument(
         "--rate",
         type=float,
-        default=None,
         help="telemetry messages per second offered (default 10,000 for ingest, 5,000 latency); "
         "live: alert changes per second (default 100)",
     )
+    bench.add_argument("--presses", type=float, help="latency: button presses per second")
+    bench.add_argument("--clients", type=int, help="live: websocket clients (default 500)")
     bench.add_argument(
-        "--presses", type=float, default=10.0, help="latency: button presses per second"
-    )
-    bench.add_argument(
-        "--clients", type=int, default=500, help="live: websocket clients (default 500)"
-    )
-    bench.add_argument(
-        "--connections",
-        type=int,
-        default=8,
-        help="MQTT connections the devices are spread over (default 8)",
+        "--connections", type=int, help="MQTT connections the devices are spread over (default 8)"
     )
     bench.add_argument(
         "--facilities",
         type=int,
-        default=500,
         help="dashboard: facilities seeded for the regulator's screen (default 500)",
     )
-    bench.add_argument(
-        "--loads", type=int, default=3, help="dashboard: cold page loads measured (default 3)"
-    )
+    bench.add_argument("--loads", type=int, help="dashboard: cold page loads measured (default 3)")
     bench.add_argument(
         "--chromium",
         type=Path,
-        default=Path("/usr/bin/chromium"),
         help="dashboard: the Chromium binary (default /usr/bin/chromium)",
     )
     bench.add_argument(

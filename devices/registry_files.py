@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
 RegistryKind: TypeAlias = Literal["facilities", "zones", "devices"]
@@ -31,3 +32,15 @@ IMPORT_HEADERS: Final[dict[RegistryKind, tuple[str, ...]]] = {
 # The `kind` values a facilities file and a zones file may hold.
 FACILITY_KINDS: Final = ("elderly", "childcare", "integrated")
 ZONE_KINDS: Final = ("room", "class", "common")
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """One row of a zones file: a room, a childcare class or a common area."""
+
+    facility_id: str
+    zone_id: str
+    name: str
+    kind: str
+    capacity: int | None
+    class_type: str | None

@@ -144,6 +144,8 @@ def decode_body(
 
     ts = parse_time(body.get("ts"), received_at)
     seq = _seq(body)
+    # DeviceMessage's fields, in their order: every reading and event begins with them.
+    origin = (device.id, device.facility_id, device.zone_id, seq, ts, received_at)
     device_type = CATALOGUE[device.type]
     if parts.channel == "telemetry":
         bad = first_bad_field(device_type.telemetry, body)
@@ -151,12 +153,7 @@ def decode_body(
             raise DecodeError("bad_field", f"{bad[0]}: {bad[1]}")
         presence = body.get("presence")
         return Reading(
-            device_id=device.id,
-            facility_id=device.facility_id,
-            zone_id=device.zone_id,
-            seq=seq,
-            ts=ts,
-            received_at=received_at,
+            *origin,
             battery=_optional_number(body, "battery"),
             presence=presence if isinstance(presence, bool) else None,
             count=_optional_int(body, "count"),
@@ -177,17 +174,7 @@ def decode_body(
     bad = first_bad_field(spec.fields, body)
     if bad is not None:
         raise DecodeError("bad_field", f"{bad[0]}: {bad[1]}")
-    return Event(
-        device_id=device.id,
-        facility_id=device.facility_id,
-        zone_id=device.zone_id,
-        device_type=device.type,
-        seq=seq,
-        ts=ts,
-        received_at=received_at,
-        event=name,
-        payload=body,
-    )
+    return Event(*origin, device_type=device.type, event=name, payload=body)
 
 
 def decode(

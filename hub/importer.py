@@ -66,16 +66,10 @@ class FacilityRow:
 
 
 @dataclass(frozen=True, slots=True)
-class ZoneRow:
-    """One valid row of a zones file."""
+class ZoneRow(registry_files.Zone):
+    """One valid row of a zones file, and its row number there."""
 
     row: int
-    facility_id: str
-    zone_id: str
-    name: str
-    kind: str
-    capacity: int | None
-    class_type: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +87,10 @@ class DeviceRow:
 
 
 RegistryRow: TypeAlias = FacilityRow | ZoneRow | DeviceRow
-# Each row type's fields after `row` are its file's SPEC §5 columns, in the order the
+# Each row type's fields but `row` are its file's SPEC §5 columns, in the order the
 # registry tables take them.
 _RECORD_FIELDS: dict[type, tuple[str, ...]] = {
-    row_type: tuple(field.name for field in fields(row_type))[1:]
+    row_type: tuple(field.name for field in fields(row_type) if field.name != "row")
     for row_type in (FacilityRow, ZoneRow, DeviceRow)
 }
 

@@ -7,15 +7,17 @@ from dataclasses import dataclass, field
 
 from devices import REASON_CODES
 
+# The tables whose new rows carehub_messages_stored_total counts, in the order it lists them.
+STORED_TABLES = ("readings", "events", "status_changes")
+
 
 @dataclass(slots=True)
 class Metrics:
     """Counters one hub process keeps about its own work."""
 
     received: int = 0
-    stored_readings: int = 0
-    stored_events: int = 0
-    stored_statuses: int = 0
+    # Messages newly stored, by table (STORED_TABLES), as each batch's result counts them.
+    stored: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     batches: int = 0
     batch_failures: int = 0
@@ -38,9 +40,12 @@ class Metrics:
             f"carehub_messages_received_total {self.received}",
             "# HELP carehub_messages_stored_total Messages newly stored, by table.",
             "# TYPE carehub_messages_stored_total counter",
-            f'carehub_messages_stored_total{{table="readings"}} {self.stored_readings}',
-            f'carehub_messages_stored_total{{table="events"}} {self.stored_events}',
-            f'carehub_messages_stored_total{{table="status_changes"}} {self.stored_statuses}',
+        ]
+        lines += [
+            f'carehub_messages_stored_total{{table="{table}"}} {self.stored[table]}'
+            for table in STORED_TABLES
+        ]
+        lines += [
             "# HELP carehub_messages_duplicate_total Redelivered messages already stored.",
             "# TYPE carehub_messages_duplicate_total counter",
             f"carehub_messages_duplicate_total {self.duplicates}",

@@ -21,8 +21,8 @@ class DeviceInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Reading:
-    """One telemetry message: periodic state, and the device's heartbeat."""
+class DeviceMessage:
+    """What every reading and event carries: its device and where it stands, seq and times."""
 
     device_id: str
     facility_id: str
@@ -30,6 +30,12 @@ class Reading:
     seq: int
     ts: datetime
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Reading(DeviceMessage):
+    """One telemetry message: periodic state, and the device's heartbeat."""
+
     battery: float | None
     presence: bool | None
     count: int | None
@@ -39,16 +45,10 @@ class Reading:
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class Event(DeviceMessage):
     """One discrete event (a fall, a button press, ...)."""
 
-    device_id: str
-    facility_id: str
-    zone_id: str | None
     device_type: str
-    seq: int
-    ts: datetime
-    received_at: datetime
     event: str
     payload: dict[str, Any]
 

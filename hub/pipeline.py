@@ -374,9 +374,9 @@ class Pipeline:
 
     def _account(self, items: Sequence[Decoded], result: BatchResult) -> None:
         self._metrics.batches += 1
-        self._metrics.stored_readings += result.readings
-        self._metrics.stored_events += result.events
-        self._metrics.stored_statuses += result.statuses
+        self._metrics.stored.update(
+            readings=result.readings, events=result.events, status_changes=result.statuses
+        )
         offered = sum(1 for item in items if isinstance(item, Reading | Event))
         fresh = result.readings + result.events + len(result.refused)
         self._metrics.duplicates += max(offered - fresh, 0)

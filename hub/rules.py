@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from devices import ALERT_KINDS, CLASS_LIMITS, RULE_PARAMS
 from hub.errors import RuleError
@@ -150,31 +150,22 @@ class ScheduledTestCall:
     seq: int
 
 
-def decision(
-    kind: str,
-    *,
-    facility_id: str,
-    zone_id: str | None,
-    device_id: str | None,
-    subject: str,
-    at: datetime,
-    seq: int | None = None,
-    detail: dict[str, Any] | None = None,
-) -> AlertDecision:
+class DecisionFields(TypedDict):
+    """The fields of an AlertDecision that its rule gives: what it is about, where, and when."""
+
+    facility_id: str
+    zone_id: str | None
+    device_id: str | None
+    subject: str
+    at: datetime
+    seq: NotRequired[int | None]
+    detail: NotRequired[dict[str, Any] | None]
+
+
+def decision(kind: str, **fields: Unpack[DecisionFields]) -> AlertDecision:
     """An AlertDecision of `kind`, with the kind's priority and latching from the catalogue."""
     spec = ALERT_KINDS[kind]
-    return AlertDecision(
-        kind=kind,
-        priority=spec.priority,
-        latched=spec.latched,
-        facility_id=facility_id,
-        zone_id=zone_id,
-        device_id=device_id,
-        subject=subject,
-        at=at,
-        seq=seq,
-        detail=detail,
-    )
+    return AlertDecision(kind=kind, priority=spec.priority, latched=spec.latched, **fields)
 
 
 def decide_event(  # noqa: PLR0911 - one return per event of the catalogue
@@ -289,6 +280,13 @@ def facility_subject(facility_id: str) -> str:
     return f"facility:{facility_id}"
 
 
+def _zone_condition(kind: str, zone: ZoneSnapshot, detail: dict[str, Any]) -> Condition:
+    """A condition of `kind` about the zone itself."""
+    return Condition(
+        kind, zone_subject(zone.facility_id, zone.zone_id), zone.facility_id, zone.zone_id, detail
+    )
+
+
 def capacity_breaches(
     zones: Iterable[ZoneSnapshot], facility_capacity: Mapping[str, int]
 ) -> list[Condition]:
@@ -300,15 +298,8 @@ def capacity_breaches(
             continue
         present[zone.facility_id] = present.get(zone.facility_id, 0) + zone.count
         if zone.capacity is not None and zone.count > zone.capacity:
-            found.append(
-                Condition(
-                    "over_capacity",
-                    zone_subject(zone.facility_id, zone.zone_id),
-                    zone.facility_id,
-                    zone.zone_id,
-                    {"count": zone.count, "capacity": zone.capacity},
-                )
-            )
+            detail = {"count": zone.count, "capacity": zone.capacity}
+            found.append(_zone_condition("over_capacity", zone, detail))
     for facility_id, count in present.items():
         capacity = facility_capacity.get(facility_id, 0)
         if capacity > 0 and count > capacity:
@@ -335,15 +326,8 @@ def ratio_breaches(zones: Iterable[ZoneSnapshot]) -> list[Condition]:
         children = max(zone.count - staff, 0)
         per_staff = limits[1]
         if children > 0 and children > staff * per_staff:
-            found.append(
-                Condition(
-                    "staff_ratio",
-                    zone_subject(zone.facility_id, zone.zone_id),
-                    zone.facility_id,
-                    zone.zone_id,
-                    {"children": children, "staff": staff, "ratio": f"1:{per_staff}"},
-                )
-            )
+            detail = {"children": children, "staff": staff, "ratio": f"1:{per_staff}"}
+            found.append(_zone_condition("staff_ratio", zone, detail))
     return found
 
 

@@ -2,14 +2,13 @@
 
 from devices import CLASS_LIMITS
 from devices.mqtt import MqttTarget, parse_mqtt_url
-from devices.registry_files import DEVICE_COLUMNS, FACILITY_COLUMNS, ZONE_COLUMNS
+from devices.registry_files import DEVICE_COLUMNS, FACILITY_COLUMNS, ZONE_COLUMNS, Zone
 from simulators.behaviour import SHANGHAI, SimClock, daily_fraction, format_ts
-from simulators.device import SimulatedDevice
+from simulators.device import Link, SimulatedDevice
 from simulators.district import (
     Device,
     District,
     Facility,
-    Zone,
     build_district,
 )
 from simulators.fleet import Fleet
@@ -27,6 +26,7 @@ __all__ = [
     "District",
     "Facility",
     "Fleet",
+    "Link",
     "MqttTarget",
     "ScenarioReport",
     "SimClock",

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Final, Literal
 
 from devices import CATALOGUE, CLASS_LIMITS, DEFAULT_HEARTBEAT_S
-from simulators.district import Device, Zone
+from devices.registry_files import Zone
+from simulators.district import Device
 
 # China has kept one offset, without daylight saving, since 1991: a fixed offset needs no tzdata.
 SHANGHAI: Final = timezone(timedelta(hours=8), "Asia/Shanghai")

@@ -10,6 +10,7 @@ import random
 import ssl
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -104,6 +105,23 @@ class _DroppedError(Exception):
     """The device pulled its own plug (the dropout scenario)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Link:
+    """How the devices of a run reach the hub: the broker, topic root, MQTT version and qos."""
+
+    target: MqttTarget
+    topic_root: str = "carehub"
+    protocol: int = 5
+    telemetry_qos: int = 1
+    event_qos: int = 1
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError("protocol must be 311 or 5")
+        if self.telemetry_qos not in (0, 1) or self.event_qos not in (0, 1, 2):
+            raise ValueError("telemetry_qos must be 0 or 1 and event_qos 0, 1 or 2")
+
+
 class SimulatedDevice:
     """A device with its own MQTT connection: status, telemetry, events; reads ack and rejected."""
 
@@ -112,27 +130,15 @@ class SimulatedDevice:
         device: Device,
         behaviour: Behaviour,
         *,
-        target: MqttTarget,
+        link: Link,
         clock: SimClock,
-        topic_root: str = "carehub",
-        protocol: int = 5,
-        telemetry_qos: int = 1,
-        event_qos: int = 1,
         seq_start: int | None = None,
         connect_delay_s: float = 0.0,
     ) -> None:
-        if protocol not in PROTOCOLS:
-            raise ValueError("protocol must be 311 or 5")
-        if telemetry_qos not in (0, 1) or event_qos not in (0, 1, 2):
-            raise ValueError("telemetry_qos must be 0 or 1 and event_qos 0, 1 or 2")
         self.device = device
         self.behaviour = behaviour
-        self.target = target
+        self.link = link
         self.clock = clock
-        self.topic_root = topic_root
-        self.protocol = protocol
-        self.telemetry_qos = telemetry_qos
-        self.event_qos = event_qos
         self.seq = first_seq() if seq_start is None else seq_start
         self.connect_delay_s = connect_delay_s
         self.connected = asyncio.Event()
@@ -153,7 +159,7 @@ class SimulatedDevice:
 
     def topic(self, channel: str) -> str:
         """This device's topic for `channel`."""
-        return topic(self.topic_root, self.device.facility_id, self.device.id, channel)
+        return topic(self.link.topic_root, self.device.facility_id, self.device.id, channel)
 
     def encode(self, out: Outgoing) -> bytes:
         """Stamp `out` with the next seq and the real time now, and encode it."""
@@ -180,8 +186,8 @@ class SimulatedDevice:
             await self._sit_out_silence()
             lost: BaseException | None = None
             client = new_client(
-                self.target,
-                self.protocol,
+                self.link.target,
+                self.link.protocol,
                 self.device.id,
                 aiomqtt.Will(self.topic("status"), OFFLINE, qos=1, retain=True),
             )
@@ -283,7 +289,7 @@ class SimulatedDevice:
     async def _publish(self, client: aiomqtt.Client, out: Outgoing) -> None:
         payload = self.encode(out)
         channel_topic = self.topic(out.channel)
-        qos = self.event_qos if out.channel == "event" else self.telemetry_qos
+        qos = self.link.event_qos if out.channel == "event" else self.link.telemetry_qos
         await client.publish(channel_topic, payload, qos=qos)
         raise_if_cancelled()
         self.sent.append((channel_topic, payload))

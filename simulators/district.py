@@ -16,6 +16,7 @@ from devices.registry_files import (
     DEVICE_COLUMNS,
     FACILITY_COLUMNS,
     ZONE_COLUMNS,
+    Zone,
 )
 
 
@@ -33,18 +34,6 @@ class Facility:
     registration_no: str
     beds: int | None
     childcare_places: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Zone:
-    """One zone row of the zones import file: a room, a childcare class or a common area."""
-
-    facility_id: str
-    zone_id: str
-    name: str
-    kind: str
-    capacity: int | None
-    class_type: str | None
 
 
 @dataclass(frozen=True, slots=True)

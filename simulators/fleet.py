@@ -8,10 +8,11 @@ import random
 import re
 from datetime import datetime
 
-from devices.mqtt import MqttTarget, parse_mqtt_url
+from devices.mqtt import parse_mqtt_url
+from devices.registry_files import Zone
 from simulators.behaviour import SimClock, make_behaviour
-from simulators.device import SimulatedDevice, first_seq
-from simulators.district import District, Zone
+from simulators.device import Link, SimulatedDevice, first_seq
+from simulators.district import District
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +39,7 @@ class Fleet:
         if not _ROOT.fullmatch(topic_root):
             raise ValueError(f"topic root {topic_root!r} must be non-empty and hold no wildcards")
         self.district = district
-        self.target: MqttTarget = parse_mqtt_url(mqtt_url)
-        self.topic_root = topic_root
-        self.protocol = protocol
+        self.link = Link(parse_mqtt_url(mqtt_url), topic_root, protocol, telemetry_qos)
         self.seed = seed
         self.clock = SimClock(time_scale, start)
         zones: dict[str, Zone] = {zone.zone_id: zone for zone in district.zones}
@@ -54,11 +53,8 @@ class Fleet:
             self.devices[device.id] = SimulatedDevice(
                 device,
                 make_behaviour(device, zone, rng, now),
-                target=self.target,
+                link=self.link,
                 clock=self.clock,
-                topic_root=topic_root,
-                protocol=protocol,
-                telemetry_qos=telemetry_qos,
                 seq_start=seq_start,
                 connect_delay_s=spread.uniform(0, CONNECT_SPREAD_S),
             )
@@ -101,9 +97,9 @@ class Fleet:
             len(self.devices),
             len(self.district.facilities),
             self.district.name,
-            self.target.host,
-            self.target.port,
-            self.topic_root,
+            self.link.target.host,
+            self.link.target.port,
+            self.link.topic_root,
         )
         async with asyncio.TaskGroup() as tasks:
             for sim in self.devices.values():

@@ -158,11 +158,12 @@ async def dropout(fleet: Fleet, rng: random.Random) -> ScenarioReport:
     sims = fleet.in_facility(facility.id)
     for sim in sims:
         sim.drop(DROPOUT_SILENT_S)
+    statuses = f"{fleet.link.topic_root}/v1/{facility.id}/+/status"
     return ScenarioReport(
         "dropout",
         f"{len(sims)} devices of {facility.name} ({facility.id}) lost their connections; "
         f"silent for {DROPOUT_SILENT_S:.0f} s, then they reconnect",
-        (f'wills publish {{"online": false}} on {fleet.topic_root}/v1/{facility.id}/+/status',),
+        (f'wills publish {{"online": false}} on {statuses}',),
     )
 
 
@@ -354,8 +355,8 @@ def garbage_messages(
 
 async def garbage(fleet: Fleet, rng: random.Random) -> ScenarioReport:
     """Publish every hostile message from a separate connection (QoS 1, never retained)."""
-    cases = garbage_messages(fleet.district, fleet.topic_root, rng)
-    client = new_client(fleet.target, fleet.protocol, f"carehub-sim-garbage-{fleet.seed}")
+    cases = garbage_messages(fleet.district, fleet.link.topic_root, rng)
+    client = new_client(fleet.link.target, fleet.link.protocol, f"carehub-sim-garbage-{fleet.seed}")
     async with client:
         for case in cases:
             await client.publish(case.topic, case.payload, qos=1, retain=False)

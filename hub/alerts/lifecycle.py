@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,13 +46,12 @@ _ESCALATION_COLUMNS = {"renotify": "renotified_at", "overdue": "overdue_at"}
 
 @dataclass(frozen=True, slots=True)
 class _Step:
-    """One action on an alert: what, by whom, with which note (and disposition), when."""
+    """One action on an alert: what, by whom, with which note (and disposition)."""
 
     action: str
     actor: str
     note: str
-    disposition: str | None
-    at: datetime
+    disposition: str | None = None
 
 
 class AlertStore:
@@ -115,11 +114,11 @@ class AlertStore:
 
     async def acknowledge(self, alert_id: int, actor: str, note: str = "") -> AlertChange:
         """Take the alert over: `active` -> `acknowledged`, by `actor`."""
-        return await self._transition(alert_id, "acknowledge", actor, note)
+        return await self._transition(alert_id, _Step("acknowledge", actor, note))
 
     async def attend(self, alert_id: int, actor: str, note: str = "") -> AlertChange:
         """Someone is on site: `active`/`acknowledged` -> `attended`."""
-        return await self._transition(alert_id, "attend", actor, note)
+        return await self._transition(alert_id, _Step("attend", actor, note))
 
     async def resolve(
         self, alert_id: int, actor: str, disposition: str, note: str = ""
@@ -130,47 +129,40 @@ class AlertStore:
                 "invalid",
                 f"disposition must be one of {', '.join(DISPOSITIONS)}, not {disposition!r}",
             )
-        return await self._transition(alert_id, "resolve", actor, note, disposition=disposition)
+        return await self._transition(alert_id, _Step("resolve", actor, note, disposition))
 
     async def comment(self, alert_id: int, actor: str, note: str) -> AlertChange:
         """Add a note to the alert's trail; its state does not change."""
         if not note.strip():
             raise AlertError("invalid", "a comment needs some text")
-        return await self._transition(alert_id, "comment", actor, note)
+        return await self._transition(alert_id, _Step("comment", actor, note))
 
     async def _transition(
-        self,
-        alert_id: int,
-        action: str,
-        actor: str,
-        note: str,
-        *,
-        disposition: str | None = None,
-        at: datetime | None = None,
+        self, alert_id: int, step: _Step, at: datetime | None = None
     ) -> AlertChange:
-        actor, note = _checked_actor(actor), _checked_note(note)
-        async with self._transaction(f"cannot {action} alert {alert_id}") as conn:
+        """Take `step` on the alert, at `at` or else the database's time when it is locked."""
+        step = replace(step, actor=_checked_actor(step.actor), note=_checked_note(step.note))
+        async with self._transaction(f"cannot {step.action} alert {alert_id}") as conn:
             locked = await alert_rows.lock_alert(conn, alert_id)
             if locked is None:
                 raise AlertError("not_found", f"there is no alert {alert_id}")
             alert, db_now = locked
-            step = _Step(action, actor, note, disposition, at or db_now)
-            change = await self._apply(conn, alert, step)
+            change = await self._apply(conn, alert, step, at or db_now)
             await self._record(conn, change)
         self._announce(change)
         return change
 
-    async def _apply(self, conn: AsyncConnection[Any], alert: Alert, step: _Step) -> AlertChange:
+    async def _apply(
+        self, conn: AsyncConnection[Any], alert: Alert, step: _Step, at: datetime
+    ) -> AlertChange:
         """Make one step's change to a locked alert (or AlertError if its state forbids)."""
-        changes = _transition_changes(alert, step)
+        changes = _transition_changes(alert, step, at)
         alert_after = await alert_rows.update_alert(conn, alert.id, changes) if changes else alert
-        return AlertChange(alert_after, step.action, alert.state, step.actor, step.at, step.note)
+        return AlertChange(alert_after, step.action, alert.state, step.actor, at, step.note)
 
     async def resolve_condition_ended(self, alert_id: int, at: datetime, why: str) -> AlertChange:
         """Resolve a non-latched alert whose condition ended (by the system, `other`)."""
-        return await self._transition(
-            alert_id, "resolve", "system", why, disposition="other", at=at
-        )
+        return await self._transition(alert_id, _Step("resolve", "system", why, "other"), at)
 
     async def clear(self, kind: str, device_id: str, at: datetime) -> AlertChange | None:
         """The device says the condition ended: latched alerts stay open, others resolve."""
@@ -179,10 +171,10 @@ class AlertStore:
             if alert is None:
                 return None
             if alert.latched:
-                step = _Step("clear", "device", "cleared at the device", None, at)
+                step = _Step("clear", "device", "cleared at the device")
             else:
-                step = _Step("resolve", "system", "condition ended", "other", at)
-            change = await self._apply(conn, alert, step)
+                step = _Step("resolve", "system", "condition ended", "other")
+            change = await self._apply(conn, alert, step, at)
             await self._record(conn, change)
         self._announce(change)
         return change
@@ -300,9 +292,9 @@ def _checked_note(note: str) -> str:
     return note
 
 
-def _transition_changes(alert: Alert, step: _Step) -> dict[str, object]:
-    """The columns a step changes, or AlertError when the state does not allow it."""
-    action, actor, at = step.action, step.actor, step.at
+def _transition_changes(alert: Alert, step: _Step, at: datetime) -> dict[str, object]:
+    """The columns a step taken at `at` changes, or AlertError when the state does not allow it."""
+    action, actor = step.action, step.actor
     state: AlertState = alert.state
     if action == "comment":
         return {}

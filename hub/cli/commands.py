@@ -37,8 +37,11 @@ def add_actions(sub: Subcommands, name: str, help_text: str) -> Subcommands:
     return group.add_subparsers(dest="action", required=True, metavar="ACTION")
 
 
-def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print rows under a header, each column as wide as its widest cell."""
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, empty: str) -> None:
+    """Print rows under a header, each column as wide as its widest cell; `empty` if none."""
+    if not rows:
+        print(empty)
+        return
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))

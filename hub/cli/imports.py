@@ -36,9 +36,6 @@ def _cmd_pending(settings: Settings, _args: argparse.Namespace) -> int:
     from hub.storage.registry import list_pending
 
     pending = asyncio.run(list_pending(settings))
-    if not pending:
-        print("no pending devices")
-        return 0
     print_table(
         ("device_id", "facility_id", "first_seen", "last_seen", "messages", "last_topic"),
         [
@@ -52,6 +49,7 @@ def _cmd_pending(settings: Settings, _args: argparse.Namespace) -> int:
             )
             for p in pending
         ],
+        empty="no pending devices",
     )
     return 0
 

@@ -50,9 +50,6 @@ def _cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
     users = run_on_database(settings, list_users)
-    if not users:
-        print("no accounts; add one with `carehub users add NAME --role admin`")
-        return 0
     print_table(
         ("username", "role", "scope", "display name", "state", "created"),
         [
@@ -66,6 +63,7 @@ def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
             )
             for user in users
         ],
+        empty="no accounts; add one with `carehub users add NAME --role admin`",
     )
     return 0
 

@@ -11,12 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 
 from devices import CATALOGUE
 from hub.models import Alert
 from hub.storage.accounts import SCOPE_SQL
 from hub.storage.alerts import ALERT_FIELDS, alert_of
+from hub.storage.pool import dict_rows
 from hub.storage.registry import DEVICE_COLUMNS, FACILITY_COLUMNS
 
 Conn = AsyncConnection[Any]
@@ -34,14 +34,6 @@ _DEVICE_SELECT = (
 _ALERT_COLUMNS = ", ".join(f"a.{name}" for name in ALERT_FIELDS)
 
 
-async def _rows(
-    conn: Conn, query: str, params: dict[str, Any] | tuple[Any, ...]
-) -> list[dict[str, Any]]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query.encode(), params)
-        return await cur.fetchall()
-
-
 # -- facilities ----------------------------------------------------------------------------
 
 
@@ -55,7 +47,7 @@ async def list_facilities(
     limit: int,
 ) -> list[dict[str, Any]]:
     """Facilities in scope, by id, after the cursor's id; limit + 1 rows at most."""
-    return await _rows(
+    return await dict_rows(
         conn,
         f"SELECT {FACILITY_COLUMNS} FROM facilities f WHERE {SCOPE_SQL}"
         " AND (%(district)s::text IS NULL OR f.district = %(district)s::text)"
@@ -68,7 +60,7 @@ async def list_facilities(
 
 async def get_facility(conn: Conn, facility_id: str) -> dict[str, Any] | None:
     """One facility's registry row, or None."""
-    rows = await _rows(
+    rows = await dict_rows(
         conn, f"SELECT {FACILITY_COLUMNS} FROM facilities f WHERE f.id = %s", (facility_id,)
     )
     return rows[0] if rows else None
@@ -76,13 +68,15 @@ async def get_facility(conn: Conn, facility_id: str) -> dict[str, Any] | None:
 
 async def district_exists(conn: Conn, district: str) -> bool:
     """True when some facility is registered in the district."""
-    rows = await _rows(conn, "SELECT 1 FROM facilities WHERE district = %s LIMIT 1", (district,))
+    rows = await dict_rows(
+        conn, "SELECT 1 FROM facilities WHERE district = %s LIMIT 1", (district,)
+    )
     return bool(rows)
 
 
 async def devices_by_type(conn: Conn, facility_id: str) -> dict[str, int]:
     """How many devices of each type the facility has."""
-    rows = await _rows(
+    rows = await dict_rows(
         conn,
         "SELECT type, count(*)::int AS n FROM devices WHERE facility_id = %s GROUP BY type"
         " ORDER BY type",
@@ -93,7 +87,7 @@ async def devices_by_type(conn: Conn, facility_id: str) -> dict[str, int]:
 
 async def map_center(conn: Conn) -> tuple[float, float] | None:
     """The middle of every registered facility's position, or None when none has one."""
-    rows = await _rows(
+    rows = await dict_rows(
         conn,
         "SELECT avg(latitude) AS lat, avg(longitude) AS lon FROM facilities"
         " WHERE latitude IS NOT NULL AND longitude IS NOT NULL",
@@ -118,7 +112,7 @@ async def list_devices(
     limit: int,
 ) -> list[dict[str, Any]]:
     """Devices in scope with their latest state, by id, after the cursor's id."""
-    return await _rows(
+    return await dict_rows(
         conn,
         f"SELECT * FROM ({_DEVICE_SELECT} WHERE {SCOPE_SQL}"
         " AND (%(facility)s::text IS NULL OR d.facility_id = %(facility)s::text)"
@@ -139,7 +133,7 @@ async def list_devices(
 
 async def get_device(conn: Conn, device_id: str) -> dict[str, Any] | None:
     """One device with its latest state and its facility's district, or None."""
-    rows = await _rows(conn, f"{_DEVICE_SELECT} WHERE d.id = %s", (device_id,))
+    rows = await dict_rows(conn, f"{_DEVICE_SELECT} WHERE d.id = %s", (device_id,))
     return rows[0] if rows else None
 
 
@@ -161,7 +155,7 @@ async def device_readings(
     step = BUCKET_SECONDS[bucket]
     params = {"device": device_id, "start": start, "end": end, "step": step}
     if device_type == "occupancy_counter" and bucket == "5m":
-        rows = await _rows(
+        rows = await dict_rows(
             conn,
             "SELECT bucket AS t, avg_count AS count_avg, max_count AS count_max,"
             " NULL::float8 AS staff_avg, max_staff AS staff_max, NULL::real AS battery_min,"
@@ -172,7 +166,7 @@ async def device_readings(
             params,
         )
     else:
-        rows = await _rows(
+        rows = await dict_rows(
             conn,
             f"SELECT date_bin(make_interval(secs => %(step)s), ts, {_ORIGIN}) AS t,"
             " avg(count)::float8 AS count_avg, max(count) AS count_max,"
@@ -216,7 +210,7 @@ async def list_alerts(
     limit: int,
 ) -> list[Alert]:
     """Alerts in scope, newest first, raised before the cursor's (raised_at, id)."""
-    rows = await _rows(
+    rows = await dict_rows(
         conn,
         f"SELECT {_ALERT_COLUMNS} FROM alerts a JOIN facilities f ON f.id = a.facility_id"
         f" WHERE {SCOPE_SQL}"
@@ -249,7 +243,7 @@ async def list_alerts(
 
 async def alert_facility(conn: Conn, alert_id: int) -> tuple[str, str] | None:
     """The facility id and district of an alert, or None when there is no such alert."""
-    rows = await _rows(
+    rows = await dict_rows(
         conn,
         "SELECT a.facility_id, f.district FROM alerts a JOIN facilities f ON f.id = a.facility_id"
         " WHERE a.id = %s",
@@ -260,7 +254,7 @@ async def alert_facility(conn: Conn, alert_id: int) -> tuple[str, str] | None:
 
 async def alert_audit(conn: Conn, alert_id: int) -> list[dict[str, Any]]:
     """An alert's trail, oldest first."""
-    return await _rows(
+    return await dict_rows(
         conn,
         "SELECT at, actor, action, from_state, to_state, note FROM alert_audit"
         " WHERE alert_id = %s ORDER BY id",
@@ -273,7 +267,7 @@ async def alert_audit(conn: Conn, alert_id: int) -> list[dict[str, Any]]:
 
 async def rule_overrides(conn: Conn, facility_id: str) -> list[dict[str, Any]]:
     """A facility's stored overrides (facility-wide first, then per zone)."""
-    return await _rows(
+    return await dict_rows(
         conn,
         "SELECT zone_id, kind, params, updated_at, updated_by FROM rule_overrides"
         " WHERE facility_id = %s ORDER BY zone_id, kind",
@@ -283,7 +277,7 @@ async def rule_overrides(conn: Conn, facility_id: str) -> list[dict[str, Any]]:
 
 async def list_webhooks(conn: Conn, facility_id: str) -> list[dict[str, Any]]:
     """A facility's webhooks with how their endpoints are doing (secrets stay here)."""
-    return await _rows(
+    return await dict_rows(
         conn,
         "SELECT id, facility_id, url, format, secret <> '' AS has_secret, enabled, created_at,"
         " consecutive_failures, last_error, last_success_at, last_failure_at"
@@ -306,7 +300,7 @@ async def delete_webhook(conn: Conn, facility_id: str, webhook_id: int) -> bool:
 
 async def list_pending(conn: Conn, *, after: str | None, limit: int) -> list[dict[str, Any]]:
     """Devices heard but not registered, by id."""
-    return await _rows(
+    return await dict_rows(
         conn,
         "SELECT device_id, facility_id, first_seen, last_seen, messages, last_topic"
         " FROM pending_devices WHERE (%(after)s::text IS NULL OR device_id > %(after)s::text)"
@@ -319,7 +313,7 @@ async def list_dead_letters(
     conn: Conn, *, device_id: str | None, reason: str | None, before: int | None, limit: int
 ) -> list[dict[str, Any]]:
     """Refused messages, newest first, with id below the cursor's."""
-    return await _rows(
+    return await dict_rows(
         conn,
         "SELECT id, received_at, topic, reason, detail, facility_id, device_id,"
         " substring(payload FROM 1 FOR 16384) AS payload, payload_size FROM dead_letters"

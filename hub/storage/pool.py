@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from hub.errors import StorageError
@@ -40,3 +42,12 @@ async def connect(settings: Settings) -> AsyncConnection[tuple[Any, ...]]:
         )
     except psycopg.OperationalError as exc:
         raise StorageError(f"cannot reach the database: {exc}") from exc
+
+
+async def dict_rows(
+    conn: AsyncConnection[Any], query: str, params: Mapping[str, Any] | Sequence[Any]
+) -> list[dict[str, Any]]:
+    """Every row of one query, each a dict by column name."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query.encode(), params)
+        return await cur.fetchall()

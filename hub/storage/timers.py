@@ -10,11 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from hub.models import DeviceInfo
 from hub.rules import Condition, DeviceSnapshot, ZoneSnapshot
+from hub.storage.pool import dict_rows
 
 Connection = AsyncConnection[Any]
 
@@ -49,20 +49,20 @@ async def devices_to_check(
     conn: Connection, now: datetime, heartbeat_factor: float, battery_threshold: float
 ) -> list[DeviceSnapshot]:
     """Devices that may be offline or low, or whose offline or battery alert may end."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT d.id, d.facility_id, d.type, d.zone_id, d.heartbeat_s, d.registered_at,"
-            " s.last_seen, s.online, s.battery, s.count, s.staff"
-            " FROM devices d LEFT JOIN device_state s ON s.device_id = d.id"
-            " WHERE s.online IS FALSE"
-            " OR coalesce(s.last_seen, d.registered_at)"
-            "    < %s - make_interval(secs => %s * d.heartbeat_s)"
-            " OR s.battery <= %s"
-            " OR EXISTS (SELECT 1 FROM alerts a WHERE a.subject = d.id"
-            "  AND a.kind IN ('device_offline', 'low_battery') AND a.state <> 'resolved')",
-            (now, heartbeat_factor, battery_threshold),
-        )
-        return [_device_snapshot(row) for row in await cur.fetchall()]
+    rows = await dict_rows(
+        conn,
+        "SELECT d.id, d.facility_id, d.type, d.zone_id, d.heartbeat_s, d.registered_at,"
+        " s.last_seen, s.online, s.battery, s.count, s.staff"
+        " FROM devices d LEFT JOIN device_state s ON s.device_id = d.id"
+        " WHERE s.online IS FALSE"
+        " OR coalesce(s.last_seen, d.registered_at)"
+        "    < %s - make_interval(secs => %s * d.heartbeat_s)"
+        " OR s.battery <= %s"
+        " OR EXISTS (SELECT 1 FROM alerts a WHERE a.subject = d.id"
+        "  AND a.kind IN ('device_offline', 'low_battery') AND a.state <> 'resolved')",
+        (now, heartbeat_factor, battery_threshold),
+    )
+    return [_device_snapshot(row) for row in rows]
 
 
 def _device_snapshot(row: dict[str, Any]) -> DeviceSnapshot:
@@ -81,19 +81,19 @@ def _device_snapshot(row: dict[str, Any]) -> DeviceSnapshot:
 
 async def zone_snapshots(conn: Connection, now: datetime) -> list[ZoneSnapshot]:
     """Zones with the summed count (and staff) of their fresh occupancy counters."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        # A counter that has gone quiet says nothing about now: its count is ignored.
-        await cur.execute(
-            "SELECT z.facility_id, z.zone_id, z.capacity, z.class_type,"
-            " sum(s.count)::int AS count, sum(s.staff)::int AS staff"
-            " FROM zones z JOIN devices d ON d.facility_id = z.facility_id"
-            "  AND d.zone_id = z.zone_id AND d.type = 'occupancy_counter'"
-            " JOIN device_state s ON s.device_id = d.id AND s.count IS NOT NULL"
-            "  AND s.last_seen > %s - make_interval(secs => 2 * d.heartbeat_s)"
-            " GROUP BY z.facility_id, z.zone_id, z.capacity, z.class_type",
-            (now,),
-        )
-        return [ZoneSnapshot(**row) for row in await cur.fetchall()]
+    # A counter that has gone quiet says nothing about now: its count is ignored.
+    rows = await dict_rows(
+        conn,
+        "SELECT z.facility_id, z.zone_id, z.capacity, z.class_type,"
+        " sum(s.count)::int AS count, sum(s.staff)::int AS staff"
+        " FROM zones z JOIN devices d ON d.facility_id = z.facility_id"
+        "  AND d.zone_id = z.zone_id AND d.type = 'occupancy_counter'"
+        " JOIN device_state s ON s.device_id = d.id AND s.count IS NOT NULL"
+        "  AND s.last_seen > %s - make_interval(secs => 2 * d.heartbeat_s)"
+        " GROUP BY z.facility_id, z.zone_id, z.capacity, z.class_type",
+        (now,),
+    )
+    return [ZoneSnapshot(**row) for row in rows]
 
 
 async def facility_capacities(conn: Connection) -> dict[str, int]:

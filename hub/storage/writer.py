@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
@@ -59,10 +59,6 @@ _READING_FIELDS = (
     "rssi",
 )
 _EVENT_FIELDS = ("ts", "device_id", "seq", "facility_id", "zone_id", "event", "received_at")
-_READING_COLUMNS = ", ".join((*_READING_FIELDS, "payload"))
-_EVENT_COLUMNS = ", ".join((*_EVENT_FIELDS, "payload"))
-_reading_values = attrgetter(*_READING_FIELDS)
-_event_values = attrgetter(*_EVENT_FIELDS)
 
 _UPSERT_STATE = """
 INSERT INTO device_state AS d (device_id, last_seen, last_seq, online, battery, presence, count,
@@ -246,18 +242,10 @@ class BatchWriter:
             async with conn.cursor() as cur:
                 if readings:
                     result.readings = await _stage_then_insert(
-                        cur,
-                        "readings",
-                        _READING_COLUMNS,
-                        ((*_reading_values(r), _encode_json(r.payload).decode()) for r in readings),
+                        cur, "readings", _READING_FIELDS, readings
                     )
                 if events:
-                    result.events = await _stage_then_insert(
-                        cur,
-                        "events",
-                        _EVENT_COLUMNS,
-                        ((*_event_values(e), _encode_json(e.payload).decode()) for e in events),
-                    )
+                    result.events = await _stage_then_insert(cur, "events", _EVENT_FIELDS, events)
                 if statuses:
                     async with cur.copy(
                         "COPY status_changes (device_id, facility_id, online, received_at)"
@@ -330,15 +318,21 @@ class BatchWriter:
 
 
 async def _stage_then_insert(
-    cur: psycopg.AsyncCursor[Any], table: str, columns: str, rows: Iterable[tuple[object, ...]]
+    cur: psycopg.AsyncCursor[Any],
+    table: str,
+    fields: tuple[str, ...],
+    messages: Sequence[Reading | Event],
 ) -> int:
-    """COPY rows into `table`'s staging table, then insert the new ones; how many were new.
+    """COPY messages into `table`'s staging table, then insert the new ones; how many were new.
 
-    A redelivered (device_id, seq) is already in `table`: ON CONFLICT drops it there.
+    Each row is the messages' `fields`, then the payload as JSON. A redelivered
+    (device_id, seq) is already in `table`: ON CONFLICT drops it there.
     """
+    columns = ", ".join((*fields, "payload"))
+    values = attrgetter(*fields)
     async with cur.copy(f"COPY stage_{table} ({columns}) FROM STDIN") as copy:
-        for row in rows:
-            await copy.write_row(row)
+        for message in messages:
+            await copy.write_row((*values(message), _encode_json(message.payload).decode()))
     await cur.execute(
         f"INSERT INTO {table} ({columns}) "
         f"SELECT {columns} FROM stage_{table} ON CONFLICT DO NOTHING"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from devices import CATALOGUE, ID_PATTERN, MAX_PAYLOAD_BYTES, REASON_CODES, first_bad_field
+from devices.registry_files import Zone
 from simulators import (
     CLASS_LIMITS,
     SCENARIOS,
@@ -34,7 +35,7 @@ from simulators.behaviour import (
     make_behaviour,
 )
 from simulators.device import encode_payload
-from simulators.district import District, Zone
+from simulators.district import District
 
 SPEC_HEADERS = {
     "facilities.csv": "id,name,kind,district,address,latitude,longitude,registration_no,beds,"
