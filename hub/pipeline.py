@@ -172,9 +172,7 @@ class Pipeline:
         # One registry in memory for all lanes; the lane that builds it keeps it loaded.
         self._owns_devices = peer is None
         self.devices: DeviceCache = peer.devices if peer is not None else DeviceCache(pool)
-        self._database: _DatabaseState = (
-            peer._database if peer is not None else _DatabaseState()
-        )
+        self._database: _DatabaseState = peer._database if peer is not None else _DatabaseState()
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
