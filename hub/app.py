@@ -54,10 +54,17 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/readyz", tags=["health"])
     async def readyz(hub: HubDep) -> Response:
         """Readiness: connected to the broker and the database is reachable (or spooling)."""
+        metrics = hub.metrics
         body = {
             "mqtt": hub.mqtt_connected,
             "database": hub.metrics.database_up,
             "spool_pending_batches": hub.metrics.spool_pending,
+            # Lost on the broker, not here: reported, not a reason to take the hub out.
+            "broker_dropped": {
+                "while_watched": metrics.broker_dropped_seen,
+                "since_broker_start": metrics.broker_dropped,
+                "visible": metrics.broker_drops_visible,
+            },
         }
         ready = bool(body["mqtt"]) and bool(body["database"])
         return JSONResponse(body, status_code=200 if ready else 503)

@@ -17,6 +17,7 @@ from paho.mqtt.properties import Properties
 from devices import mqtt, topics
 from hub.clock import Clock, SystemClock
 from hub.errors import raise_if_cancelled
+from hub.metrics import Metrics
 from hub.models import Inbound
 from hub.settings import Settings
 
@@ -37,6 +38,9 @@ RECV_CHUNK = 64 * 1024
 # a backlog is taken ~2,000 messages (a few ms of decoding) at a time.
 RECV_CHUNKS_PER_WAKE = 4
 _PUBACK = 0x40
+# Mosquitto's count of the PUBLISH messages it dropped for its queue and in-flight limits
+# (max_queued_messages, 1,000 a session by default). Retained, and sent on change.
+BROKER_DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 
 
 def subscriptions(settings: Settings, channels: Iterable[str]) -> list[str]:
@@ -93,13 +97,16 @@ class Ingest:
         *,
         channels: Sequence[str] = topics.DEVICE_CHANNELS,
         client_id: str | None = None,
+        broker_stats: Metrics | None = None,
     ) -> None:
+        """`broker_stats`: where to count the broker's own drops, if this lane watches them."""
         # The receive time stamps every message; rules and timers compare against it.
         self._clock: Clock = clock or SystemClock()
         self._settings = settings
         # The hub has one connection per lane (pipeline.Lane), each with its own session.
         self._channels = tuple(channels)
         self.client_id = client_id or settings.mqtt_client_id
+        self._broker_stats = broker_stats
         self._inbound = inbound
         # Messages the fast path took while `inbound` was full, oldest first. Bounded by
         # the Receive Maximum: the broker sends no more until we ack.
@@ -145,6 +152,8 @@ class Ingest:
                     for topic_filter in subscriptions(self._settings, others):
                         await client.unsubscribe(topic_filter)
                         raise_if_cancelled()
+                    if self._broker_stats is not None:
+                        await self._watch_broker_drops(client, self._broker_stats)
                     self.connected.set()
                     logger.info(
                         "connected to %s:%s as %s for %s (generation %d, %s read path)",
@@ -174,8 +183,44 @@ class Ingest:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
+    async def _watch_broker_drops(self, client: aiomqtt.Client, stats: Metrics) -> None:
+        """Subscribe to the broker's drop counter; say so when the broker will not tell."""
+        granted = await client.subscribe(BROKER_DROPPED_TOPIC, qos=0)
+        raise_if_cancelled()
+        refused = isinstance(granted, tuple | list) and any(
+            getattr(code, "value", code) >= 0x80 for code in granted
+        )
+        stats.broker_drops_visible = not refused
+        if refused:
+            logger.warning(
+                "the broker refuses %s: messages it drops for its queue limits cannot be"
+                " reported (allow the hub's account to read $SYS)",
+                BROKER_DROPPED_TOPIC,
+            )
+
+    def _broker_stat(self, topic: str, payload: bytes, retained: bool) -> None:
+        """Count what the broker says it dropped; never a device message."""
+        if self._broker_stats is None or topic != BROKER_DROPPED_TOPIC:
+            return
+        try:
+            total = int(payload)
+        except ValueError:
+            return
+        dropped = self._broker_stats.broker_dropped_now(total, retained=retained)
+        if dropped:
+            logger.error(
+                "the broker dropped %d messages (%d since it started): its queue limits"
+                " overflowed, and whatever was meant for the hub in them is lost. Raise"
+                " max_queued_messages (README: Deploying a site)",
+                dropped,
+                total,
+            )
+
     def _received(self, topic: str, payload: bytes, qos: int, retain: bool, mid: int) -> None:
         """Take one PUBLISH from the fast path, in arrival order."""
+        if topic[:1] == "$":
+            self._broker_stat(topic, payload, retain)
+            return
         message = Inbound(
             topic=topic,
             payload=payload,
@@ -209,6 +254,10 @@ class Ingest:
         # iterator still ends the connection's tasks when the broker goes away.
         generation = self._generation
         async for message in client.messages:
+            if message.topic.value[:1] == "$":
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                self._broker_stat(message.topic.value, payload, message.retain)
+                continue
             await self._inbound.put(
                 Inbound(
                     topic=message.topic.value,

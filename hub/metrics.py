@@ -31,6 +31,27 @@ class Metrics:
     spool_pending: int = 0
     database_up: bool = False
     mqtt_connected: bool = False
+    # The broker's own count of messages it dropped for its queue limits, as last seen
+    # (None: not heard yet), and how many it dropped while this hub was watching.
+    broker_dropped: int | None = None
+    broker_dropped_seen: int = 0
+    # False when the broker refused the hub its $SYS drop counter.
+    broker_drops_visible: bool = True
+
+    def broker_dropped_now(self, total: int, *, retained: bool) -> int:
+        """Take the broker's total; return the drops it adds (a restarted broker counts anew).
+
+        The retained value, sent on subscribing, counts drops from before the hub watched.
+        Mosquitto publishes nothing while the count is 0, so a first live value counts whole.
+        """
+        last, self.broker_dropped = self.broker_dropped, total
+        if last is None:
+            if retained:
+                return 0
+            last = 0
+        added = total - last if total >= last else total
+        self.broker_dropped_seen += added
+        return added
 
     def render(self) -> str:
         """The Prometheus exposition text for these counters."""
@@ -68,7 +89,10 @@ class Metrics:
             ("carehub_last_batch_seconds", "gauge", f"{self.last_batch_seconds:.6f}"),
             ("carehub_database_up", "gauge", int(self.database_up)),
             ("carehub_mqtt_connected", "gauge", int(self.mqtt_connected)),
+            ("carehub_broker_dropped_seen_total", "counter", self.broker_dropped_seen),
         ]
+        if self.broker_dropped is not None:
+            series.append(("carehub_broker_dropped_messages", "gauge", self.broker_dropped))
         for name, kind, value in series:
             lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
         return "\n".join(lines) + "\n"

@@ -100,6 +100,8 @@ async def run_hub(
                 clock,
                 channels=lane.channels,
                 client_id=lane.client_id(settings),
+                # One connection is enough to hear the broker's drop counter.
+                broker_stats=metrics if lane is TELEMETRY else None,
             )
             for lane, queue in ((TELEMETRY, inbound), (EVENTS, event_inbound))
         )

@@ -1,0 +1,54 @@
+"""A Mosquitto of a test's own, on a free port, for tests that need their own broker config."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+START_S = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def private_mosquitto(directory: Path, *config: str) -> Iterator[str]:
+    """Run `mosquitto` with `config` lines added to a local listener; yield its mqtt:// URL."""
+    binary = shutil.which("mosquitto")
+    if binary is None:
+        pytest.skip("needs Debian's mosquitto on PATH (apt-get install mosquitto)")
+    port = _free_port()
+    conf = directory / "mosquitto.conf"
+    conf.write_text(
+        "\n".join((f"listener {port} 127.0.0.1", "allow_anonymous true", *config)) + "\n"
+    )
+    log = directory / "mosquitto.log"
+    with log.open("wb") as out:
+        broker = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + START_S
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if broker.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"private mosquitto did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        broker.terminate()
+        try:
+            broker.wait(5)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+            broker.wait()
