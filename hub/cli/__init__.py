@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from hub.cli.audit import add_audit_commands
 from hub.cli.commands import CommandGroup
 from hub.cli.demo import add_demo_command
+from hub.cli.doctor import add_doctor_command
 from hub.cli.imports import add_registry_commands
 from hub.cli.kpis import add_kpis_command
 from hub.cli.rules import add_rules_commands
@@ -36,6 +37,7 @@ BEFORE_DISCOVERED: tuple[CommandGroup, ...] = (
     add_demo_command,
     add_serve_command,
     add_migrate_command,
+    add_doctor_command,
     add_registry_commands,
     add_simulate_command,
 )

@@ -152,3 +152,78 @@ def test_simulate_refuses_an_unknown_scenario() -> None:
     )
     assert result.returncode == 1
     assert "unknown scenario meteor" in result.stderr
+
+
+def _doctor(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hub.cli", "doctor", "--json", *args],
+        env=clean_env(**settings_env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_doctor_passes_the_test_services_with_the_site_broker_file(running_hub: Hub) -> None:
+    """Real database and broker; the site's mosquitto.conf passes for a small site."""
+    import json
+
+    settings = running_hub.settings
+    env = {
+        "CAREHUB_MQTT_URL": settings.mqtt_url,
+        "CAREHUB_MQTT_PROTOCOL": str(settings.mqtt_protocol),
+        "CAREHUB_DATABASE_URL": settings.database_url,
+    }
+    site_conf = Path(__file__).parents[2] / "deploy" / "mosquitto" / "mosquitto.conf"
+    result = _doctor(env, "--mosquitto-conf", str(site_conf))
+    findings = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    parts = {f["part"] for f in findings}
+    assert {"database", "broker", "mosquitto.conf", "timescaledb"} <= parts
+    assert {"level": "ok", "part": "database", "what": "synchronous_commit = on", "advice": ""} in (
+        findings
+    )
+    assert not [f for f in findings if f["level"] == "fail"]
+
+
+def test_doctor_fails_a_database_role_that_commits_asynchronously(running_hub: Hub) -> None:
+    """A role with synchronous_commit=off (as a DBA might set it): exit 1, and why."""
+    import json
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    settings = running_hub.settings
+    role = f"doctor_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(settings.database_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"ALTER ROLE {role} SET synchronous_commit = off")
+        try:
+            parts = urlsplit(settings.database_url)
+            # Only the user changes: the host may be a socket path in the query.
+            url = urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.rpartition('@')[2]}"))
+            result = _doctor(
+                {
+                    "CAREHUB_MQTT_URL": settings.mqtt_url,
+                    "CAREHUB_MQTT_PROTOCOL": str(settings.mqtt_protocol),
+                    "CAREHUB_DATABASE_URL": url,
+                }
+            )
+        finally:
+            admin.execute(f"DROP ROLE {role}")
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed = [f for f in json.loads(result.stdout) if f["level"] == "fail"]
+    assert [f["what"].split(":")[0] for f in failed] == ["synchronous_commit = off"]
+
+
+def test_doctor_refuses_a_missing_broker_file() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "doctor", "--mosquitto-conf", "/nonexistent.conf"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "no such file: /nonexistent.conf" in result.stderr

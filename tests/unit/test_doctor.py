@@ -1,0 +1,103 @@
+"""`carehub doctor`'s verdicts on broker and database settings, from their values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hub.doctor import (
+    Finding,
+    check_database_settings,
+    check_jobs,
+    check_mosquitto_conf,
+    mosquitto_settings,
+)
+from hub.storage.health import FailedJob
+
+SITE_CONF = Path(__file__).parents[2] / "deploy" / "mosquitto" / "mosquitto.conf"
+
+
+def levels(findings: list[Finding]) -> dict[str, str]:
+    """The worst level of each finding, keyed by the setting its text starts with."""
+    return {f.what.split(":")[0].split(" ")[0]: f.level for f in findings}
+
+
+def test_mosquittos_defaults_lose_a_restarts_worth_of_messages() -> None:
+    """An empty file: no persistence, 1,000 queued a session, 20 in flight."""
+    findings = check_mosquitto_conf({}, rate=1000, protocol=311)
+    failed = {f.what.split(" ")[0] for f in findings if f.level == "fail"}
+    assert failed == {"persistence", "max_queued_messages"}
+    assert all(f.advice for f in findings if f.level != "ok")
+    assert any(f.what.startswith("max_inflight_messages 20") for f in findings)
+    queue = next(f for f in findings if f.what.startswith("max_queued_messages"))
+    assert "max_queued_messages 60000" in queue.advice
+
+
+def test_the_site_file_passes_for_a_site_and_fails_for_a_city() -> None:
+    options = mosquitto_settings(SITE_CONF)
+    assert options["max_queued_messages"] == "200000"
+    site = check_mosquitto_conf(options, rate=1000, protocol=5)
+    assert [f for f in site if f.level != "ok"] == []
+    city = check_mosquitto_conf(options, rate=16_700, protocol=5)
+    assert [f.what.split(" ")[0] for f in city if f.level == "fail"] == ["max_queued_messages"]
+
+
+def test_include_dir_is_followed_and_the_last_value_wins(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "carehub.conf").write_text("max_queued_messages 0\n")
+    main = tmp_path / "mosquitto.conf"
+    main.write_text(
+        "# a comment\npersistence true\nmax_queued_messages 10\ninclude_dir conf.d\n"
+        "allow_anonymous true\n"
+    )
+    options = mosquitto_settings(main)
+    assert options["max_queued_messages"] == "0"
+    findings = check_mosquitto_conf(options, rate=1000, protocol=5)
+    assert levels(findings)["max_queued_messages"] == "ok"
+    assert levels(findings)["allow_anonymous"] == "warn"
+    assert levels(findings)["persistence"] == "warn"  # saved every 1800 s by default
+
+
+@pytest.mark.parametrize("value", ["lots", "-5", "1e6", "١٠٠٠", ""])
+def test_a_value_mosquitto_cannot_read_is_a_failure_not_a_crash(value: str) -> None:
+    findings = check_mosquitto_conf({"max_queued_messages": value}, rate=1000, protocol=5)
+    assert [f.level for f in findings] == ["fail"]
+    assert "max_queued_messages" in findings[0].what
+
+
+def test_asynchronous_commit_fails_because_acks_would_outrun_durability() -> None:
+    findings = check_database_settings({"synchronous_commit": "off", "fsync": "on"})
+    commit = next(f for f in findings if f.what.startswith("synchronous_commit"))
+    assert commit.level == "fail"
+    assert "synchronous_commit = on" in commit.advice
+    assert check_database_settings({"fsync": "off"})[0].level == "fail"
+
+
+def test_small_or_bunched_checkpoints_are_a_warning() -> None:
+    good = {
+        "max_wal_size": "4096",
+        "checkpoint_timeout": "900",
+        "checkpoint_completion_target": "0.9",
+    }
+    assert {f.level for f in check_database_settings(good)} == {"ok"}
+    small = {**good, "max_wal_size": "256"}
+    checkpoints = [f for f in check_database_settings(small) if f.what.startswith("checkpoints")]
+    assert [f.level for f in checkpoints] == ["warn"]
+
+
+def test_timescaledbs_false_job_failures_are_told_apart_from_real_ones() -> None:
+    portal = FailedJob(
+        1000,
+        "policy_compression",
+        "s.readings",
+        12,
+        'cannot drop portal "" while it is being set up',
+    )
+    real = FailedJob(1001, "policy_retention", "s.events", 3, "permission denied for table events")
+    findings = check_jobs("2.28.3", [portal, real], "15.20")
+    assert [f.level for f in findings] == ["warn", "fail"]
+    assert "known fault of TimescaleDB 2.28.3 on PostgreSQL 15.20" in findings[0].what
+    assert "permission denied" in findings[1].what
+    assert check_jobs(None, [], "15.20")[0].level == "ok"
+    assert check_jobs("2.28.3", [], "15.20")[0].level == "ok"
