@@ -78,7 +78,7 @@ export interface paths {
         put?: never;
         /**
          * Sign in
-         * @description Check a name and password; answer a bearer token that expires after CAREHUB_TOKEN_TTL_S. A wrong name or password gets 401 with the same message.
+         * @description Check a name and password; answer a bearer token that expires after CAREHUB_TOKEN_TTL_S. A wrong name or password gets 401 with the same message. After a few failures in a row for one account name or from one client address, sign-ins are refused with 429 and Retry-After: first for a growing backoff, then, after more, for a lock (see the README).
          */
         post: operations["post_login_api_v1_auth_login_post"];
         delete?: never;
@@ -913,6 +913,25 @@ export interface components {
             staff: number;
         };
         /**
+         * LimitedBody
+         * @description A refused sign-in: too many failures for the account or the address; when to retry.
+         */
+        LimitedBody: {
+            /** Error */
+            error: string;
+            /** Message */
+            message: string;
+            /** Field */
+            field?: string | null;
+            /** Retry After S */
+            retry_after_s: number;
+            /**
+             * Retry At
+             * Format: date-time
+             */
+            retry_at: string;
+        };
+        /**
          * LoginIn
          * @description Name and password.
          */
@@ -1366,6 +1385,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description too many failed sign-ins for this account or client address: nothing is checked, not even the right password, until `retry_at` (a backoff that grows with each failure, then a lock that an administrator can lift) */
+            429: {
+                headers: {
+                    /** @description seconds until a sign-in is checked again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitedBody"];
                 };
             };
         };
