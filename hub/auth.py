@@ -42,6 +42,7 @@ Action = Literal[
     "kpis",  # KPIs and the CSV report
     "configure",  # rule overrides and webhooks of a facility
     "registry",  # pending devices and dead letters
+    "audit",  # the access log of regulators' reads (SPEC §7)
 ]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 

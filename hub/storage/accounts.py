@@ -169,6 +169,28 @@ async def revoke_token(conn: AsyncConnection[Any], token_sha256: str) -> bool:
     return row is not None
 
 
+async def select_access_log(
+    conn: AsyncConnection[Any],
+    *,
+    facility_id: str | None,
+    username: str | None,
+    before: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Access log rows, newest first, below id `before`, of one facility or user if given;
+    `limit` + 1 rows, so the caller can tell whether there are more."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT id, at, username, role, route, facility_id FROM access_log"
+            " WHERE (%(facility)s::text IS NULL OR facility_id = %(facility)s::text)"
+            " AND (%(username)s::text IS NULL OR username = %(username)s::text)"
+            " AND (%(before)s::bigint IS NULL OR id < %(before)s::bigint)"
+            " ORDER BY id DESC LIMIT %(limit)s",
+            {"facility": facility_id, "username": username, "before": before, "limit": limit + 1},
+        )
+        return list(await cur.fetchall())
+
+
 async def log_access(
     conn: AsyncConnection[Any], *, username: str, role: str, route: str, facility_id: str
 ) -> None:
