@@ -9,6 +9,7 @@ configured; every other answer (JSON, text) gets a policy that allows nothing at
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import logging
 import re
@@ -66,6 +67,8 @@ def tile_source(template: str | None) -> str | None:
     return f"{origin}:{port}" if port else origin
 
 
+# Once per template: a template the policy cannot admit is logged once, not on every load.
+@functools.cache
 def page_policy(tile_url: str | None) -> str:
     """The dashboards' Content-Security-Policy, admitting the tile server if configured."""
     tiles = tile_source(tile_url)
