@@ -78,13 +78,33 @@ def parse(topic_name: str, root: str) -> Topic:
 def rejection_topic(topic_name: str, root: str) -> str | None:
     """Where the sender of `topic_name` hears why it was rejected; None when no device can.
 
-    The ids of the first two levels after `{root}/v1/` are enough: a bad channel or an
-    extra level is still answered, so the vendor learns what was wrong.
+    The first two levels after `{root}/v1/` name the sender, as written: a bad channel, an
+    extra level, or ids that break the id rule (`bad_topic`) are still answered, so the
+    vendor learns what was wrong. Not answered: a topic outside the root, a missing or
+    empty level, or a level that is no topic one can publish to (see `_replyable`).
     """
     start = prefix(root)
     if not topic_name.startswith(start):
         return None
     levels = topic_name[len(start) :].split("/")
-    if len(levels) < 2 or not _ID.match(levels[0]) or not _ID.match(levels[1]):
+    if len(levels) < 2 or not (_replyable(levels[0]) and _replyable(levels[1])):
         return None
     return topic(root, levels[0], levels[1], "rejected")
+
+
+# A malformed id is answered on a level of at most this many characters: four times the
+# longest id, enough to show a vendor what their firmware sent, and every reply topic
+# stays far below MQTT's 65,535 bytes.
+REPLY_LEVEL_MAX = 256
+# Never in a topic the hub publishes: wildcards (a PUBLISH may not carry them), U+0000
+# (MQTT forbids it), other control characters (brokers may drop the connection over
+# them), U+FFFD (a topic that was not UTF-8, lossily decoded: not the sender's topic) and
+# the non-characters U+FFFE and U+FFFF.
+_UNREPLYABLE = re.compile("[+#\x00-\x1f\x7f-\x9f\ufffd\ufffe\uffff]")
+
+
+def _replyable(level: str) -> bool:
+    """True when `level` is an id, or at least a level the hub can publish a reply on."""
+    if _ID.match(level):
+        return True
+    return 0 < len(level) <= REPLY_LEVEL_MAX and not _UNREPLYABLE.search(level)

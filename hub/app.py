@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
 from hub import __version__
 from hub.api import api_router, install_error_handlers
 from hub.api.dashboards import router as dashboards_router
 from hub.api.deps import HubDep
 from hub.api.live import router as live_router
+from hub.api.security import SecurityHeaders, docs_policy
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings
 
@@ -37,9 +39,20 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        # Served below, with a policy that admits only its own inline script.
+        docs_url=None,
         redoc_url=None,
     )
+    app.add_middleware(SecurityHeaders)
+
+    docs_page = get_swagger_ui_html(openapi_url="/api/v1/openapi.json", title="carehub API")
+    docs_html = bytes(docs_page.body).decode()
+    docs_headers = {"Content-Security-Policy": docs_policy(docs_html)}
+
+    @app.get("/api/v1/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        """The browsable OpenAPI document (Swagger UI)."""
+        return HTMLResponse(docs_html, headers=docs_headers)
 
     @app.get("/healthz", tags=["health"])
     async def healthz(hub: HubDep) -> dict[str, Any]:

@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import math
 import re
 import secrets
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
 from argon2 import PasswordHasher
@@ -23,9 +25,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from hub.errors import AuthError
-from hub.storage import accounts
+from hub.errors import AuthError, SignInLimitError
+from hub.storage import accounts, logins
 from hub.storage.accounts import UserRow
+from hub.storage.logins import KeyKind, LimitPolicy, LimitRow
 
 Role = Literal["admin", "regulator", "manager", "staff"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -39,6 +42,7 @@ Action = Literal[
     "kpis",  # KPIs and the CSV report
     "configure",  # rule overrides and webhooks of a facility
     "registry",  # pending devices and dead letters
+    "audit",  # the access log of regulators' reads (SPEC §7)
 ]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 
@@ -60,6 +64,44 @@ DISPLAY_NAME_MAX = 128
 DISTRICT_MAX = 128
 TOKEN_BYTES = 32
 BAD_LOGIN = "wrong username or password"
+
+# Failed sign-ins (README "API and accounts"). Per account name: five slips are a person
+# who forgot; from the sixth on, each attempt waits 1, 2, 4 ... s (at most a minute), and
+# the twentieth in a row locks the name for 15 minutes, so a guesser gets about 20 tries
+# a quarter of an hour, not argon2's 20 a second. A try during a backoff is refused
+# unchecked and still counts, so ignoring Retry-After only brings the lock sooner.
+ACCOUNT_LIMITS = LimitPolicy(
+    free_failures=5,
+    lock_failures=20,
+    lock_s=15 * 60,
+    backoff_base_s=1.0,
+    backoff_max_s=60.0,
+    # An hour without a failure, and the slips are forgotten.
+    forget_s=3600,
+)
+# Per client address: a facility's staff may sign in from behind one NAT address, so it
+# takes many more failures (a spray of one password over many names) to slow it down.
+ADDRESS_LIMITS = LimitPolicy(
+    free_failures=50,
+    lock_failures=200,
+    lock_s=15 * 60,
+    backoff_base_s=1.0,
+    backoff_max_s=60.0,
+    forget_s=3600,
+)
+# An account that signed in from an address within this long is not held back by that
+# address's limit (only by its own): the staff behind a facility's one NAT address keep
+# signing in while someone on it sprays guesses at other names.
+KNOWN_ADDRESS_S = 30 * 86400
+# A lock seen in the database is believed in this process for this long without asking
+# again: a guesser's thousands of tries cost no round trip, and an admin's unlock from
+# another process is seen within seconds.
+LOCK_CACHE_S = 5.0
+LOCK_CACHE_MAX = 10_000
+# A second sign-in for a name whose check is still running here waits this long: no
+# burst of parallel guesses gets hashed before the first failure is counted.
+IN_FLIGHT_RETRY_S = 1
+UNKNOWN_ADDRESS = "unknown"
 
 # argon2-cffi's defaults (RFC 9106's second recommendation: 64 MiB, 3 passes).
 _hasher = PasswordHasher()
@@ -173,27 +215,194 @@ def _verify(password_hash: str, password: str) -> bool:
         return False
 
 
-async def login(source: PoolOrConnection, username: str, password: str, ttl_s: int) -> Login:
-    """Check a name and password and issue a token; AuthError unauthorized otherwise."""
+Key = tuple[KeyKind, str]
+
+
+def _limited(limit: LimitRow) -> SignInLimitError | None:
+    """The refusal a key's stored state calls for now, or None: a lock before a backoff."""
+    locked = limit.locked_until is not None and limit.locked_until > limit.now
+    until = limit.locked_until if locked else limit.backoff_until
+    if until is None or until <= limit.now:
+        return None
+    retry_after_s = max(1, math.ceil((until - limit.now).total_seconds()))
+    when = f"{until:%Y-%m-%dT%H:%M:%SZ}" if until.utcoffset() == timedelta(0) else until.isoformat()
+    whose = "this account" if limit.kind == "account" else "this client address"
+    if locked:
+        message = (
+            f"{whose} is locked after {limit.failures} failed sign-ins in a row; try again"
+            f" in {retry_after_s} s (at {when}), or ask an administrator to unlock it"
+        )
+    else:
+        message = f"too many failed sign-ins for {whose}; try again in {retry_after_s} s"
+    return SignInLimitError(message, retry_after_s=retry_after_s, until=until, locked=locked)
+
+
+def _worst(refusals: list[SignInLimitError | None]) -> SignInLimitError | None:
+    """Of the keys' refusals, a lock before a backoff, then the longest."""
+    found = [refusal for refusal in refusals if refusal is not None]
+    return max(found, key=lambda r: (r.locked, r.retry_after_s)) if found else None
+
+
+class SignInGuard:
+    """This process's fast path in front of the database's sign-in counts: account locks
+    already seen, and the names whose check is running now. The counts themselves live in the
+    database (storage/logins.py), shared by every hub process."""
+
+    def __init__(
+        self, account: LimitPolicy = ACCOUNT_LIMITS, address: LimitPolicy = ADDRESS_LIMITS
+    ) -> None:
+        self._policies: dict[KeyKind, LimitPolicy] = {"account": account, "address": address}
+        # key -> (believed until, monotonic; the stored row; when it was read, monotonic)
+        self._locks: dict[Key, tuple[float, LimitRow, float]] = {}
+        self._checking: set[str] = set()
+
+    def known_lock(self, keys: list[Key]) -> SignInLimitError | None:
+        """A lock of one of `keys` seen lately, with the time left on it; else None."""
+        now = time.monotonic()
+        for key in keys:
+            entry = self._locks.get(key)
+            if entry is None:
+                continue
+            believed_until, limit, read_at = entry
+            refusal = _limited(replace(limit, now=limit.now + timedelta(seconds=now - read_at)))
+            if now >= believed_until or refusal is None:
+                del self._locks[key]
+                continue
+            return refusal
+        return None
+
+    def remember(self, limit: LimitRow, refusal: SignInLimitError) -> None:
+        """Believe an account's lock for a while, never past its end."""
+        if not refusal.locked or limit.kind != "account":
+            return
+        if len(self._locks) >= LOCK_CACHE_MAX:
+            self._locks.clear()
+        now = time.monotonic()
+        believed_until = now + min(LOCK_CACHE_S, float(refusal.retry_after_s))
+        self._locks[(limit.kind, limit.key)] = (believed_until, limit, now)
+
+    def policy(self, kind: KeyKind) -> LimitPolicy:
+        """How failures of an account name or of an address are limited."""
+        return self._policies[kind]
+
+    def forget(self, username: str) -> None:
+        """Drop what this process believes of an account (it was unlocked here)."""
+        self._locks.pop(("account", username), None)
+
+    @contextlib.contextmanager
+    def checking(self, username: str) -> Iterator[None]:
+        """Hold `username` as being checked; SignInLimitError when it already is."""
+        if username in self._checking:
+            raise SignInLimitError(
+                "another sign-in for this account is being checked; try again in"
+                f" {IN_FLIGHT_RETRY_S} s",
+                retry_after_s=IN_FLIGHT_RETRY_S,
+                until=datetime.now().astimezone() + timedelta(seconds=IN_FLIGHT_RETRY_S),
+                locked=False,
+            )
+        self._checking.add(username)
+        try:
+            yield
+        finally:
+            self._checking.discard(username)
+
+
+async def _count_failure(
+    conn: AsyncConnection[Any], guard: SignInGuard, keys: list[Key]
+) -> list[SignInLimitError | None]:
+    """Count a failed or refused sign-in against every key; what each key calls for now."""
+    refusals: list[SignInLimitError | None] = []
+    for kind, key in keys:
+        limit = await logins.record_failure(conn, kind, key, guard.policy(kind))
+        refusal = _limited(limit)
+        if refusal is not None:
+            guard.remember(limit, refusal)
+        refusals.append(refusal)
+    return refusals
+
+
+async def login(
+    source: PoolOrConnection,
+    username: str,
+    password: str,
+    ttl_s: int,
+    *,
+    address: str | None = None,
+    guard: SignInGuard | None = None,
+) -> Login:
+    """Check a name and password and issue a token; AuthError unauthorized otherwise.
+
+    SignInLimitError while the account name or the client `address` has failed too often:
+    then nothing is hashed, and the attempt counts as one more failure (unless locked).
+    """
     if not USERNAME.match(username) or len(password) > PASSWORD_MAX:
         raise AuthError("unauthorized", BAD_LOGIN)
+    guard = guard or SignInGuard()
+    keys: list[Key] = [("account", username), ("address", (address or UNKNOWN_ADDRESS)[:128])]
+    # Only the account's lock is believed here: an address's lock does not hold back an
+    # account known at that address, which takes the database to tell.
+    known = guard.known_lock(keys[:1])
+    if known is not None:
+        raise known
+    with guard.checking(username):
+        return await _check(source, guard, keys, password=password, ttl_s=ttl_s)
+
+
+async def _check(
+    source: PoolOrConnection,
+    guard: SignInGuard,
+    keys: list[Key],
+    *,
+    password: str,
+    ttl_s: int,
+) -> Login:
+    # Refusals are raised after the block: leaving a pooled connection by an exception
+    # would roll back the failures just counted.
+    outcome: AuthError | Login
+    username, address = keys[0][1], keys[1][1]
     async with _connection(source) as conn:
-        found = await accounts.select_password_hash(conn, username)
-        password_hash = found[1] if found is not None else _dummy_hash()
-        # argon2 takes tens of milliseconds by design: not on the event loop.
-        matches = await asyncio.to_thread(_verify, password_hash, password)
-        if found is None or not matches:
-            raise AuthError("unauthorized", BAD_LOGIN)
-        user = found[0]
-        if user.disabled:
-            raise AuthError(
-                "unauthorized", f"account {username!r} is disabled; ask an administrator"
-            )
-        if _hasher.check_needs_rehash(password_hash):
-            new_hash = await asyncio.to_thread(_hasher.hash, password)
-            await accounts.update_password_hash(conn, username, new_hash)
-        token = secrets.token_urlsafe(TOKEN_BYTES)
-        expires_at = await accounts.insert_token(conn, token_digest(token), username, ttl_s)
+        stored, known = await logins.select_limits(conn, username, address, KNOWN_ADDRESS_S)
+        if known:
+            stored = [limit for limit in stored if limit.kind == "account"]
+        limited = [_limited(limit) for limit in stored]
+        for limit, limit_refusal in zip(stored, limited, strict=True):
+            if limit_refusal is not None:
+                guard.remember(limit, limit_refusal)
+        refusal = _worst(limited)
+        if refusal is None:
+            outcome = await _verify_and_issue(conn, guard, keys, password, ttl_s)
+        elif refusal.locked:
+            outcome = refusal
+        else:
+            # Unchecked, but a try all the same: hammering on brings the lock.
+            outcome = _worst(await _count_failure(conn, guard, keys)) or refusal
+    if isinstance(outcome, AuthError):
+        raise outcome
+    return outcome
+
+
+async def _verify_and_issue(
+    conn: AsyncConnection[Any], guard: SignInGuard, keys: list[Key], password: str, ttl_s: int
+) -> AuthError | Login:
+    """The login for the right password of an enabled account, else the refusal."""
+    username = keys[0][1]
+    found = await accounts.select_password_hash(conn, username)
+    password_hash = found[1] if found is not None else _dummy_hash()
+    # argon2 takes tens of milliseconds by design: not on the event loop.
+    matches = await asyncio.to_thread(_verify, password_hash, password)
+    if found is None or not matches:
+        await _count_failure(conn, guard, keys)
+        return AuthError("unauthorized", BAD_LOGIN)
+    user = found[0]
+    if user.disabled:
+        return AuthError("unauthorized", f"account {username!r} is disabled; ask an administrator")
+    await logins.clear_failures(conn, "account", username)
+    await logins.record_sign_in(conn, username, keys[1][1], KNOWN_ADDRESS_S)
+    if _hasher.check_needs_rehash(password_hash):
+        new_hash = await asyncio.to_thread(_hasher.hash, password)
+        await accounts.update_password_hash(conn, username, new_hash)
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    expires_at = await accounts.insert_token(conn, token_digest(token), username, ttl_s)
     return Login(token, expires_at, principal_of(user))
 
 
@@ -294,8 +503,37 @@ async def list_users(source: PoolOrConnection) -> list[UserRow]:
         return await accounts.select_users(conn)
 
 
-async def disable_user(source: PoolOrConnection, username: str) -> None:
-    """Disable an account and revoke its tokens; AuthError not_found if there is none."""
-    async with _connection(source) as conn:
+async def disable_user(source: PoolOrConnection, username: str, *, actor: str = "admin") -> None:
+    """Disable an account and revoke its tokens, audited; AuthError not_found if none."""
+    async with _connection(source) as conn, conn.transaction():
         if not await accounts.set_disabled(conn, username, disabled=True):
             raise AuthError("not_found", f"there is no account {username!r}", "username")
+        await logins.insert_account_audit(
+            conn, actor=actor, action="disabled", username=username, address=None
+        )
+
+
+async def unlock_user(
+    source: PoolOrConnection,
+    username: str,
+    *,
+    actor: str = "admin",
+    guard: SignInGuard | None = None,
+) -> bool:
+    """Lift an account's sign-in lock and backoff, audited; whether it was locked.
+
+    AuthError not_found when there is no such account.
+    """
+    async with _connection(source) as conn:
+        was_locked = await logins.unlock_account(conn, username, actor)
+    if was_locked is None:
+        raise AuthError("not_found", f"there is no account {username!r}", "username")
+    if guard is not None:
+        guard.forget(username)
+    return was_locked
+
+
+async def account_locks(source: PoolOrConnection) -> dict[str, datetime]:
+    """Account names locked now, and until when."""
+    async with _connection(source) as conn:
+        return await logins.locked_accounts(conn)

@@ -1,6 +1,7 @@
 """One error tree for the hub: every failure it raises on purpose is a HubError."""
 
 import asyncio
+from datetime import datetime
 
 
 class HubError(Exception):
@@ -62,6 +63,17 @@ class AuthError(HubError):
         super().__init__(message)
         self.code = code
         self.field = field
+
+
+class SignInLimitError(AuthError):
+    """Too many failed sign-ins for the account or the client address: no check until
+    `until` (`retry_after_s` from now); `locked` when it is a lock, not a backoff."""
+
+    def __init__(self, message: str, *, retry_after_s: int, until: datetime, locked: bool) -> None:
+        super().__init__("limited", message)
+        self.retry_after_s = retry_after_s
+        self.until = until
+        self.locked = locked
 
 
 class QueryError(HubError):

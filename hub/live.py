@@ -37,6 +37,7 @@ from hub.errors import StorageError, raise_if_cancelled
 from hub.models import AlertChange, AlertDecision
 from hub.rules import FloodRule
 from hub.settings import Settings
+from hub.storage.accounts import account_channel
 from hub.storage.live import (
     changes_after,
     changes_with_ids,
@@ -137,13 +138,22 @@ class LiveClient:
     """
 
     def __init__(
-        self, facilities: frozenset[str] | None, size: int, *, device_level: bool = False
+        self,
+        facilities: frozenset[str] | None,
+        size: int,
+        *,
+        device_level: bool = False,
+        username: str | None = None,
     ) -> None:
         # None: every facility (an admin).
         self.facilities = facilities
         self.device_level = device_level
         self.size = size
+        self.username = username
         self.lagging = asyncio.Event()
+        # Set when the account's sign-in may have ended (disabled, a token revoked, or the
+        # announcements were missed): the endpoint checks its token again at once.
+        self.recheck = asyncio.Event()
         self._alerts: deque[LiveMessage] = deque()
         self._statuses: deque[LiveMessage] = deque()
         self._waiting = asyncio.Event()
@@ -204,6 +214,7 @@ class LiveFeed:
         self._settings = settings
         self._pool = pool
         self._channel = live_channel(settings.database_schema)
+        self._account_channel = account_channel(settings.database_schema)
         self._subscribers: set[Subscription] = set()
         self._clients: set[LiveClient] = set()
         # Change ids skipped over while their transaction was still open, and until when
@@ -228,10 +239,15 @@ class LiveFeed:
 
     @contextlib.contextmanager
     def connect(
-        self, facilities: frozenset[str] | None, queue_size: int, *, device_level: bool = False
+        self,
+        facilities: frozenset[str] | None,
+        queue_size: int,
+        *,
+        device_level: bool = False,
+        username: str | None = None,
     ) -> Iterator[LiveClient]:
         """A websocket client's LiveClient for the duration of a `with` block."""
-        client = LiveClient(facilities, queue_size, device_level=device_level)
+        client = LiveClient(facilities, queue_size, device_level=device_level, username=username)
         self._clients.add(client)
         try:
             yield client
@@ -252,6 +268,12 @@ class LiveFeed:
     def last_change_id(self) -> int | None:
         """The newest change handed out so far (None before the first connection)."""
         return self._last_id
+
+    def recheck(self, username: str | None) -> None:
+        """Have the websockets of `username` (of everyone: None) check their tokens now."""
+        for client in list(self._clients):
+            if username is None or client.username == username:
+                client.recheck.set()
 
     def alert_changed(self, change: AlertChange) -> None:
         """Nothing to do: committed changes reach every process's screens through NOTIFY."""
@@ -300,6 +322,9 @@ class LiveFeed:
         conn = await connect(self._settings)
         async with conn:
             await listen(conn, self._channel)
+            await listen(conn, self._account_channel)
+            # An account disabled while this process was not listening went unheard.
+            self.recheck(None)
             if self._last_id is None:
                 self._last_id = await last_change_id(conn)
             await self._catch_up(conn)
@@ -307,8 +332,9 @@ class LiveFeed:
             while True:
                 # The generator holds the connection: leave it at the first notification
                 # (or after a quiet second, as a safety net), then read what is new.
-                async for _notify in conn.notifies(timeout=NOTIFY_WAIT_S, stop_after=1):
-                    pass
+                async for notify in conn.notifies(timeout=NOTIFY_WAIT_S, stop_after=1):
+                    if notify.channel == self._account_channel:
+                        self.recheck(notify.payload)
                 await self._catch_up(conn)
 
     async def _catch_up(self, conn: AsyncConnection[Any]) -> None:

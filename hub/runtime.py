@@ -14,6 +14,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from hub.alerts import AlertStore
+from hub.auth import SignInGuard
 from hub.clock import Clock, SystemClock
 from hub.ingest import Ingest
 from hub.live import LiveFeed
@@ -57,6 +58,8 @@ class Hub:
     status: StatusWatcher
     # Device replies, the live feed and webhooks, behind one dispatcher.
     outbound: Dispatcher
+    # Locks of sign-in already seen by this process (the counts are in the database).
+    sign_in: SignInGuard = field(default_factory=SignInGuard)
     # The stages' tasks, owned by run_hub's TaskGroup.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from hub.api import alerts, auth, config, devices, facilities, intake, kpis, rules, webhooks
+from hub.api import (
+    access,
+    alerts,
+    auth,
+    config,
+    devices,
+    facilities,
+    intake,
+    kpis,
+    rules,
+    webhooks,
+)
 from hub.api.errors import install_error_handlers
 
 PREFIX = "/api/v1"
@@ -15,6 +26,17 @@ __all__ = ["PREFIX", "api_router", "install_error_handlers"]
 def api_router() -> APIRouter:
     """Every v1 route, under /api/v1."""
     router = APIRouter(prefix=PREFIX)
-    for module in (auth, facilities, devices, alerts, kpis, rules, webhooks, intake, config):
+    for module in (
+        auth,
+        facilities,
+        devices,
+        alerts,
+        kpis,
+        rules,
+        webhooks,
+        intake,
+        access,
+        config,
+    ):
         router.include_router(module.router)
     return router

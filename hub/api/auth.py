@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from hub.api.deps import HubDep, PrincipalDep, TokenDep
-from hub.api.errors import BAD_REQUEST, ERROR_RESPONSES, ErrorBody
+from hub.api.errors import BAD_REQUEST, ERROR_RESPONSES, TOO_MANY_SIGN_INS, ErrorBody
 from hub.api.models import LoginIn, LoginOut, Me
 from hub.auth import login, revoke
 
@@ -19,12 +19,27 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     response_model=LoginOut,
     summary="Sign in",
     description="Check a name and password; answer a bearer token that expires after "
-    "CAREHUB_TOKEN_TTL_S. A wrong name or password gets 401 with the same message.",
-    responses={400: BAD_REQUEST, 401: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    "CAREHUB_TOKEN_TTL_S. A wrong name or password gets 401 with the same message. After "
+    "a few failures in a row for one account name or from one client address, sign-ins "
+    "are refused with 429 and Retry-After: first for a growing backoff, then, after more, "
+    "for a lock (see the README).",
+    responses={
+        400: BAD_REQUEST,
+        401: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+        429: TOO_MANY_SIGN_INS,
+    },
 )
-async def post_login(body: LoginIn, hub: HubDep) -> dict[str, Any]:
+async def post_login(body: LoginIn, hub: HubDep, request: Request) -> dict[str, Any]:
     """Sign in."""
-    signed_in = await login(hub.pool, body.username, body.password, hub.settings.token_ttl_s)
+    signed_in = await login(
+        hub.pool,
+        body.username,
+        body.password,
+        hub.settings.token_ttl_s,
+        address=request.client.host if request.client is not None else None,
+        guard=hub.sign_in,
+    )
     return {
         "token": signed_in.token,
         "expires_at": signed_in.expires_at,

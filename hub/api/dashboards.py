@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 
 import hub
 from hub.api.deps import HubDep
+from hub.api.security import page_policy
 from hub.settings import Settings
 
 router = APIRouter(tags=["dashboards"], include_in_schema=False)
@@ -20,12 +21,6 @@ REPO_DIST = Path(hub.__file__).resolve().parent.parent / "dashboards" / "dist"
 # themselves are looked at again on every load, so a new build shows at once.
 ASSET_CACHE = "public, max-age=31536000, immutable"
 PAGE_CACHE = "no-cache"
-# The pages load nothing from elsewhere but map tiles (any host the operator configures).
-PAGE_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob: http: https:; connect-src 'self' ws: wss:; "
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
 NOT_BUILT = (
     "The carehub dashboards are not built. Run `make setup` in the carehub checkout "
     "(it runs `npm ci` and `npm run build` in dashboards/), or set CAREHUB_DASHBOARD_DIR "
@@ -46,7 +41,11 @@ def _page(settings: Settings, relative: str) -> Response:
     return FileResponse(
         page,
         media_type="text/html; charset=utf-8",
-        headers={"Cache-Control": PAGE_CACHE, "Content-Security-Policy": PAGE_POLICY},
+        headers={
+            "Cache-Control": PAGE_CACHE,
+            # Own origin only, and the map tile server when one is configured.
+            "Content-Security-Policy": page_policy(settings.tile_url),
+        },
     )
 
 

@@ -75,6 +75,7 @@ _WORDS: dict[str, str] = {
     "kpis": "read KPIs",
     "configure": "configure rules or webhooks",
     "registry": "see pending devices or dead letters",
+    "audit": "read the access log",
 }
 
 Reader = Annotated[Principal, Depends(require("read"))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from hub.api.common import (
     AfterId,
@@ -23,7 +23,7 @@ from hub.api.errors import ERROR_RESPONSES, error_responses, not_found
 from hub.api.models import Bucket, DeviceList, Readings
 from hub.auth import Principal
 from hub.errors import ApiError
-from hub.storage import api_queries
+from hub.storage import accounts, api_queries
 from hub.storage.api_queries import BUCKET_SECONDS
 from hub.wire import Device, DeviceType, device_json
 
@@ -64,11 +64,24 @@ async def list_devices(
     return page(rows, limit, "text", lambda row: row["id"], device_json)
 
 
-async def _visible_device(hub: Any, principal: Principal, device_id: str) -> dict[str, Any]:
+async def _visible_device(
+    hub: Any, principal: Principal, device_id: str, request: Request
+) -> dict[str, Any]:
+    """The device, when the caller sees its facility; a regulator's read is logged."""
     async with connection(hub) as conn:
         row = await api_queries.get_device(conn, device_id)
-    if row is None or not principal.sees_facility(row["facility_id"], row["district"]):
-        raise not_found(f"device {device_id!r}")
+        if row is None or not principal.sees_facility(row["facility_id"], row["district"]):
+            raise not_found(f"device {device_id!r}")
+        if principal.role == "regulator":
+            # A device, or its readings, is detail of its facility (SPEC §7, PIPL): in the
+            # same transaction as the read, so there is no read without its log row.
+            await accounts.log_access(
+                conn,
+                username=principal.username,
+                role=principal.role,
+                route=f"{request.method} {request.url.path}",
+                facility_id=row["facility_id"],
+            )
     return row
 
 
@@ -76,11 +89,14 @@ async def _visible_device(hub: Any, principal: Principal, device_id: str) -> dic
     "/devices/{device_id}",
     response_model=Device,
     summary="One device",
-    description="A device and its latest state.",
+    description="A device and its latest state. A regulator's read is written to "
+    "access_log (SPEC §7, PIPL).",
 )
-async def get_device(device_id: DeviceId, hub: HubDep, principal: Reader) -> dict[str, Any]:
+async def get_device(
+    device_id: DeviceId, hub: HubDep, principal: Reader, request: Request
+) -> dict[str, Any]:
     """One device."""
-    return device_json(await _visible_device(hub, principal, device_id))
+    return device_json(await _visible_device(hub, principal, device_id, request))
 
 
 @router.get(
@@ -89,7 +105,8 @@ async def get_device(device_id: DeviceId, hub: HubDep, principal: Reader) -> dic
     summary="A device's telemetry history",
     description="Telemetry per bucket (1m, 5m, 1h, 1d; aligned to UTC) in [from, to); "
     "from/to default to the last 24 hours. At most 100,000 points. 5 minutes of an "
-    "occupancy counter read the occupancy_5m aggregate (staff_avg and n are null there).",
+    "occupancy counter read the occupancy_5m aggregate (staff_avg and n are null there). "
+    "A regulator's read is written to access_log (SPEC §7, PIPL).",
     responses=error_responses("from not before to, or too many buckets"),
 )
 async def get_readings(
@@ -99,9 +116,11 @@ async def get_readings(
     start: From = None,
     end: To = None,
     bucket: Bucket = "5m",
+    *,
+    request: Request,
 ) -> dict[str, Any]:
     """A device's history."""
-    device = await _visible_device(hub, principal, device_id)
+    device = await _visible_device(hub, principal, device_id, request)
     start, end = period(
         start, end, now=datetime.now(UTC), default=DEFAULT_HISTORY, words="24 hours"
     )

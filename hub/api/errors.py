@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -23,6 +24,7 @@ from hub.errors import (
     NotifyError,
     QueryError,
     RuleError,
+    SignInLimitError,
     StorageError,
 )
 
@@ -38,6 +40,7 @@ CODES = {
     413: "bad_request",
     415: "bad_request",
     422: "bad_request",
+    429: "too_many_requests",
     500: "internal",
     503: "unavailable",
 }
@@ -57,6 +60,28 @@ class ErrorBody(BaseModel):
     error: str
     message: str
     field: str | None = None
+
+
+class LimitedBody(ErrorBody):
+    """A refused sign-in: too many failures for the account or the address; when to retry."""
+
+    retry_after_s: int
+    retry_at: datetime
+
+
+# POST /auth/login while the account name or the client address has failed too often.
+TOO_MANY_SIGN_INS: dict[str, Any] = {
+    "model": LimitedBody,
+    "description": "too many failed sign-ins for this account or client address: nothing "
+    "is checked, not even the right password, until `retry_at` (a backoff that grows with "
+    "each failure, then a lock that an administrator can lift)",
+    "headers": {
+        "Retry-After": {
+            "description": "seconds until a sign-in is checked again",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
 
 
 def not_found(what: str) -> ApiError:
@@ -168,6 +193,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _query_error(_request: Request, exc: QueryError) -> JSONResponse:
         field = "query.cursor" if isinstance(exc, CursorError) else None
         return error_response(_STATUS_OF_CODE.get(exc.code, 400), str(exc), field)
+
+    @app.exception_handler(SignInLimitError)
+    async def _sign_in_limited(_request: Request, exc: SignInLimitError) -> JSONResponse:
+        body = LimitedBody(
+            error=CODES[429],
+            message=str(exc),
+            retry_after_s=exc.retry_after_s,
+            retry_at=exc.until,
+        )
+        return JSONResponse(
+            body.model_dump(mode="json", exclude={"field"}),
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
 
     @app.exception_handler(AuthError)
     async def _auth_error(_request: Request, exc: AuthError) -> JSONResponse:

@@ -52,7 +52,8 @@ CLOSE_TRY_AGAIN = 1013
 # The last words to a lagging or revoked client may wait this long for its socket to
 # drain; a client that reads nothing at all is left to TCP after that.
 FAREWELL_S = 10.0
-# A token revoked or expired mid-connection is noticed within this long.
+# A token that expires mid-connection is noticed within this long. A disabled account or
+# a revoked token is announced (hub/live.py) and noticed at once; this is the safety net.
 TOKEN_RECHECK_S = 60.0
 # A change id is a bigint; anything else in `since` is not one of ours.
 _SINCE = re.compile(r"^[0-9]{1,18}$")
@@ -92,7 +93,10 @@ async def live(websocket: WebSocket, send: Send) -> None:
     # Device-level deltas are for the screens of one facility, not a district's.
     device_level = principal.role in ("manager", "staff")
     with hub.live.connect(
-        scope, hub.settings.live_client_queue, device_level=device_level
+        scope,
+        hub.settings.live_client_queue,
+        device_level=device_level,
+        username=principal.username,
     ) as client:
         try:
             floor = await _start(websocket, hub, principal, scope, since)
@@ -243,7 +247,7 @@ async def _serve(
     writer = asyncio.create_task(_write(send, client, floor))
     reader = asyncio.create_task(_read(websocket))
     lagging = asyncio.create_task(client.lagging.wait())
-    revoked = asyncio.create_task(_token_lapses(hub, token))
+    revoked = asyncio.create_task(_token_lapses(hub, token, client))
     tasks = (writer, reader, lagging, revoked)
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -301,10 +305,14 @@ async def _read(websocket: WebSocket) -> None:
             return
 
 
-async def _token_lapses(hub: Hub, token: str) -> None:
-    """Return once the token is no longer good (a database outage is not that)."""
+async def _token_lapses(hub: Hub, token: str, client: LiveClient) -> None:
+    """Return once the token is no longer good (a database outage is not that): checked
+    every TOKEN_RECHECK_S, and at once when the feed says the account's sign-in ended."""
     while True:
-        await asyncio.sleep(TOKEN_RECHECK_S)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TOKEN_RECHECK_S):
+                await client.recheck.wait()
+        client.recheck.clear()
         try:
             if await principal_for_token(hub.pool, token) is None:
                 return

@@ -237,6 +237,21 @@ class PendingList(Page[PendingDevice]):
     """A page of pending devices."""
 
 
+class AccessLogEntry(BaseModel):
+    """One read of a facility's detail by a regulator (SPEC §7): who, when, what."""
+
+    id: str
+    at: datetime
+    username: str
+    role: str
+    route: str = Field(description="the method and path read, e.g. GET /api/v1/facilities/f-1")
+    facility_id: str
+
+
+class AccessLogList(Page[AccessLogEntry]):
+    """A page of the access log, newest first."""
+
+
 class DeadLetter(BaseModel):
     """A refused message and why (its payload as text, at most 16 KiB)."""
 

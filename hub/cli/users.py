@@ -1,4 +1,4 @@
-"""`carehub users add|list|disable`: the accounts that sign in to the API and dashboards."""
+"""`carehub users add|list|disable|unlock`: the accounts that sign in to the API and dashboards."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import argparse
 import getpass
 import sys
 
-from hub.auth import PASSWORD_MIN, ROLES, add_user, disable_user, list_users
+from hub.auth import (
+    PASSWORD_MIN,
+    ROLES,
+    account_locks,
+    add_user,
+    disable_user,
+    list_users,
+    unlock_user,
+)
 from hub.cli.commands import Subcommands, add_actions, print_table, refuse, run_on_database
 from hub.errors import AuthError
 from hub.settings import Settings
@@ -48,8 +56,17 @@ def _cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _actor() -> str:
+    """Who runs this command, for the account audit."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
 def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
     users = run_on_database(settings, list_users)
+    locks = run_on_database(settings, account_locks)
     print_table(
         ("username", "role", "scope", "display name", "state", "created"),
         [
@@ -58,7 +75,11 @@ def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
                 user.role,
                 user.facility_id or user.district or "-",
                 user.display_name,
-                "disabled" if user.disabled else "active",
+                "disabled"
+                if user.disabled
+                else f"locked until {locks[user.username]:%Y-%m-%d %H:%M%z}"
+                if user.username in locks
+                else "active",
                 f"{user.created_at:%Y-%m-%d %H:%M%z}",
             )
             for user in users
@@ -70,10 +91,24 @@ def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _cmd_users_disable(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        run_on_database(settings, lambda conn: disable_user(conn, args.name))
+        run_on_database(settings, lambda conn: disable_user(conn, args.name, actor=_actor()))
     except AuthError as exc:
         return refuse(exc)
     print(f"account {args.name} disabled; its tokens are revoked")
+    return 0
+
+
+def _cmd_users_unlock(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        was_locked = run_on_database(
+            settings, lambda conn: unlock_user(conn, args.name, actor=_actor())
+        )
+    except AuthError as exc:
+        return refuse(exc)
+    if was_locked:
+        print(f"account {args.name} unlocked; its failed sign-ins are forgotten")
+    else:
+        print(f"account {args.name} was not locked; its failed sign-ins are forgotten")
     return 0
 
 
@@ -97,3 +132,8 @@ def add_user_commands(sub: Subcommands) -> None:
     disable = actions.add_parser("disable", help="disable an account and revoke its tokens")
     disable.add_argument("name")
     disable.set_defaults(handler=_cmd_users_disable)
+    unlock = actions.add_parser(
+        "unlock", help="lift the lock that failed sign-ins put on an account (audited)"
+    )
+    unlock.add_argument("name")
+    unlock.set_defaults(handler=_cmd_users_unlock)

@@ -17,6 +17,11 @@ from hub.storage.registry import facility_exists
 # Principal.scope_params(); one definition, so every list agrees on what a caller sees.
 SCOPE_SQL = "(%(scope_all)s OR f.district = %(scope_district)s OR f.id = %(scope_facility)s)"
 
+# The NOTIFY that a sign-in ended (an account disabled, a token revoked), with the account
+# name as payload: every hub process's live feed rechecks that account's websockets at
+# once. Named by the schema in force (search_path), as hub/storage/live.py names its own.
+_ACCOUNT_NOTIFY = "SELECT pg_notify(left('carehub_accounts_' || current_schema(), 63), %s)"
+
 _USER_COLUMNS = "username, display_name, role, facility_id, district, disabled, created_at"
 
 
@@ -93,8 +98,14 @@ async def update_password_hash(conn: AsyncConnection[Any], username: str, new_ha
     )
 
 
+def account_channel(schema: str) -> str:
+    """The NOTIFY channel on which this schema's ended sign-ins are announced."""
+    return f"carehub_accounts_{schema}"[:63]
+
+
 async def set_disabled(conn: AsyncConnection[Any], username: str, disabled: bool) -> bool:
-    """Disable or enable an account and, when disabling, revoke its tokens; False if unknown."""
+    """Disable or enable an account and, when disabling, revoke its tokens and tell every
+    hub process (its websockets close); False if unknown."""
     async with conn.transaction():
         cur = await conn.execute(
             "UPDATE users SET disabled = %s WHERE username = %s RETURNING 1", (disabled, username)
@@ -106,6 +117,7 @@ async def set_disabled(conn: AsyncConnection[Any], username: str, disabled: bool
                 " WHERE username = %s AND revoked_at IS NULL",
                 (username,),
             )
+            await conn.execute(_ACCOUNT_NOTIFY, (username,))
     return found
 
 
@@ -143,13 +155,40 @@ async def select_token_user(conn: AsyncConnection[Any], token_sha256: str) -> Us
 
 
 async def revoke_token(conn: AsyncConnection[Any], token_sha256: str) -> bool:
-    """Revoke one token; False when it was not live."""
-    cur = await conn.execute(
-        "UPDATE api_tokens SET revoked_at = now()"
-        " WHERE token_sha256 = %s AND revoked_at IS NULL RETURNING 1",
-        (token_sha256,),
-    )
-    return await cur.fetchone() is not None
+    """Revoke one token and tell every hub process (its websockets close); False when it
+    was not live."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE api_tokens SET revoked_at = now()"
+            " WHERE token_sha256 = %s AND revoked_at IS NULL RETURNING username",
+            (token_sha256,),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            await conn.execute(_ACCOUNT_NOTIFY, (row[0],))
+    return row is not None
+
+
+async def select_access_log(
+    conn: AsyncConnection[Any],
+    *,
+    facility_id: str | None,
+    username: str | None,
+    before: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Access log rows, newest first, below id `before`, of one facility or user if given;
+    `limit` + 1 rows, so the caller can tell whether there are more."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT id, at, username, role, route, facility_id FROM access_log"
+            " WHERE (%(facility)s::text IS NULL OR facility_id = %(facility)s::text)"
+            " AND (%(username)s::text IS NULL OR username = %(username)s::text)"
+            " AND (%(before)s::bigint IS NULL OR id < %(before)s::bigint)"
+            " ORDER BY id DESC LIMIT %(limit)s",
+            {"facility": facility_id, "username": username, "before": before, "limit": limit + 1},
+        )
+        return list(await cur.fetchall())
 
 
 async def log_access(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from playwright.async_api import Page, WebSocket
+from playwright.async_api import ConsoleMessage, Page, WebSocket
 
 # Installed before the page's own scripts run. The tone is WebAudio oscillators (see
 # dashboards/src/console/sound.ts): each one started is a note heard. Every WebSocket the
@@ -71,3 +71,15 @@ class PageWatch:
                 .filter((s) => s.url.includes({LIVE_PATH!r}) && s.readyState <= 1)
                 .forEach((s) => s.close({CLOSE_GAVE_UP}))"""
         )
+
+
+def policy_refusals(page: Page) -> list[str]:
+    """Every Content-Security-Policy refusal `page` reports from now on, as it comes."""
+    refused: list[str] = []
+
+    def seen(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            refused.append(message.text)
+
+    page.on("console", seen)
+    return refused

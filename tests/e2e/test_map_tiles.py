@@ -11,6 +11,7 @@ from playwright.async_api import Browser, Route, expect
 from hub.auth import add_user
 from hub.settings import Settings
 from tests.e2e.conftest import SCREEN, serve, sign_in
+from tests.e2e.page_watch import policy_refusals
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt, pytest.mark.db]
 
@@ -34,6 +35,7 @@ async def test_tiles_are_drawn_under_the_map_when_a_tile_url_is_set(
     async with serve(migrated.model_copy(update={"tile_url": TILES})) as site:
         await add_user(site.hub.pool, "regulator", "regulator", "tiles pass 1", district="鹿城区")
         page = await browser.new_page(viewport=SCREEN)
+        refused = policy_refusals(page)
         await page.route("http://tiles.test/**", tile)
         await sign_in(page, f"{site.base}/", "regulator", "tiles pass 1")
         await expect(page.get_by_test_id("map-facility")).to_have_count(2)
@@ -41,3 +43,5 @@ async def test_tiles_are_drawn_under_the_map_when_a_tile_url_is_set(
         assert requested, "no tile was requested"
         assert all(url.startswith("http://tiles.test/") for url in requested)
         await expect(page.get_by_test_id("map")).not_to_have_class(re.compile(r"\buntiled\b"))
+        # The page policy admits the tile server, and everything else the page needs.
+        assert refused == []

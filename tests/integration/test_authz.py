@@ -121,6 +121,7 @@ ROUTES: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/api/v1/pending-devices"): Case(ADMIN_ONLY),
     ("GET", "/api/v1/dead-letters"): Case(ADMIN_ONLY),
+    ("GET", "/api/v1/access-log"): Case(ADMIN_ONLY),
 }
 
 

@@ -7,7 +7,8 @@ messages from registered devices. Every example checks, against SPEC §3 and §8
 
 - each valid message is stored exactly once (published twice at times, as a redelivery);
 - each hostile message on a subscribed topic has one dead-letter row with its reason code,
-  and, when its topic names a device, one `rejected` reply with the same code;
+  and, when its topic has facility and device levels one can publish under (ids or not),
+  one `rejected` reply with the same code;
 - hostile messages on topics the hub does not subscribe to leave no trace;
 - the hub is still up: one MQTT connection all along, nothing spooled, every stage running.
 """
@@ -32,7 +33,7 @@ from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
 from bench.mqtt import connect_packet, puback_packet, publish_packet
-from devices import CATALOGUE, MAX_PAYLOAD_BYTES
+from devices import CATALOGUE, MAX_PAYLOAD_BYTES, topics
 from hub.models import Event, Rejection
 from hub.runtime import Hub
 from hub.settings import Settings
@@ -104,9 +105,9 @@ class Hostile:
 
     @property
     def replied(self) -> bool:
-        """True when the hub can tell the device: the topic names a facility and a device."""
-        levels = self.levels
-        return self.subscribed and bool(ID.fullmatch(levels[1]) and ID.fullmatch(levels[2]))
+        """True when the hub can tell the sender: the topic has a facility and a device
+        level it can publish `rejected` under, ids or not (SPEC §3 `bad_topic`)."""
+        return self.subscribed and topics.rejection_topic(f"r/{self.tail}", "r") is not None
 
     @property
     def expected(self) -> frozenset[str]:
@@ -926,3 +927,66 @@ async def test_dead_letter_with_nul_in_its_topic_is_stored_in_the_same_batch(
     assert (result.events, result.dead_letters, result.refused) == (1, 1, [])
     rows = await _rows(db, "SELECT reason, topic, payload_size FROM dead_letters")
     assert rows == [("bad_topic", topic.replace("\u0000", "\ufffd"), 2)]
+
+
+# Topics whose facility or device level breaks the id rule, and whether the sender can be
+# answered on `rejected` beside them (devices/topics.py rejection_topic).
+MALFORMED_IDS: list[tuple[str, str, bool]] = [
+    ("F1", "FS!1", True),
+    ("设施", "eb-1", True),
+    (FACILITY, "x" * 65, True),
+    (FACILITY, "a b", True),
+    (FACILITY, "f.sun\u200b", True),
+    ("🙂", "🙂", True),
+    (FACILITY, "x" * 257, False),
+    (FACILITY, "bad\ufffd", False),
+    (FACILITY, "", False),
+    ("", "eb-1", False),
+]
+
+
+async def test_malformed_ids_are_answered_bad_topic_on_their_own_rejected_topic(
+    running_hub: Hub, db: DB
+) -> None:
+    """A message whose ids are malformed is refused as bad_topic and answered once on the
+    `rejected` of the topic as written, when that is a topic one can publish to."""
+    root = running_hub.settings.topic_root
+    heard: list[tuple[str, dict[str, Any]]] = []
+    async with raw_client(running_hub.settings, "listener") as listener:
+        await listener.subscribe(f"{root}/v1/+/+/rejected", qos=1)
+
+        async def listen() -> None:
+            async for message in listener.messages:
+                heard.append((str(message.topic), json.loads(message.payload)))
+
+        async with background_task(listen()), raw_client(running_hub.settings) as device:
+            for facility, device_id, _ in MALFORMED_IDS:
+                for channel in ("telemetry", "event", "status"):
+                    body = json.dumps({"ts": now_ts(), "seq": 1, "battery": 80}).encode()
+                    await device.publish(f"{root}/v1/{facility}/{device_id}/{channel}", body, qos=1)
+            answered = [entry for entry in MALFORMED_IDS if entry[2]]
+
+            async def all_dead_lettered() -> bool:
+                rows = await _rows(db, "SELECT count(*) FROM dead_letters")
+                return bool(rows[0][0] == 3 * len(MALFORMED_IDS))
+
+            await wait_for(all_dead_lettered, timeout=SETTLE_S)
+            await wait_for(lambda: len(heard) >= 3 * len(answered), timeout=SETTLE_S)
+            # Whatever else was coming would have come by now.
+            await asyncio.sleep(1.0)
+
+    assert len(heard) == 3 * len(answered)
+    for facility, device_id, _ in answered:
+        replies = [
+            body for topic, body in heard if topic == f"{root}/v1/{facility}/{device_id}/rejected"
+        ]
+        # One answer per message, on its own topic: no more (replies are not amplified).
+        assert sorted((body["reason"], body["topic"].rsplit("/", 1)[1]) for body in replies) == [
+            ("bad_topic", "event"),
+            ("bad_topic", "status"),
+            ("bad_topic", "telemetry"),
+        ], (facility, device_id)
+        assert all("must match" in body["detail"] for body in replies)
+    reasons = await _rows(db, "SELECT DISTINCT reason FROM dead_letters")
+    assert reasons == [("bad_topic",)]
+    _assert_hub_alive(running_hub)

@@ -92,12 +92,35 @@ def test_provisional_and_test_calls_are_received_without_an_alert_id() -> None:
         ("carehub/v1/lc-001/eb-1/event", "carehub/v1/lc-001/eb-1/rejected"),
         ("carehub/v1/lc-001/eb-1/firmware", "carehub/v1/lc-001/eb-1/rejected"),
         ("carehub/v1/lc-001/eb-1/event/extra", "carehub/v1/lc-001/eb-1/rejected"),
-        ("carehub/v1/bad facility/eb-1/event", None),
+        # Malformed ids (bad_topic) are answered on the topic as written.
+        ("carehub/v1/bad facility/eb-1/event", "carehub/v1/bad facility/eb-1/rejected"),
+        ("carehub/v1/F1/FS!1/telemetry", "carehub/v1/F1/FS!1/rejected"),
+        ("carehub/v1/设施/🙂/status", "carehub/v1/设施/🙂/rejected"),
+        (
+            "carehub/v1/lc-001/" + "x" * 256 + "/event",
+            "carehub/v1/lc-001/" + "x" * 256 + "/rejected",
+        ),
+        # Not a topic to publish on, or nobody there to hear it.
+        ("carehub/v1/lc-001/" + "x" * 257 + "/event", None),
+        ("carehub/v1/lc+001/eb-1/event", None),
+        ("carehub/v1/lc-001/eb#1/event", None),
+        ("carehub/v1/lc-001/eb-1\u0000/event", None),
+        ("carehub/v1/lc-001/eb-\x1b[31m/event", None),
+        ("carehub/v1/lc-001/eb-\u0085/event", None),
+        ("carehub/v1/lc-001/eb-\ufffd/event", None),
+        ("carehub/v1/lc-001/eb-\uffff/event", None),
+        ("carehub/v1//eb-1/event", None),
+        ("carehub/v1/lc-001//event", None),
+        ("carehub/v1/lc-001", None),
+        ("carehub/v1/", None),
+        ("carehub/v2/lc-001/eb-1/event", None),
+        ("carehubx/v1/lc-001/eb-1/event", None),
         ("other/v1/lc-001/eb-1/event", None),
     ],
 )
 def test_a_rejection_goes_back_to_the_sender(topic: str, target: str | None) -> None:
-    """`rejected` goes to the ids the topic named, and nowhere when they are not ids."""
+    """`rejected` goes to the levels the topic named, ids or not, and nowhere when that is
+    no topic one can publish to."""
     outbox = Outbox()
     replies = DeviceReplies("carehub", outbox.send, Metrics())
     replies.rejected(Rejection(topic, "bad_topic", "channel", NOW, b"", None, None))

@@ -78,7 +78,7 @@ export interface paths {
         put?: never;
         /**
          * Sign in
-         * @description Check a name and password; answer a bearer token that expires after CAREHUB_TOKEN_TTL_S. A wrong name or password gets 401 with the same message.
+         * @description Check a name and password; answer a bearer token that expires after CAREHUB_TOKEN_TTL_S. A wrong name or password gets 401 with the same message. After a few failures in a row for one account name or from one client address, sign-ins are refused with 429 and Retry-After: first for a growing backoff, then, after more, for a lock (see the README).
          */
         post: operations["post_login_api_v1_auth_login_post"];
         delete?: never;
@@ -196,7 +196,7 @@ export interface paths {
         };
         /**
          * One device
-         * @description A device and its latest state.
+         * @description A device and its latest state. A regulator's read is written to access_log (SPEC §7, PIPL).
          */
         get: operations["get_device_api_v1_devices__device_id__get"];
         put?: never;
@@ -216,7 +216,7 @@ export interface paths {
         };
         /**
          * A device's telemetry history
-         * @description Telemetry per bucket (1m, 5m, 1h, 1d; aligned to UTC) in [from, to); from/to default to the last 24 hours. At most 100,000 points. 5 minutes of an occupancy counter read the occupancy_5m aggregate (staff_avg and n are null there).
+         * @description Telemetry per bucket (1m, 5m, 1h, 1d; aligned to UTC) in [from, to); from/to default to the last 24 hours. At most 100,000 points. 5 minutes of an occupancy counter read the occupancy_5m aggregate (staff_avg and n are null there). A regulator's read is written to access_log (SPEC §7, PIPL).
          */
         get: operations["get_readings_api_v1_devices__device_id__readings_get"];
         put?: never;
@@ -515,6 +515,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/access-log": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Regulators' reads of facility detail
+         * @description Who read which facility's detail (the facility, one of its devices or its readings), with which route and when; newest first. Filter by facility and by user. Written in the same transaction as each read (PIPL).
+         */
+        get: operations["list_access_log_api_v1_access_log_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/config": {
         parameters: {
             query?: never;
@@ -539,6 +559,40 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * AccessLogEntry
+         * @description One read of a facility's detail by a regulator (SPEC §7): who, when, what.
+         */
+        AccessLogEntry: {
+            /** Id */
+            id: string;
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
+            /** Username */
+            username: string;
+            /** Role */
+            role: string;
+            /**
+             * Route
+             * @description the method and path read, e.g. GET /api/v1/facilities/f-1
+             */
+            route: string;
+            /** Facility Id */
+            facility_id: string;
+        };
+        /**
+         * AccessLogList
+         * @description A page of the access log, newest first.
+         */
+        AccessLogList: {
+            /** Items */
+            items: components["schemas"]["AccessLogEntry"][];
+            /** Next */
+            next: string | null;
+        };
         /**
          * Alert
          * @description An alert (SPEC §4, §6), as alert_json writes it.
@@ -911,6 +965,25 @@ export interface components {
             present: number;
             /** Staff */
             staff: number;
+        };
+        /**
+         * LimitedBody
+         * @description A refused sign-in: too many failures for the account or the address; when to retry.
+         */
+        LimitedBody: {
+            /** Error */
+            error: string;
+            /** Message */
+            message: string;
+            /** Field */
+            field?: string | null;
+            /** Retry After S */
+            retry_after_s: number;
+            /**
+             * Retry At
+             * Format: date-time
+             */
+            retry_at: string;
         };
         /**
          * LoginIn
@@ -1366,6 +1439,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description too many failed sign-ins for this account or client address: nothing is checked, not even the right password, until `retry_at` (a backoff that grows with each failure, then a lock that an administrator can lift) */
+            429: {
+                headers: {
+                    /** @description seconds until a sign-in is checked again */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitedBody"];
                 };
             };
         };
@@ -2924,6 +3008,80 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DeadLetterList"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the caller's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such object in the caller's scope */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a parameter or the body is invalid (`field`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_access_log_api_v1_access_log_get: {
+        parameters: {
+            query?: {
+                /** @description one facility's reads */
+                facility?: string | null;
+                /** @description one account's reads */
+                user?: string | null;
+                /** @description items per page, 1..500 */
+                limit?: number;
+                /** @description the `next` of the previous page of this list; any other value is a 400 (`field`: query.cursor) */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccessLogList"];
                 };
             };
             /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */

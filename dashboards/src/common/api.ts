@@ -9,6 +9,8 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    // Seconds until the hub takes the request again (429's Retry-After), if it said.
+    readonly retryAfter: number | null = null,
   ) {
     super(message);
   }
@@ -58,7 +60,8 @@ async function send(path: string, init: RequestInit = {}): Promise<Response> {
       forgetToken();
       onUnauthorized();
     }
-    throw new ApiError(response.status, code, message);
+    const retryAfter = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+    throw new ApiError(response.status, code, message, Number.isNaN(retryAfter) ? null : retryAfter);
   }
   return response;
 }

@@ -19,6 +19,9 @@ export function h<K extends keyof HTMLElementTagNameMap>(
       element.className = String(value);
     } else if (name === "text") {
       element.textContent = String(value);
+    } else if (name === "style") {
+      // Through the CSSOM: the page policy (no 'unsafe-inline') refuses style attributes.
+      element.style.cssText = String(value);
     } else {
       element.setAttribute(name, value === true ? "" : String(value));
     }

@@ -134,7 +134,9 @@ function showLogin(main: HTMLElement, done: () => void): void {
         error.textContent =
           exc instanceof ApiError && exc.status === 401
             ? t("login.failed")
-            : t("login.error", { message: errorText(exc) });
+            : exc instanceof ApiError && exc.status === 429 && exc.retryAfter !== null
+              ? t("login.limited", { seconds: exc.retryAfter })
+              : t("login.error", { message: errorText(exc) });
       });
   });
   replace(main, form);

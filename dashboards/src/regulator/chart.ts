@@ -24,7 +24,9 @@ export function drawOccupancy(element: HTMLElement, series: Series[]): () => voi
     animation: false,
     grid: { left: 40, right: 16, top: 30, bottom: 28 },
     legend: { top: 0, textStyle: { color: "#cbd5e1" } },
-    tooltip: { trigger: "axis" },
+    // Drawn on the canvas: an HTML tooltip carries inline style attributes, which the
+    // page's Content-Security-Policy refuses (hub/api/security.py).
+    tooltip: { trigger: "axis", renderMode: "richText" },
     xAxis: { type: "time", min: now - DAY_MS, max: now },
     yAxis: { type: "value", minInterval: 1 },
     series: series.map((one) => ({
