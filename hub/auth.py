@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import math
@@ -81,14 +82,7 @@ ACCOUNT_LIMITS = LimitPolicy(
 )
 # Per client address: a facility's staff may sign in from behind one NAT address, so it
 # takes many more failures (a spray of one password over many names) to slow it down.
-ADDRESS_LIMITS = LimitPolicy(
-    free_failures=50,
-    lock_failures=200,
-    lock_s=15 * 60,
-    backoff_base_s=1.0,
-    backoff_max_s=60.0,
-    forget_s=3600,
-)
+ADDRESS_LIMITS = dataclasses.replace(ACCOUNT_LIMITS, free_failures=50, lock_failures=200)
 # An account that signed in from an address within this long is not held back by that
 # address's limit (only by its own): the staff behind a facility's one NAT address keep
 # signing in while someone on it sprays guesses at other names.

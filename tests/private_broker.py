@@ -15,7 +15,8 @@ import pytest
 START_S = 10.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -28,7 +29,7 @@ def private_mosquitto(directory: Path, *config: str) -> Iterator[str]:
     binary = shutil.which("mosquitto")
     if binary is None:
         pytest.skip("needs Debian's mosquitto on PATH (apt-get install mosquitto)")
-    port = _free_port()
+    port = free_port()
     conf = directory / "mosquitto.conf"
     conf.write_text(
         "\n".join((f"listener {port} 127.0.0.1", "allow_anonymous true", *config)) + "\n"

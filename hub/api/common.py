@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from fastapi import Depends, Path, Query
+from fastapi import Depends, Path, Query, Request
 from psycopg import AsyncConnection
 from pydantic import AwareDatetime, BeforeValidator, StringConstraints, WithJsonSchema
 
@@ -25,7 +25,7 @@ from hub.api.pagination import (
 )
 from hub.auth import Principal
 from hub.errors import ApiError
-from hub.storage import api_queries
+from hub.storage import accounts, api_queries
 
 if TYPE_CHECKING:
     from hub.runtime import Hub
@@ -163,3 +163,19 @@ def period(
 def iso(value: datetime | None) -> str | None:
     """RFC 3339, or None."""
     return value.isoformat() if value is not None else None
+
+
+async def log_regulator_read(
+    conn: AsyncConnection[Any], principal: Principal, request: Request, facility_id: str
+) -> None:
+    """Log a regulator's read of a facility's detail (SPEC §7, PIPL), in the read's own
+    transaction, so that there is no read without its log row. Other roles: nothing."""
+    if principal.role != "regulator":
+        return
+    await accounts.log_access(
+        conn,
+        username=principal.username,
+        role=principal.role,
+        route=f"{request.method} {request.url.path}",
+        facility_id=facility_id,
+    )

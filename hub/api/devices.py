@@ -15,6 +15,7 @@ from hub.api.common import (
     Limit,
     To,
     facility_scope,
+    log_regulator_read,
     page,
     period,
 )
@@ -23,7 +24,7 @@ from hub.api.errors import ERROR_RESPONSES, error_responses, not_found
 from hub.api.models import Bucket, DeviceList, Readings
 from hub.auth import Principal
 from hub.errors import ApiError
-from hub.storage import accounts, api_queries
+from hub.storage import api_queries
 from hub.storage.api_queries import BUCKET_SECONDS
 from hub.wire import Device, DeviceType, device_json
 
@@ -72,16 +73,7 @@ async def _visible_device(
         row = await api_queries.get_device(conn, device_id)
         if row is None or not principal.sees_facility(row["facility_id"], row["district"]):
             raise not_found(f"device {device_id!r}")
-        if principal.role == "regulator":
-            # A device, or its readings, is detail of its facility (SPEC §7, PIPL): in the
-            # same transaction as the read, so there is no read without its log row.
-            await accounts.log_access(
-                conn,
-                username=principal.username,
-                role=principal.role,
-                route=f"{request.method} {request.url.path}",
-                facility_id=row["facility_id"],
-            )
+        await log_regulator_read(conn, principal, request, row["facility_id"])
     return row
 
 

@@ -6,11 +6,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from hub.api.common import AfterId, FacilityId, Limit, page, visible_facility
+from hub.api.common import (
+    AfterId,
+    FacilityId,
+    Limit,
+    log_regulator_read,
+    page,
+    visible_facility,
+)
 from hub.api.deps import HubDep, Reader, connection
 from hub.api.errors import ERROR_RESPONSES, not_found
 from hub.api.models import FacilityDetail, FacilityList
-from hub.storage import accounts, api_queries
+from hub.storage import api_queries
 from hub.storage.status import facility_statuses, zone_status
 from hub.wire import FacilityKind
 
@@ -72,15 +79,7 @@ async def get_facility(
         statuses = await facility_statuses(conn, [row["id"]])
         zones = await zone_status(conn, [row["id"]])
         by_type = await api_queries.devices_by_type(conn, row["id"])
-        if principal.role == "regulator":
-            # In the same transaction as the read: no read without its log row.
-            await accounts.log_access(
-                conn,
-                username=principal.username,
-                role=principal.role,
-                route=f"{request.method} {request.url.path}",
-                facility_id=row["id"],
-            )
+        await log_regulator_read(conn, principal, request, row["id"])
     return {
         **row,
         "status": statuses[row["id"]],

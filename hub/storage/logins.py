@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from hub.errors import StorageError
+from hub.storage.pool import dict_rows
 
 KeyKind = Literal["account", "address"]
 # Quiet rows are pruned a few at a time, beside each new failure: enough to keep up with a
@@ -238,11 +239,11 @@ async def select_account_audit(
     conn: AsyncConnection[Any], *, username: str | None = None, limit: int = 100
 ) -> list[AccountAuditRow]:
     """The newest account audit rows (of one account, if given), newest first."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT id, at, actor, action, username, address, detail FROM account_audit"
-            " WHERE %(username)s::text IS NULL OR username = %(username)s"
-            " ORDER BY id DESC LIMIT %(limit)s",
-            {"username": username, "limit": limit},
-        )
-        return [AccountAuditRow(**row) for row in await cur.fetchall()]
+    found = await dict_rows(
+        conn,
+        "SELECT id, at, actor, action, username, address, detail FROM account_audit"
+        " WHERE %(username)s::text IS NULL OR username = %(username)s"
+        " ORDER BY id DESC LIMIT %(limit)s",
+        {"username": username, "limit": limit},
+    )
+    return [AccountAuditRow(**row) for row in found]

@@ -142,27 +142,25 @@ async def test_simulate_registers_its_district_and_its_devices_are_stored(
 
 def test_simulate_refuses_an_unknown_scenario() -> None:
     """`carehub simulate` exits with 1 and names a scenario it does not know."""
-    result = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "simulate", "--scenario", "meteor", "--no-register"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _carehub({}, "simulate", "--scenario", "meteor", "--no-register")
     assert result.returncode == 1
     assert "unknown scenario meteor" in result.stderr
 
 
-def _doctor(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _carehub(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `carehub ARGS` in a clean environment with these settings; its result."""
     return subprocess.run(
-        [sys.executable, "-m", "hub.cli", "doctor", "--json", *args],
+        [sys.executable, "-m", "hub.cli", *args],
         env=clean_env(**settings_env),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def _doctor(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return _carehub(settings_env, "doctor", "--json", *args)
 
 
 def test_doctor_passes_the_test_services_with_the_site_broker_file(running_hub: Hub) -> None:
@@ -217,13 +215,6 @@ def test_doctor_fails_a_database_role_that_commits_asynchronously(running_hub: H
 
 
 def test_doctor_refuses_a_missing_broker_file() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "doctor", "--mosquitto-conf", "/nonexistent.conf"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _carehub({}, "doctor", "--mosquitto-conf", "/nonexistent.conf")
     assert result.returncode == 2
     assert "no such file: /nonexistent.conf" in result.stderr

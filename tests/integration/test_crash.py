@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import pytest
 from devices import mqtt, topics
 from hub.settings import Settings
 from tests.fix_hub import DB, FACILITY, connect_db, now_ts
+from tests.private_broker import free_port
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
@@ -49,13 +49,6 @@ READY_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 90.0
 # The backlog drains in a few seconds; this long without a new row means it never will.
 STALL_S = 15.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class HubProcess:
@@ -78,7 +71,7 @@ class HubProcess:
         """Start a hub process on the test's broker, database, schema and topic root."""
         assert self._child is None or self._child.poll() is not None
         self.starts += 1
-        self.port = _free_port()
+        self.port = free_port()
         s = self._settings
         env = {key: value for key, value in os.environ.items() if not key.startswith("CAREHUB_")}
         env.update(
