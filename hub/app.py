@@ -70,8 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
         metrics = hub.metrics
         body = {
             "mqtt": hub.mqtt_connected,
-            "database": hub.metrics.database_up,
-            "spool_pending_batches": hub.metrics.spool_pending,
+            "database": metrics.database_up,
+            "spool_pending_batches": metrics.spool_pending,
             # Lost on the broker, not here: reported, not a reason to take the hub out.
             "broker_dropped": {
                 "while_watched": metrics.broker_dropped_seen,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -60,25 +59,19 @@ class Finding:
 def mosquitto_settings(path: Path) -> dict[str, str]:
     """The options of a Mosquitto config file and its include_dir, last one winning."""
     options: dict[str, str] = {}
-    for file in _config_files(path):
-        for raw in file.read_text(encoding="utf-8", errors="replace").splitlines():
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, _, value = line.partition(" ")
-            options[name] = value.strip()
-    return options
-
-
-def _config_files(path: Path) -> Iterable[Path]:
-    yield path
     for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        name, _, value = raw.strip().partition(" ")
-        if name == "include_dir" and value.strip():
-            directory = Path(value.strip())
-            if not directory.is_absolute():
-                directory = path.parent / directory
-            yield from sorted(directory.glob("*.conf"))
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition(" ")
+        value = value.strip()
+        if name == "include_dir" and value:
+            directory = Path(value) if Path(value).is_absolute() else path.parent / value
+            for included in sorted(directory.glob("*.conf")):
+                options.update(mosquitto_settings(included))
+        else:
+            options[name] = value
+    return options
 
 
 def check_mosquitto_conf(options: dict[str, str], rate: int, protocol: int) -> list[Finding]:
