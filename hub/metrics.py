@@ -16,6 +16,8 @@ class Metrics:
     """Counters one hub process keeps about its own work."""
 
     received: int = 0
+    # QoS 1 messages acknowledged to the broker: always after they are stored or spooled.
+    acked: int = 0
     # Messages newly stored, by table (STORED_TABLES), as each batch's result counts them.
     stored: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
@@ -79,6 +81,7 @@ class Metrics:
         ]
         # The plain series, one (name, type, value) each: every one is a TYPE line then its value.
         series: list[tuple[str, str, object]] = [
+            ("carehub_messages_acked_total", "counter", self.acked),
             ("carehub_batches_total", "counter", self.batches),
             ("carehub_batch_failures_total", "counter", self.batch_failures),
             ("carehub_spooled_messages_total", "counter", self.spooled_messages),

@@ -330,21 +330,50 @@ class Pipeline:
             self.rule_params = await load_rule_params(conn)
 
     async def _write_loop(self) -> None:
+        """Write up to `batch_writers` batches at once; ack them in the order received.
+
+        One writer leaves the hub idle while each commit makes its round trips: the next
+        batch waits although its rows are ready. Writes overlap, acks do not: MQTT wants
+        PUBACKs in the order of the PUBLISHes, and a batch is acked only once every batch
+        before it is stored or spooled.
+        """
+        writers = asyncio.Semaphore(max(1, self._settings.batch_writers))
+        in_order: asyncio.Queue[tuple[list[Inbound], asyncio.Task[None]]] = asyncio.Queue()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._ack_loop(in_order), name=f"carehub-{self.lane.name}-ack")
+            while True:
+                batch, work = await self._batches.get()
+                await writers.acquire()
+                task = group.create_task(self._store(batch, work))
+                task.add_done_callback(lambda _: writers.release())
+                await in_order.put(([message for message, _ in batch], task))
+
+    async def _ack_loop(
+        self, in_order: asyncio.Queue[tuple[list[Inbound], asyncio.Task[None]]]
+    ) -> None:
         while True:
-            batch, work = await self._batches.get()
-            items = [decoded for _, decoded in batch]
-            started = time.perf_counter()
-            result = None if self._database.down else await self._write_with_retry(items)
-            failed = await self._settle_alerts(work)
-            if result is None:
-                self._spool_batch([message for message, _ in batch])
-            else:
-                self._account(items, result)
-                self._metrics.last_batch_seconds = time.perf_counter() - started
-                if failed:
-                    # Stored, but their alert is not: the replay raises it (idempotently).
-                    self._spool_batch(failed)
-            self._ingest.ack(message for message, _ in batch)
+            messages, stored = await in_order.get()
+            await stored
+            self._metrics.acked += self._ingest.ack(messages)
+
+    async def _store(
+        self,
+        batch: list[tuple[Inbound, Decoded]],
+        work: list[tuple[Inbound, asyncio.Task[None]]],
+    ) -> None:
+        """Write one batch, or spool it; afterwards it may be acked."""
+        items = [decoded for _, decoded in batch]
+        started = time.perf_counter()
+        result = None if self._database.down else await self._write_with_retry(items)
+        failed = await self._settle_alerts(work)
+        if result is None:
+            self._spool_batch([message for message, _ in batch])
+        else:
+            self._account(items, result)
+            self._metrics.last_batch_seconds = time.perf_counter() - started
+            if failed:
+                # Stored, but their alert is not: the replay raises it (idempotently).
+                self._spool_batch(failed)
 
     async def _write_with_retry(self, items: Sequence[Decoded]) -> BatchResult | None:
         for delay in (*WRITE_RETRIES, None):

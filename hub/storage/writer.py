@@ -66,6 +66,9 @@ INSERT INTO device_state AS d (device_id, last_seen, last_seq, online, battery, 
 SELECT s.device_id, s.last_seen, s.last_seq, s.online, s.battery, s.presence, s.count, s.staff,
        s.rssi, s.state_ts
 FROM stage_state s JOIN devices registered ON registered.id = s.device_id
+-- Batches are written side by side (and the event lane beside telemetry): rows locked in
+-- one order everywhere cannot deadlock.
+ORDER BY s.device_id
 ON CONFLICT (device_id) DO UPDATE SET
     last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen),
     online = COALESCE(EXCLUDED.online, d.online),
