@@ -278,6 +278,8 @@ class Pipeline:
     def _start_rules(self, message: Inbound, event: Event) -> None:
         """Run the event's rule now, beside the batch: a fall never waits for a batch."""
         outcome = decide_event(event, self.rule_params)
+        if isinstance(outcome, AlertDecision):
+            self._metrics.emergency.record("decide", time.time() - message.received_at.timestamp())
         if self._database.down:
             # The batch is spooled and its replay stores the alert; until then the screens
             # and the device hear of it from this process, so an outage silences no call.
@@ -302,8 +304,10 @@ class Pipeline:
         elif isinstance(outcome, Clear):
             await self._alerts.clear(outcome.kind, outcome.device_id, outcome.at)
         elif isinstance(outcome, AlertDecision):
+            started = time.perf_counter()
             try:
                 await self._alerts.raise_alert(outcome)
+                self._metrics.emergency.record("commit", time.perf_counter() - started)
             except HubError:
                 if announce:
                     self._outbound.alert_provisional(outcome)
