@@ -38,8 +38,9 @@ PUBLISH_WORKERS = 4
 # makes three recv calls per message.
 RECV_CHUNK = 64 * 1024
 # Reads one readable event may make before the event loop runs the other stages again:
-# a backlog is taken ~2,000 messages (a few ms of decoding) at a time.
-RECV_CHUNKS_PER_WAKE = 4
+# a backlog is taken ~500 messages (about a millisecond of parsing) at a time, so that an
+# alert's round trips to the database are never held up for long.
+RECV_CHUNKS_PER_WAKE = 1
 _PUBACK = 0x40
 # Mosquitto's count of the PUBLISH messages it dropped for its queue and in-flight limits
 # (max_queued_messages, 1,000 a session by default). Retained, and sent on change.

@@ -45,6 +45,8 @@ REGISTRY_RELOAD_S = 30.0
 # Batches decoded but not yet written; beyond this, ingest waits (and the broker holds
 # the rest, up to our Receive Maximum).
 BATCH_QUEUE = 4
+# Messages decoded between two turns of the event loop while a batch is cut.
+DECODE_YIELD_MESSAGES = 256
 # A failed batch is retried this many times, this far apart, before it is spooled.
 WRITE_RETRIES = (0.1, 0.4)
 SPOOL_REPLAY_S = 1.0
@@ -244,6 +246,10 @@ class Pipeline:
                         break
                 # No coroutine per message: only an unknown device needs to await.
                 batch.append(self._process_now(message) or await self._process(message))
+                if len(batch) % DECODE_YIELD_MESSAGES == 0:
+                    # A backlog is decoded in slices: an alert's transaction, on this same
+                    # event loop, waits at most one slice for each of its round trips.
+                    await asyncio.sleep(0)
             work, self._alert_work = self._alert_work, []
             await self._batches.put((batch, work))
 
