@@ -1,4 +1,4 @@
-"""`carehub bench ingest|latency|live|dashboard`: the benchmarks' parser and dispatch.
+"""`carehub bench ingest|latency|live|dashboard|faults`: the benchmarks' parser and dispatch.
 
 `register` is this package's entry in the `carehub.commands` entry-point group: the hub's
 CLI finds it there and calls it with its subparsers. Each bench is imported only when it
@@ -21,8 +21,9 @@ _OPTIONS = {
     "latency": ("duration_s", "rate", "presses_per_s", "devices"),
     "live": ("clients", "rate", "duration_s", "devices"),
     "dashboard": ("facilities", "loads", "chromium", "keep"),
+    "faults": ("duration_s", "rate", "cut_s", "devices", "connections"),
 }
-_OPTION_NAMES = {"duration_s": "duration", "presses_per_s": "presses"}
+_OPTION_NAMES = {"duration_s": "duration", "presses_per_s": "presses", "cut_s": "cut"}
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,6 +39,10 @@ def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from bench.dashboard import run_dashboard_bench
 
         return run_dashboard_bench(settings, **options)
+    if args.which == "faults":
+        from bench.faults import run_faults_bench
+
+        return run_faults_bench(settings, **options)
     if args.which == "live":
         from bench.live import run_live_bench
 
@@ -57,11 +62,12 @@ def register(sub: Subcommands) -> None:
     bench = sub.add_parser(
         "bench", help="benchmarks that print their figures", argument_default=argparse.SUPPRESS
     )
-    bench.add_argument("which", choices=["ingest", "latency", "live", "dashboard"])
+    bench.add_argument("which", choices=["ingest", "latency", "live", "dashboard", "faults"])
     bench.add_argument(
         "--duration",
         type=float,
-        help="seconds of sustained load (default 60 for ingest, 30 for latency and live)",
+        help="seconds of sustained load (default 60 for ingest, 30 for latency and live, "
+        "240 for faults; --duration 1800 is the soak)",
     )
     bench.add_argument("--devices", type=int)
     bench.add_argument(
@@ -71,6 +77,9 @@ def register(sub: Subcommands) -> None:
         "live: alert changes per second (default 100)",
     )
     bench.add_argument("--presses", type=float, help="latency: button presses per second")
+    bench.add_argument(
+        "--cut", type=float, help="faults: seconds the database is cut off (default 60)"
+    )
     bench.add_argument("--clients", type=int, help="live: websocket clients (default 500)")
     bench.add_argument(
         "--connections", type=int, help="MQTT connections the devices are spread over (default 8)"

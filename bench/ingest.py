@@ -27,7 +27,7 @@ from bench.load import (
     TelemetryLoad,
     bench_fleet,
     close_load,
-    count_readings,
+    drain_readings,
     register_fleet,
     stored_readings,
     telemetry_publishers,
@@ -41,9 +41,6 @@ TARGET_RSS_BYTES = 400 * harness.MB
 # An offered rate of exactly the target cannot be stored faster than offered; a window
 # edge falls inside a batch, so the measured rate jitters by a batch either way.
 RATE_TOLERANCE = 0.01
-# Drain: stop when everything published is stored, or nothing new arrives for this long.
-DRAIN_QUIET_S = 10.0
-DRAIN_TIMEOUT_S = 180.0
 
 
 def run_bench(
@@ -63,22 +60,6 @@ def run_bench(
         raise HubError("--duration, --devices, --rate and --connections must be positive")
     connections = min(connections, devices)
     return asyncio.run(_bench_ingest(settings, duration_s, devices, rate, connections, keep=keep))
-
-
-async def _drain(conn: psycopg.AsyncConnection[Any], published: int) -> tuple[int, float]:
-    """Wait for the hub to store what was published; (rows, seconds waited)."""
-    started = time.monotonic()
-    rows = await count_readings(conn)
-    last_growth = started
-    while rows < published and time.monotonic() - started < DRAIN_TIMEOUT_S:
-        await asyncio.sleep(0.5)
-        now_rows = await count_readings(conn)
-        if now_rows > rows:
-            last_growth = time.monotonic()
-        elif time.monotonic() - last_growth > DRAIN_QUIET_S:
-            break
-        rows = now_rows
-    return rows, time.monotonic() - started
 
 
 async def _bench_ingest(
@@ -152,7 +133,7 @@ async def _load_and_report(
         unconfirmed = sum([await publisher.settle() for publisher in publishers])
     meter.stop()
     load_samples = [s for s in hub.samples if s.at <= time.monotonic()]
-    rows, drain_s = await _drain(conn, load.acked)
+    rows, drain_s = await drain_readings(conn, load.acked)
     sampler.cancel()
     hub.sample()
     await close_load(publishers, readers, load)
