@@ -309,7 +309,7 @@ def _report_hub(
     batches = counters.get("carehub_batches_total", 0.0)
     received = counters.get("carehub_messages_received_total", 0.0)
     print(
-        f"{label + ' counters':<13}received {received:,.0f}, batches {batches:,.0f} "
+        f"{label + ' counters':<12} received {received:,.0f}, batches {batches:,.0f} "
         f"(avg {received / batches if batches else 0:,.0f} msgs), "
         f"rejected {harness.rejected_total(counters):,.0f}, "
         f"spooled {counters.get('carehub_spooled_messages_total', 0.0):,.0f}, "
