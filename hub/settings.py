@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # whichever comes first; short enough that a QoS 1 ack is never held for long.
     batch_max: int = Field(default=2000, ge=1, le=100_000)
     batch_interval_ms: int = Field(default=25, ge=1, le=10_000)
+    # Batches written at once, each on its own connection (acks still go out in order):
+    # with one, the hub sits idle through every commit's round trips.
+    batch_writers: int = Field(default=2, ge=1, le=8)
     # Where batches go, fsynced, while the database is unreachable (SPEC §8).
     spool_dir: Path = Path(".carehub/spool")
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
@@ -26,6 +27,9 @@ _ROW_ERRORS = (
     psycopg.errors.ProgramLimitExceeded,
     psycopg.errors.IntegrityError,
 )
+
+# Rows a COPY writes between two turns of the event loop (see _copy_rows).
+COPY_YIELD_ROWS = 256
 
 # A dead letter keeps at most this much of a payload; its full size is recorded beside it.
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
@@ -96,6 +100,9 @@ def _upsert_state_sql() -> str:
         f"{columns}) SELECT s.device_id, s.last_seen, s.online, s.last_seq, s.state_ts, "
         + ", ".join(f"s.{c}" for triple in ordered for c in triple)
         + " FROM stage_state s JOIN devices registered ON registered.id = s.device_id"
+        # Batches are written side by side (and the event lane beside telemetry): rows
+        # locked in one order everywhere cannot deadlock.
+        " ORDER BY s.device_id"
         " ON CONFLICT (device_id) DO UPDATE SET"
         " last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen),"
         " online = COALESCE(EXCLUDED.online, d.online), "
@@ -288,18 +295,22 @@ class BatchWriter:
                         "COPY status_changes (device_id, facility_id, online, received_at)"
                         " FROM STDIN"
                     ) as copy:
-                        for s in statuses:
-                            await copy.write_row(
+                        await _copy_rows(
+                            copy,
+                            (
                                 (s.device_id, s.facility_id, s.online, s.received_at)
-                            )
+                                for s in statuses
+                            ),
+                        )
                     result.statuses = len(statuses)
                 states = _fold_state(items)
                 if states:
                     async with cur.copy(
                         f"COPY stage_state ({', '.join(_STATE_COLUMNS)}) FROM STDIN"
                     ) as copy:
-                        for device_id, st in states.items():
-                            await copy.write_row(st.row(device_id))
+                        await _copy_rows(
+                            copy, (st.row(device_id) for device_id, st in states.items())
+                        )
                     await cur.execute(_UPSERT_STATE)
                 if rejections:
                     async with cur.copy(
@@ -354,13 +365,27 @@ async def _stage_then_insert(
     columns = ", ".join((*fields, "payload"))
     values = attrgetter(*fields)
     async with cur.copy(f"COPY stage_{table} ({columns}) FROM STDIN") as copy:
-        for message in messages:
-            await copy.write_row((*values(message), _encode_json(message.payload).decode()))
+        await _copy_rows(
+            copy,
+            ((*values(message), _encode_json(message.payload).decode()) for message in messages),
+        )
     await cur.execute(
         f"INSERT INTO {table} ({columns}) "
         f"SELECT {columns} FROM stage_{table} ON CONFLICT DO NOTHING"
     )
     return max(cur.rowcount, 0)
+
+
+async def _copy_rows(copy: psycopg.AsyncCopy, rows: Iterable[Sequence[Any]]) -> None:
+    """Write `rows` to a COPY, letting the event loop run every COPY_YIELD_ROWS rows.
+
+    Formatting a row takes microseconds, but a batch's thousands of them in one go would
+    hold up an alert's transaction, which shares this event loop, for as many milliseconds.
+    """
+    for count, row in enumerate(rows, 1):
+        await copy.write_row(row)
+        if count % COPY_YIELD_ROWS == 0:
+            await asyncio.sleep(0)
 
 
 def _storable(text: str) -> str:

@@ -19,6 +19,10 @@ const zh = {
   "conn.live": "实时",
   "conn.lost": "连接已断开，正在重连…",
   "conn.signedOut": "登录已失效，请重新登录",
+  "health.brokerDropped":
+    "消息代理因队列已满丢弃了 {count} 条发往本中心的消息，这些消息已丢失。请运行 carehub doctor 查看应调整的设置。",
+  "health.database": "数据库不可用：已在本地暂存 {batches} 批消息，恢复后自动写入。",
+  "health.mqtt": "本中心未连接到消息代理，设备消息暂时无法接收。",
   "kpi.facilitiesOnline": "机构在线",
   "kpi.devicesOnline": "设备在线",
   "kpi.present": "在院/在托人数",
@@ -135,6 +139,10 @@ const en: Record<Key, string> = {
   "conn.live": "Live",
   "conn.lost": "Disconnected, reconnecting…",
   "conn.signedOut": "Your session has ended; please sign in again",
+  "health.brokerDropped":
+    "The broker dropped {count} messages meant for the hub because its queue was full; they are lost. Run carehub doctor to see which settings to change.",
+  "health.database": "The database is unavailable: {batches} batches are spooled here and will be written when it is back.",
+  "health.mqtt": "The hub is not connected to the broker; device messages cannot arrive.",
   "kpi.facilitiesOnline": "Facilities online",
   "kpi.devicesOnline": "Devices online",
   "kpi.present": "People present",
