@@ -171,8 +171,8 @@ def test_the_city_broker_is_an_emqx_5_cluster_of_two_nodes(compose: dict[str, An
         # EMQX runs its Erlang node under a long name: emqx@<FQDN>, the container's own.
         host = spec["hostname"]
         assert "." in host
-        assert env["EMQX_NODE__NAME"] == f"emqx@{host}"
-        names.add(env["EMQX_NODE__NAME"])
+        assert env["EMQX_NODE_NAME"] == f"emqx@{host}"
+        names.add(env["EMQX_NODE_NAME"])
         assert env["EMQX_CLUSTER__DISCOVERY_STRATEGY"] == "static"
         assert env["EMQX_NODE__COOKIE"].startswith("${CAREHUB_EMQX_COOKIE:?")
     for env in nodes.values():
