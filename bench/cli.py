@@ -17,7 +17,7 @@ from hub.settings import Settings
 # Each bench's keywords, which the parser stores under the same names but for these two.
 # An option not given is left out, so the bench's own default (in its signature) applies.
 _OPTIONS = {
-    "ingest": ("duration_s", "devices", "rate", "connections", "keep"),
+    "ingest": ("duration_s", "devices", "rate", "connections", "hubs", "keep"),
     "latency": ("duration_s", "rate", "presses_per_s", "devices"),
     "live": ("clients", "rate", "duration_s", "devices"),
     "dashboard": ("facilities", "loads", "chromium", "keep"),
@@ -83,6 +83,11 @@ def register(sub: Subcommands) -> None:
     bench.add_argument("--clients", type=int, help="live: websocket clients (default 500)")
     bench.add_argument(
         "--connections", type=int, help="MQTT connections the devices are spread over (default 8)"
+    )
+    bench.add_argument(
+        "--hubs",
+        type=int,
+        help="ingest: hub processes on one shared subscription (default 1)",
     )
     bench.add_argument(
         "--facilities",

@@ -31,6 +31,16 @@ class DeviceMessage:
     ts: datetime
     received_at: datetime
 
+    @property
+    def order(self) -> tuple[datetime, int]:
+        """Where the message stands among its device's: (ts, seq), never its arrival.
+
+        Behind a shared subscription two hubs commit one device's messages in any order.
+        The device's clock comes first, so a device that restarts its counter still moves
+        on; seq orders the messages sent within one tick of that clock.
+        """
+        return (self.ts, self.seq)
+
 
 @dataclass(frozen=True, slots=True)
 class Reading(DeviceMessage):
@@ -115,6 +125,14 @@ class AlertDecision:
     at: datetime
     seq: int | None = None
     detail: dict[str, Any] | None = None
+    # The device time of the message `seq`: with it, (ts, seq) orders the device's messages
+    # (DeviceMessage.order), so a late copy from another hub is weighed by when it was sent.
+    ts: datetime | None = None
+
+    @property
+    def order(self) -> tuple[datetime, int] | None:
+        """(ts, seq) of the device message that decided it; None for a timer's decision."""
+        return None if self.ts is None or self.seq is None else (self.ts, self.seq)
 
 
 @dataclass(frozen=True, slots=True)

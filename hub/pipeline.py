@@ -308,7 +308,9 @@ class Pipeline:
         if isinstance(outcome, ScheduledTestCall):
             self._outbound.device.test_call(outcome)
         elif isinstance(outcome, Clear):
-            await self._alerts.clear(outcome.kind, outcome.device_id, outcome.at)
+            await self._alerts.clear(
+                outcome.kind, outcome.device_id, outcome.at, order=outcome.order
+            )
         elif isinstance(outcome, AlertDecision):
             started = time.perf_counter()
             try:
