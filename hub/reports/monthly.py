@@ -25,7 +25,7 @@ MEDIA_TYPES: dict[Format, str] = {
     "pdf": "application/pdf",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
-_MONTH = re.compile(r"(\d{4})-(\d{2})")
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
 # Reports cover the hub's lifetime; a year outside this is a typing slip.
 _FIRST_YEAR, _LAST_YEAR = 2000, 2099
 
