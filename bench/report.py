@@ -359,41 +359,41 @@ async def _audit(conn: psycopg.AsyncConnection[Any], facility_ids: Sequence[str]
             )
             state = after
         entries.setdefault(fid, []).extend(steps)
-    rows = []
-    for chain in entries.values():
-        prev = GENESIS_HASH
-        for entry in sorted(chain, key=lambda e: (e.at, e.alert_id)):
-            digest = audit_hash(entry, prev)
-            rows.append((*entry.as_row(), prev, digest))
-            prev = digest
-    await copy_registry(
-        conn,
-        [
-            (
-                "alert_audit",
-                (
-                    "facility_id",
-                    "alert_id",
-                    "at",
-                    "actor",
-                    "action",
-                    "from_state",
-                    "to_state",
-                    "note",
-                    "prev_hash",
-                    "hash",
-                ),
-                rows,
-            )
-        ],
-    )
-    # COPY keeps the rows' order, so each facility's last row has its highest id.
-    await conn.execute(
-        "INSERT INTO audit_heads (facility_id, last_id, last_hash)"
-        " SELECT facility_id, max(id), (array_agg(hash ORDER BY id DESC))[1] FROM alert_audit"
-        " WHERE facility_id = ANY(%s) GROUP BY facility_id",
-        (list(facility_ids),),
-    )
+    # Appended to each facility's chain as the hub appends: after its head, which stays
+    # locked until the rows are in, so a hub running meanwhile (the browser tests) waits.
+    ids = list(facility_ids)
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO audit_heads (facility_id, last_id, last_hash)"
+            " SELECT unnest(%s::text[]), 0, %s ON CONFLICT DO NOTHING",
+            (ids, GENESIS_HASH),
+        )
+        cur = await conn.execute(
+            "SELECT facility_id, last_hash FROM audit_heads WHERE facility_id = ANY(%s)"
+            " ORDER BY facility_id FOR UPDATE",
+            (ids,),
+        )
+        heads = dict(await cur.fetchall())
+        rows = []
+        for fid, chain in entries.items():
+            prev = heads[fid]
+            for entry in sorted(chain, key=lambda e: (e.at, e.alert_id)):
+                digest = audit_hash(entry, prev)
+                rows.append((*entry.as_row(), prev, digest))
+                prev = digest
+        columns = (
+            "facility_id", "alert_id", "at", "actor", "action", "from_state", "to_state",
+            "note", "prev_hash", "hash",
+        )  # fmt: skip
+        await copy_registry(conn, [("alert_audit", columns, rows)])
+        # COPY keeps the rows' order, so each facility's last row has its highest id.
+        await conn.execute(
+            "UPDATE audit_heads h SET last_id = m.id, last_hash = m.hash FROM"
+            " (SELECT DISTINCT ON (facility_id) facility_id, id, hash FROM alert_audit"
+            "  WHERE facility_id = ANY(%s) ORDER BY facility_id, id DESC) m"
+            " WHERE h.facility_id = m.facility_id",
+            (ids,),
+        )
     return len(rows)
 
 
