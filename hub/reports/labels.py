@@ -137,6 +137,7 @@ _WORDS: dict[str, tuple[str, str]] = {
         "verified when the report was generated, and the hash of its last row, to file as "
         "evidence.",
     ),
+    "audit.one_ok": ("审计链完整。", "The audit chain is intact."),
     "audit.all_ok": (
         "全部 {n} 个机构的审计链完整。",
         "The audit chains of all {n} facilities are intact.",

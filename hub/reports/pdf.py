@@ -341,15 +341,7 @@ def _plot(chart: Chart, categories: list[str], series: list[list[float]]) -> Any
     plot.categoryAxis.labels.fontSize = 6.5
     plot.valueAxis.labels.fontName = FONT
     plot.valueAxis.labels.fontSize = 7
-    plot.valueAxis.valueMin = 0
-    top = max((value for values in series for value in values), default=0.0)
-    if chart.shares:
-        plot.valueAxis.valueMax = 1.0
-        plot.valueAxis.valueStep = 0.2
-        plot.valueAxis.labelTextFormat = lambda value: f"{value:.0%}"
-    elif top <= 5:
-        plot.valueAxis.valueMax = 5
-        plot.valueAxis.valueStep = 1
+    _value_axis(plot.valueAxis, chart, series)
     if chart.kind == "bar":
         plot.categoryAxis.reverseDirection = True
         plot.categoryAxis.labels.boxAnchor = "e"
@@ -369,6 +361,22 @@ def _plot(chart: Chart, categories: list[str], series: list[list[float]]) -> Any
             plot.bars[index].fillColor = color
             plot.bars[index].strokeColor = None
     return plot
+
+
+def _value_axis(axis: Any, chart: Chart, series: list[list[float]]) -> None:
+    """From 0; percentages for shares; whole steps when the counts are small."""
+    axis.valueMin = 0
+    if chart.kind == "stacked":
+        top = max((sum(column) for column in zip(*series, strict=True)), default=0.0)
+    else:
+        top = max((value for values in series for value in values), default=0.0)
+    if chart.shares:
+        axis.valueMax = 1.0
+        axis.valueStep = 0.2
+        axis.labelTextFormat = lambda value: f"{value:.0%}"
+    elif top <= 5:
+        axis.valueMax = 5
+        axis.valueStep = 1
 
 
 def _number(value: Cell) -> float:

@@ -102,6 +102,8 @@ def audit_verdict(report: MonthlyReport, lang: Language) -> str:
     broken = sum(not chain.intact for chain in report.chains)
     if broken:
         return word(lang, "audit.broken", n=broken)
+    if len(report.chains) == 1:
+        return word(lang, "audit.one_ok")
     return word(lang, "audit.all_ok", n=len(report.chains))
 
 
@@ -151,6 +153,13 @@ def _summary(report: MonthlyReport, lang: Language) -> Section:
         (w("capacity"), k.capacity, None, None),
         (w("s.audit"), audit_verdict(report, lang), None, None),
     ]
+    if report.scope_kind == "facility" and report.chains:
+        # One facility's report: the hash to file is on page 1.
+        chain = report.chains[0]
+        rows += [
+            (w("chain_last_id"), chain.last_id, None, None),
+            (w("chain_last_hash"), chain.last_hash, None, None),
+        ]
     header = ("", w("total"), w("target"), "")
     return Section("summary", w("s.summary"), "", [Table(None, header, rows)])
 

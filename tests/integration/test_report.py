@@ -328,6 +328,9 @@ async def test_a_facility_a_quiet_month_and_bad_months(migrated: Settings) -> No
     report = await _report(migrated, facility=ids[0])
     assert [f.id for f in report.figures.facilities] == [ids[0]]
     assert report.title == "基准机构 1" and report.scope_kind == "facility"
+    # Its chain's last hash is on page 1, to file as evidence.
+    summary = sections(report, "en")[0].tables[0].rows
+    assert ("Last row's hash (SHA-256)", report.chains[0].last_hash, None, None) in summary
     # f-sun (the fixture's site) has no history at all: zeros and dashes, not errors.
     quiet = await _report(migrated, facility="f-sun")
     assert quiet.figures.kpis.high_alerts == 0
