@@ -55,6 +55,7 @@ _TABLE_FONT_SIZE = 7.5
 _CELL_PAD = 3
 # A PDF table shows at most this many rows; the XLSX has them all.
 _PDF_ROWS = 120
+_CHUNK = 60
 _registered = False
 
 
@@ -173,7 +174,7 @@ def _section(
         # Page 1: the summary's figures, and beside them the month's calls and alerts by
         # day and the response-time distribution.
         left = _FRAME_WIDTH * 0.40
-        summary = _table(section.tables[0], styles, lang, width=left)
+        summary = _table(section.tables[0], styles, lang, width=left)[0]
         side = [
             drawing
             for chart, table in cover_charts
@@ -197,7 +198,7 @@ def _section(
         block: list[Any] = []
         if table.title:
             block.append(Paragraph(_escape(table.title), styles["h2"]))
-        block.append(_table(table, styles, lang))
+        block += _table(table, styles, lang)
         story.append(CondPageBreak(30 * mm))
         story += block
     return story
@@ -221,8 +222,10 @@ def _text(value: Cell, lang: Language) -> str:  # noqa: PLR0911 - one return per
 
 def _table(
     table: Table, styles: dict[str, ParagraphStyle], lang: Language, width: float = _FRAME_WIDTH
-) -> Any:
-    rows = table.rows[:_PDF_ROWS]
+) -> list[Any]:
+    """The table as PDF tables of at most _CHUNK rows each (one column layout for all):
+    reportlab splits small tables across pages quickly, a table of thousands slowly."""
+    rows = table.rows if table.complete else table.rows[:_PDF_ROWS]
     header = [Paragraph(_escape(text), styles["cell"]) for text in table.header]
     body = [[_text(value, lang) for value in cells] for cells in rows]
     if not body:
@@ -238,10 +241,9 @@ def _table(
         ]
         for cells in body
     ]
-    if len(table.rows) > _PDF_ROWS:
-        more = f"… +{len(table.rows) - _PDF_ROWS} (XLSX)"
+    if len(table.rows) > len(rows):
+        more = f"… +{len(table.rows) - len(rows)} (XLSX)"
         wrapped.append([more, *([""] * (len(table.header) - 1))])
-    made = PdfTable([header, *wrapped], colWidths=widths, repeatRows=1, hAlign="LEFT")
     numeric = [
         i
         for i in range(len(table.header))
@@ -258,9 +260,16 @@ def _table(
         ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
         *(("ALIGN", (i, 1), (i, -1), "RIGHT") for i in numeric),
     ]
-    for row in range(2, len(wrapped) + 1, 2):
-        style.append(("BACKGROUND", (0, row), (-1, row), colors.HexColor("#F5F7FA")))
-    made.setStyle(TableStyle(style))
+    made = []
+    for first in range(0, len(wrapped), _CHUNK):
+        chunk = wrapped[first : first + _CHUNK]
+        part = PdfTable([header, *chunk], colWidths=widths, repeatRows=1, hAlign="LEFT")
+        stripes = [
+            ("BACKGROUND", (0, row), (-1, row), colors.HexColor("#F5F7FA"))
+            for row in range(2, len(chunk) + 1, 2)
+        ]
+        part.setStyle(TableStyle([*style, *stripes]))
+        made.append(part)
     return made
 
 

@@ -43,6 +43,9 @@ class Table:
     title: str | None
     header: tuple[str, ...]
     rows: list[tuple[Cell, ...]]
+    # Printed whole in the PDF (the ranking, the overdue calls, the chains): evidence, not
+    # a summary; other long tables are cut there, and whole in the XLSX.
+    complete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +207,11 @@ def _ranking(report: MonthlyReport, lang: Language) -> Section:
     ]
     chart = Chart(w("overdue_calls"), "bar", 0, 2, (7,), limit=CHART_FACILITIES)
     return Section(
-        "ranking", w("s.ranking"), w("note.ranking"), [Table(None, header, rows)], [chart]
+        "ranking",
+        w("s.ranking"),
+        w("note.ranking"),
+        [Table(None, header, rows, complete=True)],
+        [chart],
     )
 
 
@@ -323,7 +330,9 @@ def _overdue(report: MonthlyReport, lang: Language) -> Section:
         )
         for call in report.figures.overdue
     ]
-    return Section("overdue", w("s.overdue"), w("note.overdue"), [Table(None, header, rows)])
+    return Section(
+        "overdue", w("s.overdue"), w("note.overdue"), [Table(None, header, rows, complete=True)]
+    )
 
 
 def _false_alarms(report: MonthlyReport, lang: Language) -> Section:
@@ -491,6 +500,6 @@ def _audit(report: MonthlyReport, lang: Language) -> Section:
         "audit",
         w("s.audit"),
         w("note.audit"),
-        [Table(None, header, rows)],
+        [Table(None, header, rows, complete=True)],
         lead=(audit_verdict(report, lang),),
     )
