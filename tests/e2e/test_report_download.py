@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -61,6 +62,17 @@ async def test_regulator_downloads_the_monthly_report(
         assert "月度监管报告" in flat
         assert "鹿城区" in flat
         assert "基准机构 1" in flat
+
+    # The CSV beside it still downloads (both forms share one download path).
+    async with page.expect_download() as download_info:
+        await page.get_by_test_id("export-csv").click()
+    download = await download_info.value
+    assert re.fullmatch(
+        r"carehub-kpis-\d{4}-\d\d-\d\d-\d{4}-\d\d-\d\d\.csv", download.suggested_filename
+    )
+    csv_path = tmp_path / "kpis.csv"
+    await download.save_as(csv_path)
+    assert csv_path.read_text(encoding="utf-8-sig").startswith("figure,value")
 
     # English, one click away: the report follows the screen's language.
     await page.get_by_test_id("lang-toggle").click()
