@@ -235,9 +235,25 @@ def _daily(report: MonthlyReport, lang: Language) -> Section:
     for f in report.ranked:
         counts = [by_facility.get((f.id, kind), 0) for kind in kinds]
         facility_rows.append((f.id, f.name, *counts, sum(counts)))
+    # Each facility's days with alerts, in ranking order (whole in the XLSX).
+    per_facility_day: dict[tuple[str, date], dict[str, int]] = {}
+    for row in figures.daily:
+        per_facility_day.setdefault((row.facility_id, row.day), {})[row.kind] = row.alerts
+    place = {f.id: (rank, f.name) for rank, f in enumerate(report.ranked)}
+    facility_day_rows: list[tuple[Cell, ...]] = []
+    for (facility_id, day), counted in sorted(
+        per_facility_day.items(), key=lambda item: (place[item[0][0]][0], item[0][1])
+    ):
+        counts = [counted.get(kind, 0) for kind in kinds]
+        facility_day_rows.append((facility_id, place[facility_id][1], day, *counts, sum(counts)))
     tables = [
         Table(w("day"), (w("day"), *kind_names, w("total")), day_rows),
         Table(w("facility"), (w("id"), w("name"), *kind_names, w("total")), facility_rows),
+        Table(
+            f"{w('facility')} / {w('day')}",
+            (w("id"), w("name"), w("day"), *kind_names, w("total")),
+            facility_day_rows,
+        ),
     ]
     charts = (
         [Chart(w("s.daily"), "stacked", 0, 0, tuple(range(1, len(kinds) + 1)))] if kinds else []

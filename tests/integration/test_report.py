@@ -318,6 +318,13 @@ async def test_xlsx_has_a_sheet_per_section_with_numbers_and_charts(migrated: Se
     summary = {row[0]: row[1] for row in book["概要"].iter_rows(values_only=True) if row[0]}
     assert summary["超时呼叫"] == report.figures.kpis.overdue_calls
     assert summary["高优先级告警"] == report.figures.kpis.high_alerts
+    # Calls and alerts per facility per day: every alert of the month, once.
+    daily = list(book["呼叫与告警"].iter_rows(values_only=True))
+    start = daily.index(next(row for row in daily if row[0] == "机构 / 日期")) + 2
+    per_day = [row for row in daily[start:] if row[0]]
+    assert {row[0] for row in per_day} == {f.id for f in report.figures.facilities}
+    assert all(isinstance(row[2], datetime) for row in per_day)
+    assert sum(row[-1] for row in per_day) == sum(f.alerts for f in report.figures.facilities)
     overdue_sheet = list(book["超时呼叫"].iter_rows(values_only=True))
     assert sum(isinstance(row[4], datetime) for row in overdue_sheet) == len(report.figures.overdue)
 
