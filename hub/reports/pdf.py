@@ -95,7 +95,9 @@ def render_pdf(report: MonthlyReport, lang: Language) -> bytes:
     styles = _styles()
     out = io.BytesIO()
     # STSong-Light has no middle dot (U+00B7): separators are ASCII.
-    title = f"{word(lang, 'title')} / {report.title} / {report.month}"
+    # The running header stays on one line: a long facility name is cut there.
+    name = report.title if len(report.title) <= 40 else report.title[:39] + "…"
+    title = f"{word(lang, 'title')} / {name} / {report.month}"
     doc = SimpleDocTemplate(
         out,
         pagesize=_PAGE,

@@ -338,11 +338,21 @@ async def test_a_facility_a_quiet_month_and_bad_months(migrated: Settings) -> No
     # Its chain's last hash is on page 1, to file as evidence.
     summary = sections(report, "en")[0].tables[0].rows
     assert ("Last row's hash (SHA-256)", report.chains[0].last_hash, None, None) in summary
-    # f-sun (the fixture's site) has no history at all: zeros and dashes, not errors.
+    # f-sun (the fixture's site) has no history at all: zeros and dashes, not errors; and
+    # a name full of markup, formula and length prints as text.
+    hostile = '<b>阳光</b> & =HYPERLINK("x") ' + "长" * 300
+    async with await connect_db(migrated) as db:
+        await db.execute("UPDATE facilities SET name = %s WHERE id = 'f-sun'", (hostile,))
     quiet = await _report(migrated, facility="f-sun")
     assert quiet.figures.kpis.high_alerts == 0
+    assert quiet.filename("pdf") == f"carehub-report-f-sun-{MONTH}.pdf"
     for fmt in ("pdf", "xlsx"):
         assert len(render(quiet, fmt, "zh")) > 1000  # type: ignore[arg-type]
+    book = openpyxl.load_workbook(io.BytesIO(render(quiet, "xlsx", "en")))
+    names = [row[2] for row in book["Facilities ranked"].iter_rows(values_only=True)]
+    assert hostile in names  # a string, not a formula
+    if POPPLER:
+        assert "<b>阳光</b> &" in _pdf_text(render(quiet, "pdf", "zh"))
 
     for month, why in (
         ("2026-13", "no month 13"),
