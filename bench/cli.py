@@ -1,4 +1,4 @@
-"""`carehub bench ingest|latency|live|dashboard|faults`: the benchmarks' parser and dispatch.
+"""`carehub bench ingest|latency|live|dashboard|report|faults`: the benchmarks' parser and dispatch.
 
 `register` is this package's entry in the `carehub.commands` entry-point group: the hub's
 CLI finds it there and calls it with its subparsers. Each bench is imported only when it
@@ -21,6 +21,7 @@ _OPTIONS = {
     "latency": ("duration_s", "rate", "presses_per_s", "devices"),
     "live": ("clients", "rate", "duration_s", "devices"),
     "dashboard": ("facilities", "loads", "chromium", "keep"),
+    "report": ("facilities", "keep"),
     "faults": ("duration_s", "rate", "cut_s", "devices", "connections"),
 }
 _OPTION_NAMES = {"duration_s": "duration", "presses_per_s": "presses", "cut_s": "cut"}
@@ -35,6 +36,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     options = _options(args)
+    if args.which == "report":
+        from bench.report import run_report_bench
+
+        return run_report_bench(settings, **options)
     if args.which == "dashboard":
         from bench.dashboard import run_dashboard_bench
 
@@ -62,7 +67,9 @@ def register(sub: Subcommands) -> None:
     bench = sub.add_parser(
         "bench", help="benchmarks that print their figures", argument_default=argparse.SUPPRESS
     )
-    bench.add_argument("which", choices=["ingest", "latency", "live", "dashboard", "faults"])
+    bench.add_argument(
+        "which", choices=["ingest", "latency", "live", "dashboard", "report", "faults"]
+    )
     bench.add_argument(
         "--duration",
         type=float,
@@ -92,7 +99,7 @@ def register(sub: Subcommands) -> None:
     bench.add_argument(
         "--facilities",
         type=int,
-        help="dashboard: facilities seeded for the regulator's screen (default 500)",
+        help="dashboard, report: facilities seeded (default 500)",
     )
     bench.add_argument("--loads", type=int, help="dashboard: cold page loads measured (default 3)")
     bench.add_argument(

@@ -105,10 +105,15 @@ Decoded = Reading | Event | StatusChange | Rejection
 
 
 AlertState = Literal["active", "acknowledged", "attended", "resolved"]
-Disposition = Literal["real", "false_alarm", "test", "other"]
+# `self_resolved`: a non-latched alert whose condition ended (a battery recharged, a
+# device heard again) closed by the system; no one judged it, so it is never a false alarm.
+Disposition = Literal["real", "false_alarm", "test", "other", "self_resolved"]
+StaffDisposition = Literal["real", "false_alarm", "test", "other"]
 Priority = Literal["high", "medium", "low"]
 ALERT_STATES: tuple[AlertState, ...] = ("active", "acknowledged", "attended", "resolved")
-DISPOSITIONS: tuple[Disposition, ...] = ("real", "false_alarm", "test", "other")
+# What a person may resolve an alert with (the staff console's buttons).
+DISPOSITIONS: tuple[StaffDisposition, ...] = ("real", "false_alarm", "test", "other")
+SELF_RESOLVED: Disposition = "self_resolved"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Literal
 
@@ -112,6 +113,21 @@ class Settings(BaseSettings):
         le=86400,
         validation_alias=AliasChoices("CAREHUB_FLOOD_WINDOW_S", "CAREHUB_NOTIFY_FLOOD_WINDOW_S"),
     )
+
+    # -- the monthly supervision report (hub/reports/) ----------------------------------
+    # Where its months begin and end, and the zone its times are printed in.
+    report_timezone: str = "Asia/Shanghai"
+
+    @field_validator("report_timezone")
+    @classmethod
+    def _timezone_is_known(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"not a known time zone: {value!r} (for example Asia/Shanghai)"
+            ) from None
+        return value
 
     @field_validator("mqtt_protocol", mode="before")
     @classmethod

@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from hub.alerts.audit import audit_entry, write_audit
 from hub.errors import AlertError, StorageError
-from hub.models import DISPOSITIONS, Alert, AlertChange, AlertDecision, AlertState
+from hub.models import DISPOSITIONS, SELF_RESOLVED, Alert, AlertChange, AlertDecision, AlertState
 from hub.rules import NEVER_SHELVED
 from hub.storage import alerts as alert_rows
 from hub.storage.live import append_change, live_channel
@@ -169,8 +169,8 @@ class AlertStore:
         return AlertChange(alert_after, step.action, alert.state, step.actor, at, step.note)
 
     async def resolve_condition_ended(self, alert_id: int, at: datetime, why: str) -> AlertChange:
-        """Resolve a non-latched alert whose condition ended (by the system, `other`)."""
-        return await self._transition(alert_id, _Step("resolve", "system", why, "other"), at)
+        """Resolve a non-latched alert whose condition ended (by the system, `self_resolved`)."""
+        return await self._transition(alert_id, _Step("resolve", "system", why, SELF_RESOLVED), at)
 
     async def clear(
         self,
@@ -198,7 +198,7 @@ class AlertStore:
             if alert.latched:
                 step = _Step("clear", "device", "cleared at the device")
             else:
-                step = _Step("resolve", "system", "condition ended", "other")
+                step = _Step("resolve", "system", "condition ended", SELF_RESOLVED)
             change = await self._apply(conn, alert, step, at)
             await self._record(conn, change)
         self._announce(change)

@@ -13,6 +13,7 @@ from hub.api import (
     facilities,
     intake,
     kpis,
+    reports,
     rules,
     webhooks,
 )
@@ -32,6 +33,7 @@ def api_router() -> APIRouter:
         devices,
         alerts,
         kpis,
+        reports,
         rules,
         webhooks,
         intake,

@@ -19,6 +19,7 @@ from hub.cli.demo import add_demo_command
 from hub.cli.doctor import add_doctor_command
 from hub.cli.imports import add_registry_commands
 from hub.cli.kpis import add_kpis_command
+from hub.cli.report import add_report_commands
 from hub.cli.rules import add_rules_commands
 from hub.cli.service import add_migrate_command, add_serve_command
 from hub.cli.simulate import add_simulate_command
@@ -43,6 +44,7 @@ BEFORE_DISCOVERED: tuple[CommandGroup, ...] = (
 )
 AFTER_DISCOVERED: tuple[CommandGroup, ...] = (
     add_kpis_command,
+    add_report_commands,
     add_audit_commands,
     add_rules_commands,
     add_webhook_commands,
