@@ -402,6 +402,8 @@ async def _run_with_hub(
                 await sender
     unconfirmed_open = sum([await publisher.settle() for publisher in publishers])
     rows, drain_s = await drain_readings(conn, load.acked)
+    if load.acked > rows:
+        print(f"the hubs' log, last lines:\n{hubs[-1].log_tail(60)}")
     rss_end = _rss(hubs[-1])
     counters = await asyncio.to_thread(hubs[-1].metrics)
     await close_load(publishers, publishing.readers, load)

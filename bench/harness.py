@@ -40,6 +40,9 @@ from hub.storage.migrate import migrate
 CST = timezone(timedelta(hours=8))
 SAMPLE_S = 0.5
 READY_TIMEOUT_S = 60.0
+# A hub that lost its HTTP port to another socket before it could bind it starts again.
+PORT_RETRIES = 3
+ADDRESS_IN_USE = "address already in use"
 MB = 1024 * 1024
 
 
@@ -190,6 +193,7 @@ class HubProcess:
     ) -> None:
         """`index`: this hub's number among several; `shared_group`: the group they share."""
         self.port = free_port()
+        self._port_retries = PORT_RETRIES
         self.log_path = workdir / "hub.log"
         self.name = "hub" if index is None else f"hub {index + 1}"
         root = settings.topic_root
@@ -216,15 +220,35 @@ class HubProcess:
         env.pop("CAREHUB_MQTT_SHARED_GROUP", None)
         if shared_group is not None:
             env["CAREHUB_MQTT_SHARED_GROUP"] = shared_group
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
+        self._env = env
+        # Appended to: a hub started again in the same directory keeps the first one's log.
+        self._log = self.log_path.open("ab")
+        self.process = self._spawn()
+        self.ps = psutil.Process(self.process.pid)
+        self.samples: list[Sample] = []
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [sys.executable, "-m", "hub.cli", "serve"],
-            env=env,
+            env=self._env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def _respawn_on_a_new_port(self) -> bool:
+        """Start again on another port if the last start lost its port; False otherwise.
+
+        free_port's port is free when chosen, but until the hub binds it, any outgoing
+        connection on this machine may be given it as its own local port.
+        """
+        if self._port_retries <= 0 or ADDRESS_IN_USE not in self.log_tail(5):
+            return False
+        self._port_retries -= 1
+        self.port = free_port()
+        self._env["CAREHUB_HTTP_PORT"] = str(self.port)
+        self.process = self._spawn()
         self.ps = psutil.Process(self.process.pid)
-        self.samples: list[Sample] = []
+        return True
 
     @property
     def base_url(self) -> str:
@@ -236,6 +260,8 @@ class HubProcess:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if self._respawn_on_a_new_port():
+                    continue
                 raise HubError(f"the hub exited with {self.process.returncode}:\n{self.log_tail()}")
             with contextlib.suppress(OSError):
                 status, _ = await asyncio.to_thread(http_get, self.base_url + "/readyz", 1.0)
