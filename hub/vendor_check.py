@@ -51,6 +51,8 @@ CLAUSES: Final[dict[Clause, str]] = {
     "payload": "every payload valid for the device's type",
     "test_press": "a test press answered on ack",
 }
+# The clauses judged on the whole run rather than on each message as it comes.
+FINISH_CLAUSES: Final[tuple[Clause, ...]] = ("credentials", "status", "heartbeat", "test_press")
 Verdict = Literal["pass", "fail", "not_checked", "not_applicable"]
 
 # A heartbeat may come a little late: the firmware's timer, the network and a broker's
@@ -373,7 +375,10 @@ class Judge:
         retained_status: tuple[bytes, datetime] | None,
         will: WillOutcome,
     ) -> tuple[ClauseResult, ...]:
-        """Every clause's verdict once the run is over."""
+        """Every clause's verdict once the run is over (or so far: it may be asked again)."""
+        # These are judged on the whole run, not message by message: afresh each time.
+        for name in FINISH_CLAUSES:
+            self.results[name] = ClauseResult(name)
         self._credentials()
         self._topics()
         self._status(watch_end, retained_status, will)
