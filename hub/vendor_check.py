@@ -77,6 +77,8 @@ REASON_CLAUSES: Final[dict[str, Clause]] = {
     "unknown_device": "topics",
     "bad_time": "ts",
 }
+# The least QoS each channel is published with (SPEC §3); telemetry may be QoS 0.
+MIN_QOS: Final[dict[str, int]] = {"event": 1, "status": 1}
 # The test press each type can make, and what the hub must answer it with.
 TEST_PRESSES: Final[dict[str, str]] = {
     "emergency_button": (
@@ -245,19 +247,22 @@ class Judge:
             for channel in ("ack", "rejected")
         }
 
-    @property
-    def accepted(self) -> int:
-        """How many of the device's messages the hub's decoder took."""
-        return self._accepted
-
     def observe(
-        self, topic: str, payload: bytes, received_at: datetime, *, retained: bool, live: bool
+        self,
+        topic: str,
+        payload: bytes,
+        received_at: datetime,
+        *,
+        retained: bool,
+        live: bool,
+        qos: int | None = None,
     ) -> None:
         """Judge one message seen under the device's topics.
 
         `retained` is the broker's flag on delivery (a message older than the
         subscription); `live` is False once the vendor has been asked to cut the power,
-        when buffered messages with an old `ts` are to be expected.
+        when buffered messages with an old `ts` are to be expected. `qos` is the QoS it
+        was delivered with, on a QoS 2 subscription the QoS it was published with.
         """
         evidence = Evidence(topic, quote(payload), received_at, "")
         channel = topic.rsplit("/", 1)[-1]
@@ -271,6 +276,13 @@ class Judge:
             # long after they were true; nothing else about them is news.
             self._fail("topics", evidence, f"a retained {channel}: only status may be retained")
             return
+        if qos is not None and qos < MIN_QOS.get(channel, 0):
+            self._fail(
+                "topics",
+                evidence,
+                f"{channel} published at QoS {qos}: the contract asks QoS {MIN_QOS[channel]},"
+                " or the message is lost whenever the connection drops",
+            )
         decoded = decode(topic, payload, received_at, self.root, {self.device.id: self.device})
         if isinstance(decoded, Rejection):
             if channel == "telemetry":
@@ -339,7 +351,8 @@ class Judge:
                     evidence,
                     f"seq {seq} after seq {last_seq} (at {last_evidence.received_at:%H:%M:%S}):"
                     " seq must increase with every message, across restarts too; the hub"
-                    " keeps (device_id, seq) once, so a reused seq is a lost message",
+                    " keeps one message per (device_id, seq), so a seq sent twice loses a"
+                    " message",
                 )
                 # Judge the next message against the highest seq seen, not this one.
                 return
@@ -638,6 +651,7 @@ class _Watch:
                 datetime.now().astimezone(),
                 retained=bool(message.retain),
                 live=self.live,
+                qos=message.qos,
             )
             async with self._changed:
                 self._changed.notify_all()
@@ -781,7 +795,8 @@ async def run_vendor_check(
     )
     try:
         async with client, asyncio.TaskGroup() as tasks:
-            await client.subscribe(watched, qos=1)
+            # QoS 2, so that each message comes at the QoS its publisher chose.
+            await client.subscribe(watched, qos=2)
             listener = tasks.create_task(watch.listen(client))
             started_at = datetime.now().astimezone()
             started = time.monotonic()

@@ -230,3 +230,18 @@ def test_one_good_test_call_passes_after_a_real_call_made_by_mistake() -> None:
     report = finish(j, at)
     assert report.passed, report.as_json()
     assert report.clause("test_press").summary.startswith("seq 3 answered")
+
+
+def test_an_event_or_status_at_qos_0_fails_the_topics_but_telemetry_may_be_qos_0() -> None:
+    j = judge()
+    end = good_minute(j)
+    at = START + timedelta(seconds=160)
+    j.observe(f"{OWN}/telemetry", body(200, at, battery=80), at, retained=False, live=True, qos=0)
+    assert finish(j, end).passed
+    j.observe(
+        f"{OWN}/event", body(201, at, event="cancelled"), at, retained=False, live=True, qos=0
+    )
+    j.observe(f"{OWN}/status", b'{"online": true}', at, retained=False, live=True, qos=1)
+    report = finish(j, end)
+    assert report.failed == ["topics"]
+    assert report.clause("topics").evidence[0].why.startswith("event published at QoS 0")
