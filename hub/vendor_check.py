@@ -795,7 +795,9 @@ async def run_vendor_check(
     )
     try:
         async with client, asyncio.TaskGroup() as tasks:
-            # QoS 2, so that each message comes at the QoS its publisher chose.
+            # QoS 2, so that each message comes at the QoS its publisher chose. (amqtt, the
+            # embedded broker, raises every delivery to the subscription's QoS: there a
+            # QoS 0 call looks like QoS 2, and only this part of the check is blind.)
             await client.subscribe(watched, qos=2)
             listener = tasks.create_task(watch.listen(client))
             started_at = datetime.now().astimezone()

@@ -12,10 +12,11 @@ import json
 import random
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from hub.runtime import Hub
+from hub.runtime import Hub, run_hub
 from hub.settings import Settings
 from hub.storage.credentials import device_credentials
 from hub.storage.pool import connect
@@ -23,7 +24,8 @@ from hub.vendor_check import Clause, Prompt, Report, run_vendor_check
 from simulators import Device, Faults, Link, SimClock, SimulatedDevice, parse_mqtt_url
 from simulators.behaviour import make_behaviour
 from tests.child_process import clean_env
-from tests.fix_hub import DB, DEVICES, FACILITY, background_task
+from tests.fix_hub import DB, DEVICES, FACILITY, background_task, build_settings
+from tests.private_broker import private_mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
@@ -33,11 +35,14 @@ WATCH_S = 5.0
 WILL_WAIT_S = 5.0
 
 
-def simulated(settings: Settings, device_id: str, faults: Faults | None = None) -> SimulatedDevice:
+def simulated(
+    settings: Settings, device_id: str, faults: Faults | None = None, *, event_qos: int = 1
+) -> SimulatedDevice:
     """The registered device `device_id`, simulated on real time with `faults`."""
     device = Device(device_id, FACILITY, DEVICES[device_id], None, HEARTBEAT_S, "Acme", "T-1")
     clock = SimClock(1.0)
-    link = Link(parse_mqtt_url(settings.mqtt_url), settings.topic_root, settings.mqtt_protocol)
+    target = parse_mqtt_url(settings.mqtt_url)
+    link = Link(target, settings.topic_root, settings.mqtt_protocol, event_qos=event_qos)
     behaviour = make_behaviour(device, None, random.Random(device_id), clock.now())
     return SimulatedDevice(device, behaviour, link=link, clock=clock, faults=faults)
 
@@ -56,10 +61,12 @@ def vendor(sim: SimulatedDevice) -> tuple[list[Prompt], Callable[[Prompt], None]
     return shown, act
 
 
-async def check(hub: Hub, db: DB, device_id: str, faults: Faults | None = None) -> Report:
+async def check(
+    hub: Hub, db: DB, device_id: str, faults: Faults | None = None, *, event_qos: int = 1
+) -> Report:
     """Run the check on one simulated device (heartbeat_s = HEARTBEAT_S) and return its report."""
     await db.execute("UPDATE devices SET heartbeat_s = %s WHERE id = %s", (HEARTBEAT_S, device_id))
-    sim = simulated(hub.settings, device_id, faults)
+    sim = simulated(hub.settings, device_id, faults, event_qos=event_qos)
     shown, act = vendor(sim)
     async with background_task(sim.run()):
         await asyncio.wait_for(sim.connected.wait(), 15)
@@ -151,6 +158,32 @@ async def test_a_faulty_device_fails_the_clause_it_breaks_with_the_message_as_ev
     evidence = report.clause(clause).evidence
     assert evidence, report.as_json()
     assert any(why in item.why for item in evidence), [item.why for item in evidence]
+
+
+async def test_a_call_sent_at_qos_0_fails_the_topics_on_mosquitto(
+    migrated: Settings, db: DB, tmp_path: Path
+) -> None:
+    """A call at QoS 0 is lost on a dropped connection: seen on a broker that keeps the QoS.
+
+    Mosquitto delivers each message at the QoS it was published with (at most the
+    subscription's); amqtt, the embedded broker, raises it to the subscription's, so
+    there the check cannot see it. Hence a Mosquitto of the test's own.
+    """
+    with private_mosquitto(tmp_path) as url:
+        settings = build_settings(
+            mqtt_url=url,
+            mqtt_protocol=5,
+            database_url=migrated.database_url,
+            schema=migrated.database_schema,
+            topic_root=migrated.topic_root,
+            spool_dir=tmp_path / "spool-mosquitto",
+        )
+        async with run_hub(settings) as hub:
+            await hub.wait_connected(15)
+            report = await check(hub, db, "eb-1", event_qos=0)
+    assert report.failed == ["topics"], report.as_json()
+    why = report.clause("topics").evidence[0].why
+    assert why.startswith("event published at QoS 0: the contract asks QoS 1")
 
 
 async def test_a_payload_of_the_wrong_type_fails_the_payload_and_so_the_heartbeat(
