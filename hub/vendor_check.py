@@ -761,6 +761,25 @@ async def _will_phase(
     return WillOutcome(tuple(problems), tuple(notes))
 
 
+def opening_notes(judge: Judge, duration_s: float) -> list[str]:
+    """Notes for the vendor before the watch: a device that is not up, a watch too short."""
+    device = judge.device
+    notes: list[str] = []
+    if not any(online for _, online, _ in judge.statuses):
+        said = "says offline" if judge.statuses else "holds no status"
+        notes.append(
+            f"Note: the broker {said} for {device.id}: power it up now, or it will fail"
+            " most clauses."
+        )
+    if duration_s < 2 * device.heartbeat_s:
+        notes.append(
+            f"Note: {duration_s:.0f} s is less than two heartbeats (heartbeat_s"
+            f" {device.heartbeat_s}): run with --duration {2 * device.heartbeat_s} or more"
+            " to judge the heartbeat fully."
+        )
+    return notes
+
+
 async def load_device(settings: Settings, device_id: str) -> tuple[DeviceInfo, CredentialsState]:
     """The registered device and its credentials; VendorCheckError when it is not registered."""
     async with await connect(settings) as conn:
@@ -808,6 +827,10 @@ async def run_vendor_check(
                 f"Watching {watched} for {duration_s:.0f} s ({device.type} at"
                 f" {device.facility_id}, heartbeat_s {device.heartbeat_s}).",
             )
+            # The broker hands over the retained status at once, if it holds one.
+            await watch.until(lambda: bool(judge.statuses), RETAINED_WAIT_S)
+            for note in opening_notes(judge, duration_s):
+                await _say(on_prompt, "info", note)
             if device.type in TEST_PRESSES:
                 await _say(
                     on_prompt,

@@ -25,7 +25,7 @@ from simulators import Device, Faults, Link, SimClock, SimulatedDevice, parse_mq
 from simulators.behaviour import make_behaviour
 from tests.child_process import clean_env
 from tests.fix_hub import DB, DEVICES, FACILITY, background_task, build_settings
-from tests.private_broker import private_mosquitto
+from tests.private_broker import free_port, private_mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
@@ -220,19 +220,21 @@ async def test_credentials_are_judged_from_the_hubs_store_when_there_is_one(
     assert report.failed == ["credentials"], report.as_json()
 
 
-async def _carehub(settings: Settings, *args: str) -> tuple[int, str, str]:
+async def _carehub(settings: Settings, *args: str, **env: str) -> tuple[int, str, str]:
+    """`carehub ARGS` as a child process on the hub's settings (`env` overrides them)."""
+    settings_env = {
+        "CAREHUB_MQTT_URL": settings.mqtt_url,
+        "CAREHUB_MQTT_PROTOCOL": str(settings.mqtt_protocol),
+        "CAREHUB_DATABASE_URL": settings.database_url,
+        "CAREHUB_DATABASE_SCHEMA": settings.database_schema,
+        "CAREHUB_TOPIC_ROOT": settings.topic_root,
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "hub.cli",
         *args,
-        env=clean_env(
-            CAREHUB_MQTT_URL=settings.mqtt_url,
-            CAREHUB_MQTT_PROTOCOL=str(settings.mqtt_protocol),
-            CAREHUB_DATABASE_URL=settings.database_url,
-            CAREHUB_DATABASE_SCHEMA=settings.database_schema,
-            CAREHUB_TOPIC_ROOT=settings.topic_root,
-        ),
+        env=clean_env(**(settings_env | env)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -309,3 +311,14 @@ async def test_the_command_refuses_what_it_cannot_check_with_exit_2(
     code, out, err = await _carehub(running_hub.settings, "vendor-check", *args)
     assert code == 2, out + err
     assert message in err
+
+
+async def test_the_command_refuses_a_broker_it_cannot_reach_with_exit_2(running_hub: Hub) -> None:
+    """Nothing listens on the broker's port: exit 2, naming the broker, not a traceback."""
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    code, out, err = await _carehub(
+        running_hub.settings, "vendor-check", "eb-1", CAREHUB_MQTT_URL=url
+    )
+    assert code == 2, out + err
+    assert f"by the broker at 127.0.0.1:{url.rsplit(':', 1)[1]}" in err
+    assert "Traceback" not in err

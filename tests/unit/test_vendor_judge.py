@@ -17,6 +17,7 @@ from hub.vendor_check import (
     Judge,
     Report,
     WillOutcome,
+    opening_notes,
     render,
 )
 
@@ -245,3 +246,18 @@ def test_an_event_or_status_at_qos_0_fails_the_topics_but_telemetry_may_be_qos_0
     report = finish(j, end)
     assert report.failed == ["topics"]
     assert report.clause("topics").evidence[0].why.startswith("event published at QoS 0")
+
+
+def test_the_vendor_hears_before_the_watch_that_the_device_is_down_or_the_watch_short() -> None:
+    j = judge()
+    assert opening_notes(j, 600) == [
+        "Note: the broker holds no status for eb-1: power it up now, or it will fail most clauses."
+    ]
+    see(j, f"{OWN}/status", b'{"online": false}', START, retained=True)
+    assert "the broker says offline for eb-1" in opening_notes(j, 600)[0]
+    see(j, f"{OWN}/status", b'{"online": true}', START)
+    assert opening_notes(j, 600) == []
+    assert opening_notes(j, 90) == [
+        "Note: 90 s is less than two heartbeats (heartbeat_s 60): run with --duration 120"
+        " or more to judge the heartbeat fully."
+    ]
