@@ -24,6 +24,7 @@ from hub.cli.rules import add_rules_commands
 from hub.cli.service import add_migrate_command, add_serve_command
 from hub.cli.simulate import add_simulate_command
 from hub.cli.users import add_user_commands
+from hub.cli.vendor_check import add_vendor_check_command
 from hub.cli.webhooks import add_webhook_commands
 from hub.errors import HubError
 from hub.settings import load_settings
@@ -41,6 +42,7 @@ BEFORE_DISCOVERED: tuple[CommandGroup, ...] = (
     add_doctor_command,
     add_registry_commands,
     add_simulate_command,
+    add_vendor_check_command,
 )
 AFTER_DISCOVERED: tuple[CommandGroup, ...] = (
     add_kpis_command,
