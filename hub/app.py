@@ -23,7 +23,16 @@ from hub.settings import Settings
 # screen: per-message deflate would cost one compression per client per message, so it is
 # off. A websocket client that stopped reading never finishes closing: shutdown waits for
 # such connections this long, then goes on.
-SERVER_OPTIONS: dict[str, Any] = {"ws_per_message_deflate": False, "timeout_graceful_shutdown": 5}
+SERVER_OPTIONS: dict[str, Any] = {
+    "ws_per_message_deflate": False,
+    "timeout_graceful_shutdown": 5,
+    # Not uvloop: aiomqtt registers paho's sockets with the loop through call_soon_threadsafe,
+    # and under uvloop a registration that lands after its socket closed (a broker restart)
+    # broke the poll handle of a live connection: that lane heard nothing for a minute, until
+    # its keepalive ran out (`carehub bench faults`, one run in four). asyncio's own loop
+    # has never done it.
+    "loop": "asyncio",
+}
 
 
 def create_app(settings: Settings) -> FastAPI:
