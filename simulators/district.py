@@ -195,6 +195,8 @@ _VENDORS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
     "occupancy_counter": (("客流宝", "PC-300"), ("睿眸智能", "RM-PC8")),
 }
 
+# A kind as a facility's name says it.
+_KIND_TEXT: Final = {"elderly": "养老", "childcare": "托育", "integrated": "托育养老"}
 # Facility kinds in a repeating pattern, so even two facilities are mixed (elderly + childcare).
 _KIND_PATTERN: Final = ("elderly", "childcare", "integrated", "elderly", "childcare")
 # Class types and how often a childcare facility opens one.
@@ -259,7 +261,7 @@ class _Builder:
                 self.names.add(name)
                 return name
         # Fifty clashes in a row only happens for very large districts: number the branch.
-        name = f"{rng.choice(_CHILDCARE_BRANDS)}{kind}服务点{len(self.names) + 1}"
+        name = f"{rng.choice(_CHILDCARE_BRANDS)}{_KIND_TEXT[kind]}服务点{len(self.names) + 1}"
         self.names.add(name)
         return name
 

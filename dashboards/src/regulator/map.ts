@@ -19,9 +19,12 @@ const COLOURS: Record<FacilityState, string> = {
 // Worst first: a cluster takes the colour of its worst facility, and labels of facilities
 // that need attention win the space when names would overlap.
 const SEVERITY: Record<FacilityState, number> = { overdue: 3, alert: 2, offline: 1, ok: 0 };
-// Dots closer than this many pixels merge into a cluster; at the demo's 20 facilities and
-// district zoom none do, at 500 the city centre does.
-const CLUSTER_RADIUS_PX = 26;
+// Dots closer than this many pixels merge into a cluster. A few facilities merge only
+// where dots would touch, so most keep their names; hundreds merge wider, so that the
+// clusters themselves stand apart.
+const CLUSTER_RADIUS_FEW_PX = 18;
+const CLUSTER_RADIUS_MANY_PX = 44;
+const MANY_FACILITIES = 100;
 // Past this zoom (a few streets on screen) every facility stands alone.
 const CLUSTER_MAX_ZOOM = 15;
 const DOT_PX = 14;
@@ -63,12 +66,7 @@ export class FacilityMap {
   private readonly placed = new Map<string, Placed>();
   private readonly clusters = L.layerGroup();
   private readonly shown = L.layerGroup();
-  private readonly districtLabels: L.Marker[] = [];
-  private index = new Supercluster<{ id: string }>({
-    radius: CLUSTER_RADIUS_PX,
-    maxZoom: CLUSTER_MAX_ZOOM,
-    extent: 256,
-  });
+  private index = clusterIndex(0);
   private names: (facility: Facility) => string = (facility) => facility.name;
   private frame: number | null = null;
 
@@ -120,6 +118,7 @@ export class FacilityMap {
         geometry: { type: "Point", coordinates: [facility.longitude, facility.latitude] },
       });
     }
+    this.index = clusterIndex(points.length);
     this.index.load(points);
     if (points.length > 0) {
       const bounds = L.latLngBounds(points.map((p) => [p.geometry.coordinates[1], p.geometry.coordinates[0]]));
@@ -181,6 +180,7 @@ export class FacilityMap {
       }
       const marker = L.marker([point[1], point[0]], {
         interactive: false,
+        zIndexOffset: -1000,
         keyboard: false,
         icon: L.divIcon({
           className: "district-label",
@@ -189,8 +189,8 @@ export class FacilityMap {
           iconSize: undefined,
         }),
       }).addTo(this.map);
+      // Faint and under the facilities: it never hides a facility's name.
       marker.getElement()?.setAttribute("data-testid", "map-district");
-      this.districtLabels.push(marker);
     }
   }
 
@@ -245,12 +245,16 @@ export class FacilityMap {
       zoom,
     );
     const visible = new Set<string>();
+    const taken: Rect[] = [];
     this.clusters.clearLayers();
     for (const feature of features) {
       const [lon, lat] = feature.geometry.coordinates;
       const props = feature.properties as Supercluster.ClusterProperties | { id: string };
       if ("cluster" in props && props.cluster) {
         this.clusters.addLayer(this.clusterMarker(props.cluster_id, props.point_count, lat, lon));
+        const at = this.map.latLngToContainerPoint([lat, lon]);
+        const half = clusterSize(props.point_count) / 2;
+        taken.push([at.x - half, at.y - half, at.x + half, at.y + half]);
       } else if ("id" in props) {
         visible.add(props.id);
       }
@@ -262,7 +266,7 @@ export class FacilityMap {
         else this.shown.removeLayer(marker);
       }
     }
-    this.placeLabels(visible);
+    this.placeLabels(visible, taken);
   }
 
   private clusterMarker(clusterId: number, count: number, lat: number, lon: number): L.Marker {
@@ -278,7 +282,7 @@ export class FacilityMap {
       if (facility !== undefined && names.length < CLUSTER_TITLE_NAMES) names.push(this.names(facility));
     }
     const more = count > names.length ? " …" : "";
-    const px = count >= 100 ? 40 : count >= 10 ? 34 : 28;
+    const px = clusterSize(count);
     const marker = L.marker([lat, lon], {
       icon: L.divIcon({
         className: "map-cluster",
@@ -309,8 +313,7 @@ export class FacilityMap {
    * name or dot: facilities needing attention first, then west to east. A hidden name is
    * one zoom step away (or on the dot's title).
    */
-  private placeLabels(visible: Set<string>): void {
-    const taken: Rect[] = [];
+  private placeLabels(visible: Set<string>, taken: Rect[]): void {
     const entries: Array<{ element: HTMLElement; label: HTMLElement; at: L.Point; state: FacilityState }> =
       [];
     for (const id of visible) {
@@ -326,34 +329,54 @@ export class FacilityMap {
       element.title = this.names(placed.facility);
       entries.push({ element, label, at, state: stateOf(placed.facility) });
     }
-    for (const marker of this.districtLabels) {
-      const element = marker.getElement();
-      if (element !== undefined) {
-        const at = this.map.latLngToContainerPoint(marker.getLatLng());
-        const w = element.offsetWidth / 2;
-        const h = element.offsetHeight / 2;
-        taken.push([at.x - w, at.y - h, at.x + w, at.y + h]);
-      }
-    }
     entries.sort((a, b) => SEVERITY[b.state] - SEVERITY[a.state] || a.at.x - b.at.x);
     for (const { label, at } of entries) {
-      label.classList.remove("label-hidden");
+      label.classList.remove("label-hidden", ...SIDES.map((side) => `label-${side}`));
       const width = label.offsetWidth;
       const height = label.offsetHeight;
-      const left = at.x + DOT_PX / 2 + 1;
-      // No gap on the dot's side: the label stands right beside its own dot.
-      const rect: Rect = [
-        left,
-        at.y - height / 2 - LABEL_GAP_PX,
-        left + width + LABEL_GAP_PX,
-        at.y + height / 2 + LABEL_GAP_PX,
-      ];
-      if (taken.some((other) => overlaps(rect, other))) {
+      const rect = SIDES.map((side) => labelRect(side, at, width, height)).findIndex(
+        (candidate) => !taken.some((other) => overlaps(candidate, other)),
+      );
+      if (rect < 0) {
         label.classList.add("label-hidden");
       } else {
-        taken.push(rect);
+        label.classList.add(`label-${SIDES[rect]}`);
+        taken.push(labelRect(SIDES[rect], at, width, height));
       }
     }
+  }
+}
+
+/** A cluster's diameter in pixels: bigger for more facilities. */
+function clusterSize(count: number): number {
+  return count >= 100 ? 38 : count >= 10 ? 32 : 26;
+}
+
+function clusterIndex(facilities: number): Supercluster<{ id: string }> {
+  return new Supercluster<{ id: string }>({
+    radius: facilities > MANY_FACILITIES ? CLUSTER_RADIUS_MANY_PX : CLUSTER_RADIUS_FEW_PX,
+    maxZoom: CLUSTER_MAX_ZOOM,
+    extent: 256,
+  });
+}
+
+// Where a name may stand around its dot, in the order tried.
+const SIDES = ["right", "left", "top", "bottom"] as const;
+type Side = (typeof SIDES)[number];
+
+/** The box a name of this size takes on one side of its dot, with its gap around it. */
+function labelRect(side: Side, at: L.Point, width: number, height: number): Rect {
+  const half = DOT_PX / 2 + 1;
+  // No gap on the dot's side: the label stands right beside its own dot.
+  switch (side) {
+    case "right":
+      return [at.x + half, at.y - height / 2 - LABEL_GAP_PX, at.x + half + width + LABEL_GAP_PX, at.y + height / 2 + LABEL_GAP_PX];
+    case "left":
+      return [at.x - half - width - LABEL_GAP_PX, at.y - height / 2 - LABEL_GAP_PX, at.x - half, at.y + height / 2 + LABEL_GAP_PX];
+    case "top":
+      return [at.x - width / 2 - LABEL_GAP_PX, at.y - half - height - LABEL_GAP_PX, at.x + width / 2 + LABEL_GAP_PX, at.y - half];
+    default:
+      return [at.x - width / 2 - LABEL_GAP_PX, at.y + half, at.x + width / 2 + LABEL_GAP_PX, at.y + half + height + LABEL_GAP_PX];
   }
 }
 
