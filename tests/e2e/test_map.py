@@ -12,7 +12,7 @@ from playwright.async_api import Browser, Page, expect
 from hub.auth import add_user
 from hub.settings import Settings
 from simulators.district import build_district
-from tests.e2e.conftest import DISTRICT, PASSWORD, SCREEN, serve, screenshot, sign_in
+from tests.e2e.conftest import DISTRICT, PASSWORD, SCREEN, screenshot, serve, sign_in
 from tests.e2e.page_watch import policy_refusals
 from tests.fix_hub import connect_db
 
@@ -24,8 +24,12 @@ SITE_FACILITIES = 2
 # Every label and dot on screen, as the person sees them: box, text, whether shown.
 SHOWN = """
 () => {
-  const box = (el) => { const r = el.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
-  const labels = [...document.querySelectorAll('[data-testid="map-facility"] .map-label')].map((el) => ({
+  const box = (el) => {
+    const r = el.getBoundingClientRect();
+    return [r.left, r.top, r.right, r.bottom];
+  };
+  const names = document.querySelectorAll('[data-testid="map-facility"] .map-label');
+  const labels = [...names].map((el) => ({
     id: el.parentElement.dataset.facilityId,
     text: el.textContent,
     shown: getComputedStyle(el).visibility === 'visible',
@@ -102,7 +106,9 @@ async def test_the_district_map_draws_outlines_and_names_every_facility(
         await sign_in(page, f"{site.base}/", "regulator")
 
         # The outlines: drawn as paths, the two districts named on the map.
-        await expect(page.locator(".map path.leaflet-interactive, .map svg path").first).to_be_attached()
+        await expect(
+            page.locator(".map path.leaflet-interactive, .map svg path").first
+        ).to_be_attached()
         districts = page.get_by_test_id("map-district")
         await expect(districts).to_have_count(2)
         assert sorted(await districts.all_text_contents()) == ["瓯海区", "鹿城区"]

@@ -57,6 +57,11 @@ function paint(element: HTMLElement | undefined, state: FacilityState): void {
   dot.style.background = COLOURS[state];
 }
 
+/** Whether a box lies wholly on the map (a name cut by the edge does not read). */
+function within(rect: Rect, size: L.Point): boolean {
+  return rect[0] >= 0 && rect[1] >= 0 && rect[2] <= size.x && rect[3] <= size.y;
+}
+
 function stateOf(facility: Facility): FacilityState {
   return facility.status?.state ?? "offline";
 }
@@ -127,7 +132,7 @@ export class FacilityMap {
         [bounds.getNorth() + BOX_MARGIN, bounds.getEast() + BOX_MARGIN],
       );
       this.map.invalidateSize({ animate: false });
-      this.map.fitBounds(box, { animate: false, padding: [12, 12] });
+      this.map.fitBounds(box, { animate: false, padding: [24, 24] });
     }
     this.render();
   }
@@ -314,6 +319,7 @@ export class FacilityMap {
    * one zoom step away (or on the dot's title).
    */
   private placeLabels(visible: Set<string>, taken: Rect[]): void {
+    const size = this.map.getSize();
     const entries: Array<{ element: HTMLElement; label: HTMLElement; at: L.Point; state: FacilityState }> =
       [];
     for (const id of visible) {
@@ -335,7 +341,7 @@ export class FacilityMap {
       const width = label.offsetWidth;
       const height = label.offsetHeight;
       const rect = SIDES.map((side) => labelRect(side, at, width, height)).findIndex(
-        (candidate) => !taken.some((other) => overlaps(candidate, other)),
+        (candidate) => within(candidate, size) && !taken.some((other) => overlaps(candidate, other)),
       );
       if (rect < 0) {
         label.classList.add("label-hidden");
