@@ -152,8 +152,10 @@ export class FacilityMap {
   rename(names: (facilityId: string) => string): void {
     this.names = (facility) => names(facility.id);
     for (const { facility, marker } of this.placed.values()) {
-      const label = marker.getElement()?.querySelector(".map-label");
+      const element = marker.getElement();
+      const label = element?.querySelector(".map-label");
       if (label) label.textContent = this.names(facility);
+      if (element) element.title = this.names(facility);
     }
     this.schedule();
   }
@@ -222,6 +224,7 @@ export class FacilityMap {
       paint(element, stateOf(placed.facility));
       const label = element.querySelector(".map-label");
       if (label) label.textContent = this.names(placed.facility);
+      element.title = this.names(placed.facility);
     });
     return marker;
   }
@@ -320,8 +323,9 @@ export class FacilityMap {
    */
   private placeLabels(visible: Set<string>, taken: Rect[]): void {
     const size = this.map.getSize();
-    const entries: Array<{ element: HTMLElement; label: HTMLElement; at: L.Point; state: FacilityState }> =
+    const entries: Array<{ label: HTMLElement; at: L.Point; state: FacilityState; box: [number, number] }> =
       [];
+    // Read every size first, then write every class: one layout per render, not one a name.
     for (const id of visible) {
       const placed = this.placed.get(id);
       const element = placed?.marker.getElement();
@@ -332,25 +336,27 @@ export class FacilityMap {
       const at = this.map.latLngToContainerPoint(placed.marker.getLatLng());
       const half = DOT_PX / 2;
       taken.push([at.x - half, at.y - half, at.x + half, at.y + half]);
-      element.title = this.names(placed.facility);
-      entries.push({ element, label, at, state: stateOf(placed.facility) });
+      // A hidden name keeps its size (visibility), and a side does not change it.
+      const box: [number, number] = [label.offsetWidth, label.offsetHeight];
+      entries.push({ label, at, state: stateOf(placed.facility), box });
     }
     entries.sort((a, b) => SEVERITY[b.state] - SEVERITY[a.state] || a.at.x - b.at.x);
-    for (const { label, at } of entries) {
-      label.classList.remove("label-hidden", ...SIDES.map((side) => `label-${side}`));
-      const width = label.offsetWidth;
-      const height = label.offsetHeight;
-      const rect = SIDES.map((side) => labelRect(side, at, width, height)).findIndex(
-        (candidate) => within(candidate, size) && !taken.some((other) => overlaps(candidate, other)),
-      );
-      if (rect < 0) {
+    for (const { label, at, box } of entries) {
+      const [width, height] = box;
+      const side = SIDES.find((candidate) => {
+        const rect = labelRect(candidate, at, width, height);
+        return within(rect, size) && !taken.some((other) => overlaps(rect, other));
+      });
+      label.classList.remove("label-hidden", ...SIDES.map((one) => `label-${one}`));
+      if (side === undefined) {
         label.classList.add("label-hidden");
       } else {
-        label.classList.add(`label-${SIDES[rect]}`);
-        taken.push(labelRect(SIDES[rect], at, width, height));
+        label.classList.add(`label-${side}`);
+        taken.push(labelRect(side, at, width, height));
       }
     }
   }
+
 }
 
 /** A cluster's diameter in pixels: bigger for more facilities. */
