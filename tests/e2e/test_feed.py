@@ -99,7 +99,6 @@ async def test_an_overdue_call_is_highlighted_until_it_is_taken_over(
     assert background == "pulse", background
     dot = page.locator(f'[data-testid="map-facility"][data-facility-id="{FACILITY}"]')
     await expect(dot).to_have_attribute("data-state", "overdue", timeout=5000)
-    await screenshot(page, "regulator-overdue.png")
 
     # Taken over: the row stays (open) but is no longer highlighted, and says by whom.
     await _post_as(site, "nurse", f"/alerts/{alert_id}/ack", {})

