@@ -4,6 +4,7 @@ names, every facility's name readable beside its dot at district zoom, and clust
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -145,6 +146,15 @@ async def test_the_district_map_draws_outlines_and_names_every_facility(
         named = {label["id"] for label in zoomed["labels"] if label["shown"]}
         assert named - before, "zooming in named no facility that was not named before"
 
+        # A facility's name opens its drill-down, as its dot does.
+        named_id = visible[0]["id"]
+        await page.locator(f'[data-facility-id="{named_id}"] .map-label').click()
+        await expect(page.get_by_test_id("drilldown")).to_have_attribute(
+            "data-loaded", "true", timeout=10_000
+        )
+        await expect(page.get_by_test_id("drill-title")).to_contain_text(names[named_id])
+        await page.get_by_test_id("drill-close").click()
+
         # Offline: nothing but the hub's own origin was asked for, and the policy held.
         foreign = [url for url in requests if not url.startswith(site.base)]
         assert foreign == [], foreign
@@ -190,3 +200,11 @@ async def test_500_facilities_cluster_and_open_up_as_the_map_zooms_in(
         smaller = [one for one in after["clusters"] if set(one["ids"]) & inside]
         assert alone or len(smaller) > 1, "the cluster did not open up"
         assert all(one["count"] < biggest["count"] for one in smaller), smaller
+
+        # A cluster says what it holds in the page's language, English one click away.
+        cluster = page.get_by_test_id("map-cluster").first
+        await expect(cluster).to_have_attribute("title", re.compile(r"^\d+ 家机构，点击放大\n"))
+        await page.get_by_test_id("lang-toggle").click()
+        await expect(cluster).to_have_attribute(
+            "title", re.compile(r"^\d+ facilities: click to zoom in\n")
+        )

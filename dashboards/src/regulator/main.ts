@@ -68,6 +68,7 @@ class RegulatorScreen {
     applyStatic(layout);
     onLanguageChange(() => {
       this.renderLegend();
+      this.map.repaint();
       this.kpis.render();
       this.feed.repaint();
       this.drill.repaint();

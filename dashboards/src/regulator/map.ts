@@ -167,6 +167,11 @@ export class FacilityMap {
     this.map.invalidateSize();
   }
 
+  /** The language changed: clusters say their counts again in it. */
+  repaint(): void {
+    this.schedule();
+  }
+
   // -- drawing --------------------------------------------------------------------------
 
   private drawOutlines(tiled: boolean): void {
