@@ -110,6 +110,53 @@ function convert(coordinates: unknown): unknown {
   return items.map(convert);
 }
 
+/** The area centroid of a ring, or null for a degenerate one. */
+function centroid(ring: Position[]): Position | null {
+  let area = 0;
+  let x = 0;
+  let y = 0;
+  for (let i = 0; i + 1 < ring.length; i += 1) {
+    const [x0, y0] = ring[i];
+    const [x1, y1] = ring[i + 1];
+    const cross = x0 * y1 - x1 * y0;
+    area += cross;
+    x += (x0 + x1) * cross;
+    y += (y0 + y1) * cross;
+  }
+  return area === 0 ? null : [x / (3 * area), y / (3 * area)];
+}
+
+function inside([x, y]: Position, ring: Position[]): boolean {
+  let result = false;
+  for (let i = 0, j = ring.length - 1; i < ring.length; j = i, i += 1) {
+    const [xi, yi] = ring[i];
+    const [xj, yj] = ring[j];
+    if (yi > y !== yj > y && x < ((xj - xi) * (y - yi)) / (yj - yi) + xi) {
+      result = !result;
+    }
+  }
+  return result;
+}
+
+/**
+ * Where a district's name stands: the centre of its largest part's area when that falls
+ * inside it (away from the dense town centre, where facilities' names need the room), else
+ * the source's own label point.
+ */
+function labelPoint(geometry: { type: string; coordinates: unknown }, fallback: Position | null): Position | null {
+  const outers =
+    geometry.type === "Polygon"
+      ? [(geometry.coordinates as Position[][])[0]]
+      : (geometry.coordinates as Position[][][]).map((polygon) => polygon[0]);
+  const largest = outers.reduce((a, b) => (b.length > a.length ? b : a));
+  const centre = centroid(largest);
+  if (centre !== null && inside(centre, largest)) {
+    const scale = 10 ** DECIMALS;
+    return [Math.round(centre[0] * scale) / scale, Math.round(centre[1] * scale) / scale];
+  }
+  return fallback;
+}
+
 /** The chosen districts as a WGS 84 FeatureCollection, with each one's label point. */
 export function loadOutlines(source: OutlineSource): unknown {
   const require = createRequire(import.meta.url);
@@ -120,14 +167,15 @@ export function loadOutlines(source: OutlineSource): unknown {
   const wanted = new Set(source.districts);
   const features = collection.features
     .filter((feature) => wanted.has(feature.properties.name))
-    .map((feature) => ({
-      type: "Feature",
-      properties: {
-        name: feature.properties.name,
-        label: feature.properties.cp === undefined ? null : gcjToWgs(feature.properties.cp),
-      },
-      geometry: { type: feature.geometry.type, coordinates: convert(feature.geometry.coordinates) },
-    }));
+    .map((feature) => {
+      const geometry = { type: feature.geometry.type, coordinates: convert(feature.geometry.coordinates) };
+      const source = feature.properties.cp === undefined ? null : gcjToWgs(feature.properties.cp);
+      return {
+        type: "Feature",
+        properties: { name: feature.properties.name, label: labelPoint(geometry, source) },
+        geometry,
+      };
+    });
   const missing = [...wanted].filter((name) => !features.some((f) => f.properties.name === name));
   if (missing.length > 0) {
     throw new Error(`district outlines: ${source.city} has no ${missing.join(", ")}`);
