@@ -178,6 +178,8 @@ export class AlertFeed {
       raisedMs: Date.parse(alert.raised_at),
     };
     this.paint(row);
+    // Its age from the start, not from the next second's tick.
+    ageElement.textContent = age(row.raisedMs, Date.now());
     this.rows.set(alert.id, row);
     return row;
   }
