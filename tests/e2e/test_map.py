@@ -98,6 +98,13 @@ async def test_the_district_map_draws_outlines_and_names_every_facility(
 ) -> None:
     """The demo's 20 facilities: outlines, district names, readable facility names."""
     names = await _register(migrated, 20)
+    async with await connect_db(migrated) as db:
+        # Registered without coordinates: not on the map, and the map says so.
+        await db.execute(
+            "INSERT INTO facilities (id, name, kind, district, beds, childcare_places)"
+            " VALUES ('lc-nowhere', '未定位托育点', 'childcare', %s, 0, 20)",
+            (DISTRICT,),
+        )
     async with serve(migrated) as site:
         await add_user(site.hub.pool, "regulator", "regulator", PASSWORD, district=DISTRICT)
         page = await browser.new_page(viewport=SCREEN)
@@ -114,6 +121,9 @@ async def test_the_district_map_draws_outlines_and_names_every_facility(
         await expect(districts).to_have_count(2)
         assert sorted(await districts.all_text_contents()) == ["瓯海区", "鹿城区"]
         await expect(page.locator(".leaflet-control-attribution")).to_contain_text("AMap")
+        await expect(page.get_by_test_id("map-unplaced")).to_have_text(
+            "1 家机构未登记经纬度，不在地图上"
+        )
 
         await page.wait_for_timeout(500)  # the map settles its first layout
         await screenshot(page, "map.png")

@@ -7,6 +7,7 @@ import L from "leaflet";
 import Supercluster from "supercluster";
 import outlines from "virtual:district-outlines";
 
+import { h } from "../common/dom";
 import { t } from "../common/i18n";
 import type { Facility, FacilityState } from "../common/types";
 
@@ -77,6 +78,10 @@ export class FacilityMap {
   private index = clusterIndex(0);
   private names: (facility: Facility) => string = (facility) => facility.name;
   private frame: number | null = null;
+  private fitted = false;
+  private unplaced = 0;
+  // Facilities the registry holds no coordinates for: said, since they cannot be shown.
+  private readonly note = h("div", { class: "map-note", "data-testid": "map-unplaced", hidden: true });
 
   constructor(
     container: HTMLElement,
@@ -99,6 +104,7 @@ export class FacilityMap {
       );
     }
     this.drawOutlines(tiled);
+    container.appendChild(this.note);
     this.clusters.addTo(this.map);
     this.shown.addTo(this.map);
     this.map.on("zoomend moveend", () => this.schedule());
@@ -115,8 +121,10 @@ export class FacilityMap {
     this.shown.clearLayers();
     this.placed.clear();
     const points: Array<Supercluster.PointFeature<{ id: string }>> = [];
+    this.unplaced = 0;
     for (const facility of facilities) {
       if (facility.latitude === null || facility.longitude === null) {
+        this.unplaced += 1;
         continue;
       }
       this.placed.set(facility.id, { facility, marker: this.facilityMarker(facility) });
@@ -128,7 +136,10 @@ export class FacilityMap {
     }
     this.index = clusterIndex(points.length);
     this.index.load(points);
-    if (points.length > 0) {
+    this.paintNote();
+    // The first snapshot frames the district; a reconnect's keeps the view the person chose.
+    if (points.length > 0 && !this.fitted) {
+      this.fitted = true;
       const bounds = L.latLngBounds(points.map((p) => [p.geometry.coordinates[1], p.geometry.coordinates[0]]));
       const box = L.latLngBounds(
         [bounds.getSouth() - BOX_MARGIN, bounds.getWest() - BOX_MARGIN],
@@ -167,9 +178,15 @@ export class FacilityMap {
     this.map.invalidateSize();
   }
 
-  /** The language changed: clusters say their counts again in it. */
+  /** The language changed: clusters and the note say their counts again in it. */
   repaint(): void {
+    this.paintNote();
     this.schedule();
+  }
+
+  private paintNote(): void {
+    this.note.hidden = this.unplaced === 0;
+    this.note.textContent = t("map.unplaced", { count: this.unplaced });
   }
 
   // -- drawing --------------------------------------------------------------------------
