@@ -218,3 +218,43 @@ async def test_500_facilities_cluster_and_open_up_as_the_map_zooms_in(
         await expect(cluster).to_have_attribute(
             "title", re.compile(r"^\d+ facilities: click to zoom in\n")
         )
+
+
+async def test_bad_registry_data_neither_breaks_the_map_nor_runs_as_markup(
+    migrated: Settings, browser: Browser
+) -> None:
+    """A home at 0, 0, one named with markup, one with a very long name: the district stays
+    framed, the far one is counted, names stay text and a long one stays within bounds."""
+    markup = '<img src=x onerror="document.title=1">阳光<b>托育</b>'
+    long_name = "温州市鹿城区" + "很长的名字" * 30
+    async with await connect_db(migrated) as db:
+        await db.execute(
+            "INSERT INTO facilities (id, name, kind, district, latitude, longitude, beds,"
+            " childcare_places) VALUES"
+            " ('lc-null-island', '零点颐养院', 'elderly', %s, 0, 0, 10, 0),"
+            " ('lc-markup', %s, 'childcare', %s, 28.05, 120.60, 0, 20),"
+            " ('lc-long', %s, 'childcare', %s, 28.08, 120.52, 0, 20)",
+            (DISTRICT, markup, DISTRICT, long_name, DISTRICT),
+        )
+    async with serve(migrated) as site:
+        await add_user(site.hub.pool, "regulator", "regulator", PASSWORD, district=DISTRICT)
+        page = await browser.new_page(viewport=SCREEN)
+        refused = policy_refusals(page)
+        await sign_in(page, f"{site.base}/", "regulator")
+        await page.wait_for_timeout(500)
+        note = page.get_by_test_id("map-unplaced")
+        await expect(note).to_have_text("1 家机构的经纬度远在辖区外，请核对")
+        # The district is framed, not the Gulf of Guinea: 鹿城区's name is on screen.
+        await expect(
+            page.get_by_test_id("map-district").filter(has_text="鹿城区")
+        ).to_be_in_viewport()
+        # Markup in a name is shown as its text, never run.
+        label = page.locator('[data-facility-id="lc-markup"] .map-label')
+        await expect(label).to_have_text(markup)
+        assert await page.locator(".map img:not(.leaflet-tile)").count() == 0
+        assert await page.title() != "1"
+        # A very long name is cut with an ellipsis, inside the map.
+        long_label = page.locator('[data-facility-id="lc-long"] .map-label')
+        width = await long_label.evaluate("el => el.getBoundingClientRect().width")
+        assert 0 < width < 400, width
+        assert refused == []

@@ -80,6 +80,9 @@ export class FacilityMap {
   private frame: number | null = null;
   private fitted = false;
   private unplaced = 0;
+  private outside = 0;
+  // Where facilities are expected: the outlines and as much again around them.
+  private area: L.LatLngBounds = L.latLngBounds([]);
   // Facilities the registry holds no coordinates for: said, since they cannot be shown.
   private readonly note = h("div", { class: "map-note", "data-testid": "map-unplaced", hidden: true });
 
@@ -136,11 +139,18 @@ export class FacilityMap {
     }
     this.index = clusterIndex(points.length);
     this.index.load(points);
+    // A facility far outside the outlines (a typo, or 0, 0) is still drawn, but framing it
+    // would shrink the district to a dot; the note counts it instead.
+    const near = this.area.isValid()
+      ? points.filter((p) => this.area.contains([p.geometry.coordinates[1], p.geometry.coordinates[0]]))
+      : points;
+    const framed = near.length > 0 ? near : points;
+    this.outside = points.length - framed.length;
     this.paintNote();
     // The first snapshot frames the district; a reconnect's keeps the view the person chose.
-    if (points.length > 0 && !this.fitted) {
+    if (framed.length > 0 && !this.fitted) {
       this.fitted = true;
-      const bounds = L.latLngBounds(points.map((p) => [p.geometry.coordinates[1], p.geometry.coordinates[0]]));
+      const bounds = L.latLngBounds(framed.map((p) => [p.geometry.coordinates[1], p.geometry.coordinates[0]]));
       const box = L.latLngBounds(
         [bounds.getSouth() - BOX_MARGIN, bounds.getWest() - BOX_MARGIN],
         [bounds.getNorth() + BOX_MARGIN, bounds.getEast() + BOX_MARGIN],
@@ -185,14 +195,18 @@ export class FacilityMap {
   }
 
   private paintNote(): void {
-    this.note.hidden = this.unplaced === 0;
-    this.note.textContent = t("map.unplaced", { count: this.unplaced });
+    const lines = [
+      this.unplaced > 0 ? t("map.unplaced", { count: this.unplaced }) : null,
+      this.outside > 0 ? t("map.outside", { count: this.outside }) : null,
+    ].filter((line) => line !== null);
+    this.note.hidden = lines.length === 0;
+    this.note.textContent = lines.join("；");
   }
 
   // -- drawing --------------------------------------------------------------------------
 
   private drawOutlines(tiled: boolean): void {
-    L.geoJSON(outlines, {
+    const layer = L.geoJSON(outlines, {
       interactive: false,
       style: {
         color: "#38bdf8",
@@ -203,6 +217,7 @@ export class FacilityMap {
         fillOpacity: 0.55,
       },
     }).addTo(this.map);
+    this.area = layer.getBounds().pad(1);
     // The outlines' source, as its terms ask (../../../NOTICE).
     this.map.attributionControl.addAttribution(OUTLINE_SOURCE);
     for (const feature of outlines.features) {
