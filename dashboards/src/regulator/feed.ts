@@ -151,7 +151,6 @@ export class AlertFeed {
     this.tick();
   }
 
-
   openAlerts(): Iterable<Alert> {
     return [...this.rows.values()].map((row) => row.alert);
   }
