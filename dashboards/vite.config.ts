@@ -3,6 +3,8 @@
 import { resolve } from "node:path";
 import { defineConfig, type Plugin } from "vite";
 
+import { districtOutlines } from "./outlines";
+
 const hub = process.env.CAREHUB_HUB_URL ?? "http://127.0.0.1:8080";
 
 /** What every page holds, written once: each index.html keeps only its title, viewport and script. */
@@ -21,7 +23,11 @@ function sharedPageParts(): Plugin {
 
 export default defineConfig({
   base: "/",
-  plugins: [sharedPageParts()],
+  // The regulator's map draws the demo district and its neighbour, 温州's 鹿城区 and 瓯海区.
+  plugins: [
+    sharedPageParts(),
+    districtOutlines({ city: "zhe4_jiang1_wen1_zhou1", districts: ["鹿城区", "瓯海区"] }),
+  ],
   build: {
     outDir: "dist",
     emptyOutDir: true,

@@ -142,6 +142,38 @@ _STREETS: Final[dict[str, tuple[str, ...]]] = {
     "瓯海区": _words("梧田街道 娄桥街道 新桥街道 景山街道 南白象街道 三垟街道 茶山街道"),
     "洞头区": _words("北岙街道 东屏街道 元觉街道 霓屿街道"),
 }
+# Where each street's facilities stand: near its 街道办事处 / 镇政府, in WGS 84 (the datum of
+# GPS and of 天地图), checked to fall inside the district outlines the regulator's map draws
+# (dashboards/outlines.ts) with the scatter below. Streets missing here scatter over their
+# district's box instead.
+_PLACES: Final[dict[str, tuple[float, float]]] = {
+    # 鹿城区
+    "五马街道": (28.0190, 120.6530),
+    "松台街道": (28.0110, 120.6420),
+    "南汇街道": (27.9985, 120.6780),
+    "滨江街道": (28.0150, 120.6900),
+    "大南街道": (28.0090, 120.6590),
+    "南郊街道": (27.9990, 120.6480),
+    "七都街道": (28.0230, 120.7160),
+    "蒲鞋市街道": (28.0200, 120.6690),
+    "广化街道": (28.0160, 120.6270),
+    "双屿街道": (28.0090, 120.5960),
+    "丰门街道": (28.0080, 120.6150),
+    "仰义街道": (28.0420, 120.5700),
+    "藤桥镇": (28.0720, 120.5100),
+    "山福镇": (28.1000, 120.4550),
+    # 瓯海区
+    "梧田街道": (27.9640, 120.6770),
+    "娄桥街道": (27.9620, 120.6150),
+    "新桥街道": (27.9850, 120.6210),
+    "景山街道": (27.9990, 120.6330),
+    "南白象街道": (27.9470, 120.6880),
+    "三垟街道": (27.9780, 120.6620),
+    "茶山街道": (27.9320, 120.7030),
+}
+# How far a facility stands from its street's point, at most (degrees; about 450 m).
+_SCATTER: Final = (0.004, 0.0045)
+
 _ROADS: Final = _words(
     "解放路 人民路 信河街 府前街 公园路 胜利路 学院路 飞霞南路 车站大道 锦绣路 南塘街 "
     "黎明西路 汤家桥路 双屿大道 江滨路 望江路 府东路 新城大道"
@@ -163,6 +195,8 @@ _VENDORS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
     "occupancy_counter": (("客流宝", "PC-300"), ("睿眸智能", "RM-PC8")),
 }
 
+# A kind as a facility's name says it.
+_KIND_TEXT: Final = {"elderly": "养老", "childcare": "托育", "integrated": "托育养老"}
 # Facility kinds in a repeating pattern, so even two facilities are mixed (elderly + childcare).
 _KIND_PATTERN: Final = ("elderly", "childcare", "integrated", "elderly", "childcare")
 # Class types and how often a childcare facility opens one.
@@ -227,7 +261,7 @@ class _Builder:
                 self.names.add(name)
                 return name
         # Fifty clashes in a row only happens for very large districts: number the branch.
-        name = f"{rng.choice(_CHILDCARE_BRANDS)}{kind}服务点{len(self.names) + 1}"
+        name = f"{rng.choice(_CHILDCARE_BRANDS)}{_KIND_TEXT[kind]}服务点{len(self.names) + 1}"
         self.names.add(name)
         return name
 
@@ -245,6 +279,19 @@ class _Builder:
         if kind == "childcare":
             return self._filing("卫托备", year)
         return f"{self._filing('民养备', year)}；{self._filing('卫托备', year)}"
+
+    def _position(self, street: str) -> tuple[float, float]:
+        """A facility's coordinates: near its street's real place, or in the district's box."""
+        place = _PLACES.get(street)
+        if place is None:
+            return (
+                round(self.rng.uniform(*self.lat_box), 6),
+                round(self.rng.uniform(*self.lon_box), 6),
+            )
+        return (
+            round(place[0] + self.rng.uniform(-_SCATTER[0], _SCATTER[0]), 6),
+            round(place[1] + self.rng.uniform(-_SCATTER[1], _SCATTER[1]), 6),
+        )
 
     # zones and devices
 
@@ -353,6 +400,7 @@ class _Builder:
             places = self._classes(facility_id, rng.randint(2, 3))
             self._common(facility_id, "dining", "长者餐厅", max(20, round(beds * 0.6 / 5) * 5))
             self._common(facility_id, "intergen", "代际活动室", rng.randrange(24, 41, 4))
+        latitude, longitude = self._position(street)
         self.facilities.append(
             Facility(
                 id=facility_id,
@@ -360,8 +408,8 @@ class _Builder:
                 kind=kind,
                 district=self.district,
                 address=address,
-                latitude=round(rng.uniform(*self.lat_box), 6),
-                longitude=round(rng.uniform(*self.lon_box), 6),
+                latitude=latitude,
+                longitude=longitude,
                 registration_no=self._registration(kind),
                 beds=beds,
                 childcare_places=places,

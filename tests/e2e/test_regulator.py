@@ -72,10 +72,18 @@ async def test_the_regulator_screen_shows_the_district_live_and_drills_into_a_fa
     await sign_in(page, regulator_url.group(1), "regulator", DEMO_PASSWORD)
     await expect(page.get_by_test_id("connection-status")).to_have_text("实时")
 
-    # Every facility of the district on the map, each coloured by a known state.
+    # Every facility of the district on the map, a dot of its own or counted in a cluster
+    # where dots would overlap, each coloured by a known state.
     markers = page.get_by_test_id("map-facility")
-    await expect(markers).to_have_count(FACILITIES)
-    states = await markers.evaluate_all("els => els.map(e => e.getAttribute('data-state'))")
+    clusters = page.get_by_test_id("map-cluster")
+    await expect(markers.first).to_be_attached()
+    on_map = await markers.evaluate_all("els => els.map(e => e.dataset.facilityId)")
+    for ids in await clusters.evaluate_all("els => els.map(e => e.dataset.facilityIds)"):
+        on_map.extend(ids.split(" "))
+    assert sorted(on_map) == [f"lc-{n:03d}" for n in range(1, FACILITIES + 1)], on_map
+    states = await page.locator(
+        '[data-testid="map-facility"], [data-testid="map-cluster"]'
+    ).evaluate_all("els => els.map(e => e.getAttribute('data-state'))")
     assert set(states) <= {"ok", "alert", "overdue", "offline"}, states
 
     # The KPI band fills from the snapshot: the simulated devices report within seconds.
@@ -105,8 +113,12 @@ async def test_the_regulator_screen_shows_the_district_live_and_drills_into_a_fa
     await expect(page.get_by_test_id("kpi-ack60-value")).not_to_have_text("", timeout=10_000)
     await screenshot(page, "regulator.png")
 
-    # Drill into the first facility (it has occupancy counters).
-    await page.locator('[data-testid="map-facility"][data-facility-id="lc-001"]').click(force=True)
+    # Drill into the first facility (it has occupancy counters), opening its cluster first
+    # if it stands in one.
+    first = page.locator('[data-testid="map-facility"][data-facility-id="lc-001"]')
+    if await first.count() == 0:
+        await page.locator('[data-testid="map-cluster"][data-facility-ids~="lc-001"]').click()
+    await first.click(force=True)
     drill = page.get_by_test_id("drilldown")
     await expect(drill).to_have_attribute("data-loaded", "true", timeout=10_000)
     await expect(page.get_by_test_id("drill-title")).to_contain_text("养老")

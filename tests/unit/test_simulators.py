@@ -40,6 +40,9 @@ from simulators.behaviour import (
     make_behaviour,
 )
 from simulators.device import encode_payload
+from simulators.district import _PLACES as PLACES
+from simulators.district import _SCATTER as SCATTER
+from simulators.district import _STREETS as STREETS
 from simulators.district import District
 
 SPEC_HEADERS = {
@@ -139,8 +142,9 @@ def test_ids_keep_the_contract_pattern_and_references_hold(district: District) -
 def test_facilities_sit_in_wenzhou_with_beds_and_places_by_kind(district: District) -> None:
     """Coordinates fall in Lucheng; beds and childcare places match each facility's kind."""
     for facility in district.facilities:
-        assert 27.99 <= facility.latitude <= 28.05
-        assert 120.62 <= facility.longitude <= 120.74
+        # 鹿城区's extent as the map's outlines draw it (WGS 84), from 山福 to 七都.
+        assert 27.97 <= facility.latitude <= 28.16
+        assert 120.38 <= facility.longitude <= 120.80
         assert facility.district == "鹿城区"
         assert facility.address.startswith("浙江省温州市鹿城区")
         classes = [z for z in district.zones_of(facility.id) if z.kind == "class"]
@@ -403,3 +407,23 @@ def test_a_test_press_is_what_each_type_can_press() -> None:
 def test_senseless_fault_knobs_are_refused(knobs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         Faults(**knobs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["鹿城区", "瓯海区"])
+def test_facilities_stand_near_a_real_street_office_of_their_district(name: str) -> None:
+    """Each facility is within the scatter of one of its district's street points, so the
+    demo's homes stand in town, not in the river or the next district."""
+    district = build_district(60, district=name)
+    points = [PLACES[street] for street in STREETS[name] if street in PLACES]
+    assert len(points) == len(STREETS[name]), "a street of the district has no place"
+    for facility in district.facilities:
+        assert any(
+            abs(facility.latitude - lat) <= SCATTER[0]
+            and abs(facility.longitude - lon) <= SCATTER[1]
+            for lat, lon in points
+        ), facility
+    # The same seed puts each home in the same place every time.
+    again = build_district(60, district=name)
+    assert [(f.latitude, f.longitude) for f in again.facilities] == [
+        (f.latitude, f.longitude) for f in district.facilities
+    ]

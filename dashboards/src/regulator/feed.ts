@@ -1,7 +1,8 @@
 // The live alert feed: one row per open alert, newest first, each age ticking every
 // second; overdue calls highlighted; a facility's flood (alert_group, or more than
 // FLOOD_ROWS open medium/low alerts) collapsed into one line. Rows are added, changed and
-// removed one at a time: a message never re-renders the list.
+// removed one at a time: a message never re-renders the list. A group's line expands to
+// every open alert behind it, read from the API (the hub sends a flood as counts only).
 import { h } from "../common/dom";
 import { age } from "../common/format";
 import { label, t } from "../common/i18n";
@@ -24,7 +25,13 @@ interface Group {
   facilityId: string;
   element: HTMLElement;
   text: HTMLElement;
+  toggle: HTMLButtonElement;
+  list: HTMLElement;
+  refresh: number | undefined;
   members: Map<string, Alert>;
+  // Alerts the hub counted in its summary (their raise never came), heard of since by a
+  // later change: kept to follow their state, never counted twice.
+  counted: Set<string>;
   serverKinds: Record<string, number>;
   updatedMs: number;
 }
@@ -33,7 +40,12 @@ export interface FeedContext {
   facilityName: (facilityId: string) => string;
   zoneName: (facilityId: string, zoneId: string | null) => string;
   onSelect: (facilityId: string) => void;
+  /** The facility's open alerts, newest first (GET /alerts?state=open&facility=). */
+  openAlerts: (facilityId: string) => Promise<Alert[]>;
 }
+
+// An expanded group reads its alerts again this long after its last change.
+const GROUP_REFRESH_MS = 500;
 
 export class AlertFeed {
   readonly element: HTMLElement;
@@ -86,8 +98,8 @@ export class AlertFeed {
     this.tick();
   }
 
-  /** One alert change from the live feed. */
-  apply(alert: Alert): void {
+  /** One alert change from the live feed (`action` as the hub sent it: raise, ack, ...). */
+  apply(alert: Alert, action = "raise"): void {
     const row = this.rows.get(alert.id);
     const group = this.groups.get(alert.facility_id);
     if (alert.state === "resolved") {
@@ -96,6 +108,7 @@ export class AlertFeed {
         this.rows.delete(alert.id);
       }
       if (group?.members.delete(alert.id) === true) {
+        group.counted.delete(alert.id);
         this.renderGroup(group);
       }
       this.updateEmpty();
@@ -107,6 +120,9 @@ export class AlertFeed {
       return;
     }
     if (group !== undefined && alert.priority !== "high") {
+      if (action !== "raise" && !group.members.has(alert.id)) {
+        group.counted.add(alert.id);
+      }
       group.members.set(alert.id, alert);
       this.renderGroup(group);
       return;
@@ -161,6 +177,8 @@ export class AlertFeed {
       raisedMs: Date.parse(alert.raised_at),
     };
     this.paint(row);
+    // Its age from the start, not from the next second's tick.
+    ageElement.textContent = age(row.raisedMs, Date.now());
     this.rows.set(alert.id, row);
     return row;
   }
@@ -209,22 +227,46 @@ export class AlertFeed {
     if (existing !== undefined) {
       return existing;
     }
-    const text = h("span", { class: "group-text" });
+    const text = h("button", { class: "group-text link", type: "button", "data-testid": "feed-group-text" });
+    const toggle = h("button", {
+      class: "group-toggle",
+      type: "button",
+      "aria-expanded": "false",
+      "data-testid": "feed-group-toggle",
+    });
+    const list = h("ol", { class: "group-members", "data-testid": "feed-group-members" });
+    list.hidden = true;
     const element = h(
       "li",
       { class: "feed-row feed-group", "data-testid": "feed-group", "data-facility-id": facilityId },
       h("span", { class: "dot" }),
-      text,
+      h("div", { class: "group-main" }, text, toggle),
+      list,
     );
-    element.addEventListener("click", () => this.context.onSelect(facilityId));
+    text.addEventListener("click", () => this.context.onSelect(facilityId));
     const group: Group = {
       facilityId,
       element,
       text,
+      toggle,
+      list,
+      refresh: undefined,
       members: new Map(),
+      counted: new Set(),
       serverKinds: {},
       updatedMs: Date.now(),
     };
+    toggle.addEventListener("click", () => {
+      list.hidden = !list.hidden;
+      toggle.setAttribute("aria-expanded", String(!list.hidden));
+      this.paintToggle(group);
+      if (list.hidden) {
+        list.replaceChildren();
+      } else {
+        void this.loadMembers(group);
+      }
+    });
+    this.paintToggle(group);
     this.groups.set(facilityId, group);
     // Rows of the facility's quiet alerts fold into the group from now on.
     for (const [id, row] of this.rows) {
@@ -241,7 +283,9 @@ export class AlertFeed {
   private renderGroup(group: Group): void {
     const kinds: Record<string, number> = { ...group.serverKinds };
     for (const alert of group.members.values()) {
-      kinds[alert.kind] = (kinds[alert.kind] ?? 0) + 1;
+      if (!group.counted.has(alert.id)) {
+        kinds[alert.kind] = (kinds[alert.kind] ?? 0) + 1;
+      }
     }
     const total = Object.values(kinds).reduce((sum, n) => sum + n, 0);
     if (total === 0) {
@@ -259,7 +303,54 @@ export class AlertFeed {
         .map(([kind, n]) => `${label("kind", kind)} ${n}`)
         .join(" · "),
     });
+    this.paintToggle(group);
+    if (!group.list.hidden) {
+      window.clearTimeout(group.refresh);
+      group.refresh = window.setTimeout(() => void this.loadMembers(group), GROUP_REFRESH_MS);
+    }
     this.updateEmpty();
+  }
+
+  private paintToggle(group: Group): void {
+    group.toggle.textContent = t(group.list.hidden ? "feed.expand" : "feed.collapse");
+  }
+
+  /** Fill an expanded group with the facility's open medium and low alerts, one line each. */
+  private async loadMembers(group: Group): Promise<void> {
+    let alerts: Alert[];
+    try {
+      alerts = await this.context.openAlerts(group.facilityId);
+    } catch {
+      return; // the next change or a click tries again; the group's counts stay on screen
+    }
+    if (group.list.hidden) {
+      return;
+    }
+    const now = Date.now();
+    group.list.replaceChildren(
+      ...alerts
+        .filter((alert) => alert.priority !== "high")
+        .map((alert) =>
+          h(
+            "li",
+            {
+              class: "group-member",
+              "data-testid": "feed-group-member",
+              "data-alert-id": alert.id,
+              "data-kind": alert.kind,
+            },
+            h("span", { class: "kind" }, label("kind", alert.kind)),
+            h(
+              "span",
+              { class: "where" },
+              [this.context.zoneName(alert.facility_id, alert.zone_id), alert.device_id]
+                .filter((part) => part !== null && part !== "")
+                .join(" · "),
+            ),
+            h("span", { class: "age" }, age(Date.parse(alert.raised_at), now)),
+          ),
+        ),
+    );
   }
 
   private tick(): void {

@@ -9,7 +9,7 @@ import { localIso, startOfToday } from "../common/format";
 import { applyStatic, onLanguageChange } from "../common/i18n";
 import { LiveConnection } from "../common/live";
 import { type Shell, startShell } from "../common/shell";
-import type { Facility, Kpis, LiveMessage, SnapshotMessage, Zone } from "../common/types";
+import type { Alert, Facility, Kpis, LiveMessage, SnapshotMessage, Zone } from "../common/types";
 import { DrillDown } from "./drilldown";
 import { exportForm } from "./export";
 import { AlertFeed } from "./feed";
@@ -37,6 +37,10 @@ class RegulatorScreen {
       zoneName: (facilityId, zoneId) =>
         this.zones.get(facilityId)?.find((zone) => zone.zone_id === zoneId)?.name ?? zoneId ?? "",
       onSelect: (id) => void this.drill.open(id),
+      openAlerts: async (facilityId) => {
+        const query = new URLSearchParams({ state: "open", facility: facilityId, limit: "500" });
+        return (await getJson<{ items: Alert[] }>(`/alerts?${query.toString()}`)).items;
+      },
     });
     const mapElement = h("div", { class: "map", "data-testid": "map" });
     const layout = h(
@@ -64,6 +68,7 @@ class RegulatorScreen {
     applyStatic(layout);
     onLanguageChange(() => {
       this.renderLegend();
+      this.map.repaint();
       this.kpis.render();
       this.feed.repaint();
       this.drill.repaint();
@@ -86,7 +91,7 @@ class RegulatorScreen {
         this.snapshot(message);
         break;
       case "alert":
-        this.feed.apply(message.alert);
+        this.feed.apply(message.alert, message.action);
         this.drill.alertChanged(message.alert);
         if (message.action !== "raise") {
           this.scheduleAck();
