@@ -176,11 +176,15 @@ def hour_of_day(moment: datetime) -> float:
     return local.hour + local.minute / 60 + local.second / 3600
 
 
+# The hours of each curve's points, for bisecting (a month of history asks a million times).
+_CURVE_HOURS: Final = {name: [h for h, _ in points] for name, points in DAILY_CURVES.items()}
+
+
 def daily_fraction(profile: str, hour: float) -> float:
     """The curve `profile` at `hour` (0-24): the expected share of people present."""
     points = DAILY_CURVES[profile]
     hour %= 24
-    index = bisect_right([h for h, _ in points], hour)
+    index = bisect_right(_CURVE_HOURS[profile], hour)
     if index >= len(points):
         return points[-1][1]
     (h0, v0), (h1, v1) = points[index - 1], points[index]
@@ -270,7 +274,7 @@ class Behaviour:
         return max(-150, min(0, round(self._rssi_base + self.rng.gauss(0, 2))))
 
 
-class _BatteryBehaviour(Behaviour):
+class BatteryBehaviour(Behaviour):
     """A battery-powered device: its charge drains slowly on the simulated clock."""
 
     def __init__(
@@ -288,8 +292,13 @@ class _BatteryBehaviour(Behaviour):
         self._battery_at = max(now, self._battery_at)
         return round(self._battery)
 
+    def replace_battery(self, at: datetime) -> None:
+        """Someone put in a fresh battery at `at`."""
+        self._battery = 100.0
+        self._battery_at = at
 
-class FallSensorBehaviour(_BatteryBehaviour):
+
+class FallSensorBehaviour(BatteryBehaviour):
     """A radar fall sensor in a resident's room."""
 
     def __init__(
@@ -360,7 +369,7 @@ class FallSensorBehaviour(_BatteryBehaviour):
         self.schedule(now, fall)
 
 
-class ButtonBehaviour(_BatteryBehaviour):
+class ButtonBehaviour(BatteryBehaviour):
     """An emergency call button: red button, pull cord or pendant."""
 
     def __init__(
@@ -420,8 +429,8 @@ class CounterBehaviour(Behaviour):
             self.enrolled -= rng.randint(0, max(0, self.enrolled // 5))
         else:
             self.enrolled = round(self.capacity * rng.uniform(0.75, 0.95))
-        self._surge_until: datetime | None = None
-        self._surge_extra = 0
+        # (from, until, people over capacity): crowds the counter reports.
+        self._surges: list[tuple[datetime, datetime, int]] = []
 
     def people(self, now: datetime) -> int:
         """People expected now (children only, for a class), before any surge."""
@@ -434,8 +443,9 @@ class CounterBehaviour(Behaviour):
     def telemetry(self, now: datetime) -> dict[str, Any]:
         """Count, staff (for a class), zone and rssi."""
         people = self.people(now)
-        if self._surge_until is not None and now < self._surge_until:
-            people = self.capacity + self._surge_extra
+        for begin, until, extra in self._surges:
+            if begin <= now < until:
+                people = self.capacity + extra
         body: dict[str, Any] = {}
         if self.ratio:
             staff = math.ceil(people / self.ratio)
@@ -449,10 +459,13 @@ class CounterBehaviour(Behaviour):
             del body["zone"]
         return body
 
+    def add_surge(self, begin: datetime, seconds: float, extra: int) -> None:
+        """Report `extra` people over capacity for `seconds` simulated seconds from `begin`."""
+        self._surges.append((begin, begin + timedelta(seconds=seconds), extra))
+
     def inject_over_capacity(self, now: datetime, hold_s: float, extra: int) -> None:
         """Report `extra` people over capacity for `hold_s` simulated seconds, starting now."""
-        self._surge_until = now + timedelta(seconds=hold_s)
-        self._surge_extra = extra
+        self.add_surge(now, hold_s, extra)
         self.schedule(now, lambda at: [Outgoing("telemetry", self.telemetry(at))])
 
 

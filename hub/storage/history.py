@@ -1,0 +1,264 @@
+"""A month of history written in one go with COPY (`carehub demo`'s first start).
+
+Rows arrive ready-made (readings, events, alerts with their ids, chained audit rows); this
+module only writes them, reserves the ids they use, and records in `seeded_history` that
+the district has its history, all inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+from psycopg.types.json import set_json_dumps
+
+Connection = AsyncConnection[Any]
+
+# Any constant works; two demos starting on one database must not both write the month.
+_SEED_LOCK: Final = 0x0CA4E_4B_12
+
+_encode_json = msgspec.json.Encoder().encode
+
+READING_COLUMNS: Final = (
+    "ts",
+    "device_id",
+    "seq",
+    "facility_id",
+    "zone_id",
+    "received_at",
+    "battery",
+    "presence",
+    "count",
+    "staff",
+    "rssi",
+    "payload",
+)
+_READING_TYPES: Final = (
+    "timestamptz",
+    "text",
+    "int8",
+    "text",
+    "text",
+    "timestamptz",
+    "float4",
+    "bool",
+    "int4",
+    "int4",
+    "float4",
+    "jsonb",
+)
+EVENT_COLUMNS: Final = (
+    "ts",
+    "device_id",
+    "seq",
+    "facility_id",
+    "zone_id",
+    "event",
+    "received_at",
+    "payload",
+)
+_EVENT_TYPES: Final = (
+    "timestamptz",
+    "text",
+    "int8",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "jsonb",
+)
+ALERT_COLUMNS: Final = (
+    "id",
+    "facility_id",
+    "zone_id",
+    "device_id",
+    "subject",
+    "kind",
+    "priority",
+    "latched",
+    "state",
+    "count",
+    "seq",
+    "raised_at",
+    "last_raised_at",
+    "acknowledged_at",
+    "acknowledged_by",
+    "attended_at",
+    "attended_by",
+    "resolved_at",
+    "resolved_by",
+    "disposition",
+    "note",
+    "cleared_at",
+    "renotified_at",
+    "overdue_at",
+    "detail",
+)
+_ALERT_TYPES: Final = (
+    "int8",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "bool",
+    "text",
+    "int4",
+    "int8",
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "timestamptz",
+    "text",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "jsonb",
+)
+AUDIT_COLUMNS: Final = (
+    "id",
+    "facility_id",
+    "alert_id",
+    "at",
+    "actor",
+    "action",
+    "from_state",
+    "to_state",
+    "note",
+    "prev_hash",
+    "hash",
+)
+_AUDIT_TYPES: Final = (
+    "int8",
+    "text",
+    "int8",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SeededHistory:
+    """What was written for a district: its period, the rows of each kind, how long it took."""
+
+    district: str
+    period_start: datetime
+    period_end: datetime
+    readings: int
+    events: int
+    alerts: int
+    audit_rows: int
+    seconds: float
+    written_at: datetime | None = None
+
+
+async def lock_seeding(conn: Connection) -> None:
+    """Hold the seeding lock until the transaction ends: one writer of history at a time."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SEED_LOCK,))
+
+
+async def seeded(conn: Connection, district: str) -> SeededHistory | None:
+    """The history already written for `district`, or None."""
+    async with conn.cursor(row_factory=class_row(SeededHistory)) as cur:
+        await cur.execute(
+            "SELECT district, period_start, period_end, readings, events, alerts, audit_rows,"
+            " seconds, written_at FROM seeded_history WHERE district = %s",
+            (district,),
+        )
+        return await cur.fetchone()
+
+
+async def record_seeded(conn: Connection, history: SeededHistory) -> None:
+    """Note that `history.district` has its history now."""
+    await conn.execute(
+        "INSERT INTO seeded_history (district, period_start, period_end, readings, events,"
+        " alerts, audit_rows, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            history.district,
+            history.period_start,
+            history.period_end,
+            history.readings,
+            history.events,
+            history.alerts,
+            history.audit_rows,
+            history.seconds,
+        ),
+    )
+
+
+async def reserve_ids(conn: Connection, table: str, n: int) -> list[int]:
+    """`n` fresh ids of `table` (alerts or alert_audit), in increasing order."""
+    if table not in ("alerts", "alert_audit"):
+        raise ValueError(f"no id sequence is reserved for {table!r}")
+    cur = await conn.execute(
+        "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+        (table, n),
+    )
+    return sorted(int(row[0]) for row in await cur.fetchall())
+
+
+async def _copy(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+) -> int:
+    """COPY rows (binary) into `table`; JSON columns are given as Python values."""
+    written = 0
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    async with conn.cursor() as cur:
+        # msgspec writes JSON several times faster than the json module psycopg defaults to.
+        set_json_dumps(_encode_json, cur)
+        async with cur.copy(statement) as copy:
+            copy.set_types(list(types))
+            for row in rows:
+                await copy.write_row(row)
+                written += 1
+    return written
+
+
+async def copy_readings(conn: Connection, rows: Iterable[Sequence[Any]]) -> int:
+    """COPY readings (READING_COLUMNS order, payload a dict); how many."""
+    return await _copy(conn, "readings", READING_COLUMNS, _READING_TYPES, rows)
+
+
+async def copy_events(conn: Connection, rows: Iterable[Sequence[Any]]) -> int:
+    """COPY events (EVENT_COLUMNS order, payload a dict); how many."""
+    return await _copy(conn, "events", EVENT_COLUMNS, _EVENT_TYPES, rows)
+
+
+async def copy_alerts(conn: Connection, rows: Iterable[Sequence[Any]]) -> int:
+    """COPY alerts with their reserved ids (ALERT_COLUMNS order, detail a dict); how many."""
+    return await _copy(conn, "alerts", ALERT_COLUMNS, _ALERT_TYPES, rows)
+
+
+async def copy_audit(conn: Connection, rows: Iterable[Sequence[Any]]) -> int:
+    """COPY chained audit rows with their reserved ids (AUDIT_COLUMNS order); how many."""
+    return await _copy(conn, "alert_audit", AUDIT_COLUMNS, _AUDIT_TYPES, rows)
+
+
+async def move_heads(conn: Connection, heads: dict[str, tuple[int, str]]) -> None:
+    """Point each facility's chain head at its last row: facility -> (id, hash)."""
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "UPDATE audit_heads SET last_id = %s, last_hash = %s WHERE facility_id = %s",
+            [(last_id, last_hash, facility) for facility, (last_id, last_hash) in heads.items()],
+        )
