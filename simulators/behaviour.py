@@ -53,7 +53,8 @@ class SimClock:
             raise ValueError("time_scale must be a positive number")
         self.time_scale = time_scale
         self._real0 = time.monotonic()
-        self._sim0 = (start or datetime.now(SHANGHAI)).astimezone(SHANGHAI)
+        self._wall0 = datetime.now(SHANGHAI)
+        self._sim0 = (start or self._wall0).astimezone(SHANGHAI)
 
     def now(self) -> datetime:
         """The simulated time now, in Asia/Shanghai."""
@@ -67,6 +68,10 @@ class SimClock:
     def real_delay_until(self, moment: datetime) -> float:
         """Real seconds until the simulated clock reaches `moment` (≤ 0 when it has)."""
         return self.real_seconds((moment - self.now()).total_seconds())
+
+    def wall(self, moment: datetime) -> datetime:
+        """The real time at which the simulated clock shows `moment`."""
+        return self._wall0 + (moment - self._sim0) / self.time_scale
 
 
 # --- daily curves ------------------------------------------------------------------------------
@@ -213,6 +218,10 @@ class Outgoing:
 Action = Callable[[datetime], list[Outgoing]]
 
 
+def _same_moment(moment: datetime) -> datetime:
+    return moment
+
+
 class Behaviour:
     """A device's plan: telemetry every heartbeat plus events, on the simulated clock."""
 
@@ -225,6 +234,10 @@ class Behaviour:
         self.heartbeat_s = float(
             device.heartbeat_s or CATALOGUE[device.type].heartbeat_s or DEFAULT_HEARTBEAT_S
         )
+        # Where the day stands at a simulated moment: the simulated time itself, unless the
+        # fleet runs heartbeats faster than real time and the day must still follow the
+        # wall clock (Fleet sets SimClock.wall), so the screen shows children by day only.
+        self.day_clock: Callable[[datetime], datetime] = _same_moment
         self._plan: list[tuple[datetime, int, Action]] = []
         self._order = itertools.count()
         self._rssi_base = rng.uniform(-85, -50)
@@ -232,6 +245,10 @@ class Behaviour:
         self.schedule(
             start + timedelta(seconds=rng.uniform(0, 0.2 * self.heartbeat_s)), self._telemetry_due
         )
+
+    def hour(self, now: datetime) -> float:
+        """The hour of the day at simulated `now`, for the daily curves."""
+        return hour_of_day(self.day_clock(now))
 
     def schedule(self, at: datetime, action: Action) -> None:
         """Run `action` when the simulated clock reaches `at`."""
@@ -312,7 +329,7 @@ class FallSensorBehaviour(BatteryBehaviour):
 
     def telemetry(self, now: datetime) -> dict[str, Any]:
         """Presence, battery and rssi."""
-        target = daily_fraction("room_presence", hour_of_day(now))
+        target = daily_fraction("room_presence", self.hour(now))
         # Presence is sticky: each heartbeat a person may come or go, towards the time of day.
         if self._fallen:
             self._presence = True
@@ -434,7 +451,7 @@ class CounterBehaviour(Behaviour):
 
     def people(self, now: datetime) -> int:
         """People expected now (children only, for a class), before any surge."""
-        fraction = daily_fraction(self.profile, hour_of_day(now))
+        fraction = daily_fraction(self.profile, self.hour(now))
         if fraction <= 0:
             return 0
         noisy = self.enrolled * fraction + self.rng.gauss(0, 0.7)

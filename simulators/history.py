@@ -34,7 +34,7 @@ from simulators.behaviour import (
 )
 from simulators.device import seq_at
 from simulators.district import Device, District
-from simulators.response import duty_username, plan_response
+from simulators.response import ANSWER_LONGEST_S, duty_username, plan_response
 
 # Readings are kept at a coarser step than the live heartbeats: a month at heartbeat rate
 # is five million rows for twenty facilities, too slow to write on a laptop's first start.
@@ -72,8 +72,9 @@ STAFF_RATIO_HOLD_S: Final = 300.0
 # A flat battery is replaced within hours to a few days.
 BATTERY_LOW: Final = 15
 BATTERY_REPLACED_AFTER_S: Final = (4 * 3600.0, 3 * 86400.0)
-# Alerts end at least this long before `end`, so none is left open when the live hub starts.
-QUIET_BEFORE_END_S: Final = 1800.0
+# No alert is raised in the last hour before `end`, so every answer (at most
+# ANSWER_LONGEST_S) is over and none is left open when the live hub starts.
+QUIET_BEFORE_END_S: Final = 3600.0
 
 
 class Reading(NamedTuple):
@@ -207,6 +208,8 @@ class _Month:
         self.alerts: list[Alert] = []
         # The last moment alerts may still be open: none is left for the live hub.
         self.last_alert = self.end - timedelta(seconds=QUIET_BEFORE_END_S)
+        if QUIET_BEFORE_END_S <= ANSWER_LONGEST_S:
+            raise ValueError("the quiet hour must outlast the longest answer")
         # facility -> (from, to) when its devices were all offline
         self.outages: dict[str, list[tuple[datetime, datetime]]] = {}
         # zone -> (from, seconds, people over capacity) for its counters

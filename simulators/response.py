@@ -27,16 +27,21 @@ OVERDUE_LONGEST_S: Final = 600.0
 # From taking a call over to being at the resident's side (walk, stairs, another call).
 ATTEND_MEDIAN_S: Final = 75.0
 ATTEND_SIGMA: Final = 0.6
+ATTEND_LONGEST_S: Final = 15 * 60.0
 # From arriving to closing the alert in the console, with a disposition.
 RESOLVE_MEDIAN_S: Final = 240.0
 RESOLVE_SIGMA: Final = 0.7
+RESOLVE_LONGEST_S: Final = 30 * 60.0
+# So every answer is over within this long of the alert being raised.
+ANSWER_LONGEST_S: Final = OVERDUE_LONGEST_S + ATTEND_LONGEST_S + RESOLVE_LONGEST_S
 # Share of each high alert that staff judge a false alarm on site: a resident leaning on
-# the pull cord, a radar fooled by a dropped coat, a nap taken for no movement. Care-line
-# operators report a third or more of calls as accidental; radar falls fare better.
+# the pull cord, a radar fooled by a dropped coat, a nap taken for no movement. With the
+# presses cancelled at the button (below) about 40 % of calls end as false alarms, as
+# care-line operators report; radar falls fare better.
 FALSE_ALARM_SHARE: Final[dict[str, float]] = {
-    "sos": 0.38,
+    "sos": 0.2,
     "fall": 0.22,
-    "dwell": 0.45,
+    "dwell": 0.35,
     "long_lie": 0.05,
 }
 # A press the resident cancels at the button is nearly always a mistake.
@@ -98,8 +103,12 @@ def plan_response(kind: str, rng: random.Random, *, cancelled: bool = False) -> 
             return Response(None, None, None, None, "")
         return Response(rng.uniform(MEDIUM_ACK_MIN_S, MEDIUM_ACK_MAX_S), None, None, None, "")
     ack = ack_delay(rng)
-    attend = ack + rng.lognormvariate(math.log(ATTEND_MEDIAN_S), ATTEND_SIGMA)
-    resolve = attend + rng.lognormvariate(math.log(RESOLVE_MEDIAN_S), RESOLVE_SIGMA)
+    attend = ack + min(
+        ATTEND_LONGEST_S, rng.lognormvariate(math.log(ATTEND_MEDIAN_S), ATTEND_SIGMA)
+    )
+    resolve = attend + min(
+        RESOLVE_LONGEST_S, rng.lognormvariate(math.log(RESOLVE_MEDIAN_S), RESOLVE_SIGMA)
+    )
     share = CANCELLED_FALSE_ALARM_SHARE if cancelled else FALSE_ALARM_SHARE.get(kind, 0.1)
     disposition = "false_alarm" if rng.random() < share else "real"
     notes = NOTES.get((kind, disposition), ("",))

@@ -45,10 +45,14 @@ class HistoryOutcome:
             f"{h.readings:,} readings, {h.events:,} events, {h.alerts:,} alerts,"
             f" {h.audit_rows:,} audit rows"
         )
+        days = round((h.period_end - h.period_start).total_seconds() / 86400)
         if self.written:
-            return f"wrote {HISTORY_DAYS} days of history in {h.seconds:.1f} s ({figures})"
-        start = h.period_start.date().isoformat()
-        return f"history since {start} already written ({figures}); nothing to write"
+            return f"{days} days written now, in {h.seconds:.1f} s ({figures})"
+        since = h.period_start.date().isoformat()
+        return (
+            f"{days} days since {since}, written on the first start in {h.seconds:.1f} s"
+            f" ({figures}); nothing written now"
+        )
 
 
 def _alert_row(alert_id: int, alert: Alert) -> tuple[Any, ...]:
