@@ -35,6 +35,7 @@ from simulators.behaviour import (
 from simulators.device import seq_at
 from simulators.district import Device, District
 from simulators.response import ANSWER_LONGEST_S, duty_username, plan_response
+from simulators.scenarios import flood_facilities
 
 # Readings are kept at a coarser step than the live heartbeats: a month at heartbeat rate
 # is five million rows for twenty facilities, too slow to write on a laptop's first start.
@@ -496,8 +497,9 @@ class _Month:
         if span <= 0 or not self.district.facilities:
             return
         floods = max(1, round(FLOODS_PER_MONTH * (self.end - self.start).days / 30))
+        candidates = flood_facilities(self.district)
         for _ in range(floods):
-            facility = self.rng.choice(self.district.facilities)
+            facility = self.rng.choice(candidates)
             begin = self.start + timedelta(seconds=self.rng.uniform(0, span))
             until = begin + timedelta(minutes=_between(self.rng, FLOOD_MINUTES))
             self.outages.setdefault(facility.id, []).append((begin, until))

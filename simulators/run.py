@@ -14,7 +14,13 @@ import aiomqtt
 from simulators.device import raise_if_cancelled
 from simulators.district import District
 from simulators.fleet import Fleet
-from simulators.scenarios import SCENARIOS, ScenarioReport, run_scenario
+from simulators.scenarios import (
+    SCENARIOS,
+    ScenarioReport,
+    drop_facility,
+    flood_facilities,
+    run_scenario,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +66,10 @@ async def _floods(
 ) -> None:
     """Now and then a facility loses power: all its devices drop at once (a flood of alerts)."""
     rng = random.Random(f"carehub-floods:{seed}")
-    while True:
+    candidates = flood_facilities(fleet.district)
+    while candidates:
         await asyncio.sleep(rng.expovariate(1 / mean_s))
-        try:
-            report = await run_scenario("dropout", fleet, rng)
-        except aiomqtt.MqttError as exc:
-            raise_if_cancelled()
-            logger.error("flood (dropout) failed: %s", exc)
-            continue
-        on_report(report)
+        on_report(drop_facility(fleet, rng.choice(candidates)))
 
 
 async def run_simulation(

@@ -65,22 +65,28 @@ def test_demo_runs_the_whole_stack_on_free_ports_and_stops_on_ctrl_c(
     with urllib.request.urlopen(f"{http}/readyz", timeout=5) as response:
         assert response.status == 200
 
-    def stored() -> tuple[int, int, int]:
+    # The first start wrote the district's month of history, and said how long it took.
+    assert re.search(r"history: 30 days written now, in \d+\.\d s \([\d,]+ readings", text), text
+
+    def stored() -> tuple[int, int, int, int]:
         with psycopg.connect(database_url, options="-c search_path=carehub") as conn:
             row = conn.execute(
                 "SELECT (SELECT count(*) FROM facilities), (SELECT count(*) FROM devices),"
-                " (SELECT count(*) FROM readings)"
+                " (SELECT count(*) FROM readings"
+                "  WHERE ts >= (SELECT period_end FROM seeded_history)),"
+                " (SELECT count(*) FROM alerts WHERE state = 'resolved')"
             ).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1]), int(row[2])
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
     deadline = time.monotonic() + 30
     while stored()[2] == 0:
-        assert time.monotonic() < deadline, "no simulated reading was stored within 30 s"
+        assert time.monotonic() < deadline, "no live simulated reading was stored within 30 s"
         time.sleep(0.5)
-    facilities, devices, _ = stored()
+    facilities, devices, _, resolved = stored()
     assert facilities == 3
     assert devices > 3 * 3  # every facility has sensors, buttons and counters
+    assert resolved > 20  # the month's alerts, answered by the facilities' staff
 
     child.send_signal(signal.SIGINT)
     try:
