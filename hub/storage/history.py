@@ -13,9 +13,12 @@ from datetime import datetime
 from typing import Any, Final
 
 import msgspec
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from psycopg.types.json import set_json_dumps
+
+from hub.errors import StorageError
 
 Connection = AsyncConnection[Any]
 
@@ -207,11 +210,14 @@ async def reserve_ids(conn: Connection, table: str, n: int) -> list[int]:
     """`n` fresh ids of `table` (alerts or alert_audit), in increasing order."""
     if table not in ("alerts", "alert_audit"):
         raise ValueError(f"no id sequence is reserved for {table!r}")
-    cur = await conn.execute(
-        "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-        (table, n),
-    )
-    return sorted(int(row[0]) for row in await cur.fetchall())
+    try:
+        cur = await conn.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            (table, n),
+        )
+        return sorted(int(row[0]) for row in await cur.fetchall())
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot reserve {n} ids of {table}: {exc}") from exc
 
 
 async def _copy(
@@ -224,14 +230,17 @@ async def _copy(
     """COPY rows (binary) into `table`; JSON columns are given as Python values."""
     written = 0
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-    async with conn.cursor() as cur:
-        # msgspec writes JSON several times faster than the json module psycopg defaults to.
-        set_json_dumps(_encode_json, cur)
-        async with cur.copy(statement) as copy:
-            copy.set_types(list(types))
-            for row in rows:
-                await copy.write_row(row)
-                written += 1
+    try:
+        async with conn.cursor() as cur:
+            # msgspec writes JSON several times faster than the json module psycopg uses.
+            set_json_dumps(_encode_json, cur)
+            async with cur.copy(statement) as copy:
+                copy.set_types(list(types))
+                for row in rows:
+                    await copy.write_row(row)
+                    written += 1
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot write the history's {table}: {exc}") from exc
     return written
 
 

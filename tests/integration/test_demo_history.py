@@ -235,3 +235,21 @@ async def test_two_demos_starting_at_once_write_the_month_once(registered: Setti
     assert counts["alerts"] == outcomes[0].history.alerts == outcomes[1].history.alerts
     async with await connect_db(registered) as db:
         assert await verify_audit(db) == []
+
+
+async def test_a_district_that_is_not_registered_is_refused_and_nothing_is_kept(
+    hub_settings: Settings,
+) -> None:
+    """Alerts of unknown facilities cannot be stored: a StorageError says which, no row stays."""
+    from hub.errors import StorageError
+    from hub.storage.migrate import migrate
+
+    await migrate(hub_settings)
+    with pytest.raises(StorageError, match="alerts") as refused:
+        await ensure_history(hub_settings, build_district(2))
+    assert "facilities" in str(refused.value)
+    assert await _counts(hub_settings) == dict.fromkeys(
+        ("readings", "events", "alerts", "alert_audit"), 0
+    )
+    async with await connect_db(hub_settings) as db:
+        assert await rows(db, "SELECT count(*) FROM seeded_history") == [(0,)]

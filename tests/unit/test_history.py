@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from devices import ALERT_KINDS
-from simulators import SHANGHAI, build_district
+from simulators import SHANGHAI, Fleet, build_district
+from simulators.behaviour import CounterBehaviour, hour_of_day
 from simulators.history import History, build_history
 from simulators.response import duty_username, plan_response
 
@@ -132,3 +133,22 @@ def test_a_bad_period_is_refused() -> None:
     for days in (0, -1, 401, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="days"):
             build_history(district, end=END, days=days)
+
+
+def test_the_live_fleets_day_follows_the_wall_clock_while_heartbeats_run_fast() -> None:
+    """At time x60 an hour of simulated time is a minute of the day, not an hour."""
+    district = build_district(2)
+    fleet = Fleet(district, mqtt_url="mqtt://127.0.0.1:1", time_scale=60.0)
+    counter = next(
+        sim.behaviour
+        for sim in fleet.devices.values()
+        if isinstance(sim.behaviour, CounterBehaviour)
+        and sim.behaviour.profile == "childcare_class"
+    )
+    later = fleet.clock.now() + timedelta(hours=6)
+    wall = fleet.clock.wall(later)
+    assert timedelta(minutes=5) < wall - datetime.now(SHANGHAI) < timedelta(minutes=7)
+    assert counter.hour(later) == pytest.approx(hour_of_day(wall), abs=1e-6)
+    # Without a wall clock (the history) the day is the simulated time itself.
+    alone = CounterBehaviour(counter.device, counter.zone, random.Random(1), later)
+    assert alone.hour(later) == pytest.approx(hour_of_day(later), abs=1e-6)
