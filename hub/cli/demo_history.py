@@ -177,4 +177,5 @@ async def ensure_history(
             if existing is not None:  # another demo on this database got there first
                 return HistoryOutcome(False, existing)
             seeded = await _write(conn, district, history, started)
+        await history_rows.refresh_occupancy(conn, history.start, history.end)
     return HistoryOutcome(True, seeded)

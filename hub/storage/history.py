@@ -19,6 +19,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import set_json_dumps
 
 from hub.errors import StorageError
+from hub.storage.migrate import storage_flavour
 
 Connection = AsyncConnection[Any]
 
@@ -271,3 +272,20 @@ async def move_heads(conn: Connection, heads: dict[str, tuple[int, str]]) -> Non
             "UPDATE audit_heads SET last_id = %s, last_hash = %s WHERE facility_id = %s",
             [(last_id, last_hash, facility) for facility, (last_id, last_hash) in heads.items()],
         )
+
+
+async def refresh_occupancy(conn: Connection, start: datetime, end: datetime) -> None:
+    """Materialise occupancy_5m over the history (TimescaleDB; outside a transaction).
+
+    Its refresh policy only looks two days back, so without this the month's older
+    readings would never reach the aggregate. On plain PostgreSQL it is a view: nothing to do.
+    """
+    if await storage_flavour(conn) != "timescale":
+        return
+    try:
+        await conn.execute(
+            "CALL refresh_continuous_aggregate('occupancy_5m', %s::timestamptz, %s::timestamptz)",
+            (start, end),
+        )
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot refresh occupancy_5m over the history: {exc}") from exc
