@@ -236,9 +236,10 @@ async def run_demo(
         district = build_district(facilities, seed=7)
         await register_district(demo, district, data_dir / "district")
         logins = await ensure_demo_accounts(demo, district)
-        print("carehub demo: the district's past month (written on the first start)", flush=True)
+        print(
+            "carehub demo: the district's month of history (written on the first start)", flush=True
+        )
         history = await ensure_history(demo, district)
-        print(f"carehub demo: history: {history.summary()}", flush=True)
 
         config = uvicorn.Config(
             create_app(demo),
