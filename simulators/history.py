@@ -9,6 +9,7 @@ the demo started reads like the minutes after. The hub writes it (hub/cli/demo_h
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterator
@@ -59,8 +60,11 @@ FALL_THRESHOLD: Final = 0.6
 # regulator's list of buttons with no test call in 30 days.
 TEST_CALL_SHARE: Final = 0.85
 # A facility loses power or its network now and then: every device goes offline at once,
-# which is the flood the screen groups (SPEC §4).
-FLOODS_PER_MONTH: Final = 3
+# which is the flood the screen groups (SPEC §4). Three a month in twenty facilities.
+FLOODS_PER_FACILITY_MONTH: Final = 0.15
+# The month is built and written this many facilities at a time, so a district of 999
+# facilities needs no more memory than one of ten (about 200,000 readings a batch).
+BATCH_FACILITIES: Final = 10
 FLOOD_MINUTES: Final = (15.0, 60.0)
 # Dining rooms and halls overfill now and then (a festival, a visit), and a class is
 # left short of staff for a while; each raises its medium alert.
@@ -201,7 +205,8 @@ class _Month:
         self.district = district
         self.start = start.astimezone(SHANGHAI)
         self.end = end.astimezone(SHANGHAI)
-        self.rng = random.Random(f"carehub-history:{district.name}:{seed}")
+        first = district.facilities[0].id if district.facilities else ""
+        self.rng = random.Random(f"carehub-history:{district.name}:{seed}:{first}")
         self.seed = seed
         self.zones: dict[str, Zone] = {zone.zone_id: zone for zone in district.zones}
         self.readings: list[Reading] = []
@@ -496,7 +501,8 @@ class _Month:
         span = (self.last_alert - self.start).total_seconds() - FLOOD_MINUTES[1] * 60
         if span <= 0 or not self.district.facilities:
             return
-        floods = max(1, round(FLOODS_PER_MONTH * (self.end - self.start).days / 30))
+        months = (self.end - self.start).days / 30
+        floods = max(1, round(FLOODS_PER_FACILITY_MONTH * len(self.district.facilities) * months))
         candidates = flood_facilities(self.district)
         for _ in range(floods):
             facility = self.rng.choice(candidates)
@@ -592,11 +598,38 @@ class _Month:
         return History(self.start, self.end, self.readings, self.events, self.alerts)
 
 
-def build_history(district: District, *, end: datetime, days: float = 30, seed: int = 7) -> History:
-    """The district's `days` before `end`: readings, events and resolved alerts with trails."""
+def _period(end: datetime, days: float) -> datetime:
     if end.tzinfo is None:
         raise ValueError("end must carry a time zone")
     if not 0 < days <= 400 or not math.isfinite(days):
         raise ValueError("days must be between 0 and 400")
-    start = end - timedelta(days=days)
-    return _Month(district, start, end, seed).build()
+    return end - timedelta(days=days)
+
+
+def build_history(district: District, *, end: datetime, days: float = 30, seed: int = 7) -> History:
+    """The district's `days` before `end`: readings, events and resolved alerts with trails."""
+    return _Month(district, _period(end, days), end, seed).build()
+
+
+def history_batches(
+    district: District,
+    *,
+    end: datetime,
+    days: float = 30,
+    seed: int = 7,
+    facilities: int = BATCH_FACILITIES,
+) -> Iterator[History]:
+    """The same month, a few facilities at a time (each facility's trail is its own)."""
+    start = _period(end, days)
+    if facilities < 1:
+        raise ValueError("a batch holds at least one facility")
+    for first in range(0, len(district.facilities), facilities):
+        batch = district.facilities[first : first + facilities]
+        ids = {facility.id for facility in batch}
+        part = dataclasses.replace(
+            district,
+            facilities=batch,
+            zones=tuple(zone for zone in district.zones if zone.facility_id in ids),
+            devices=tuple(device for device in district.devices if device.facility_id in ids),
+        )
+        yield _Month(part, start, end, seed).build()

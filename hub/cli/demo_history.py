@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from hub.alerts.audit import GENESIS_HASH, chained
+from hub.errors import HubError
 from hub.settings import Settings
 from hub.storage import audit as audit_rows
 from hub.storage import history as history_rows
@@ -111,8 +113,8 @@ def _audit_entries(alerts: list[Alert], ids: list[int]) -> list[AuditEntry]:
     return entries
 
 
-async def _write(conn: Any, district: District, history: History, started: float) -> SeededHistory:
-    """Write the month inside the caller's transaction; what was written."""
+async def _write(conn: Any, history: History) -> tuple[int, int, int, int]:
+    """Write one batch inside the caller's transaction: (readings, events, alerts, audit rows)."""
     alert_ids = await history_rows.reserve_ids(conn, "alerts", len(history.alerts))
     entries = _audit_entries(history.alerts, alert_ids)
     audit_ids = await history_rows.reserve_ids(conn, "alert_audit", len(entries))
@@ -137,14 +139,35 @@ async def _write(conn: Any, district: District, history: History, started: float
     )
     written = await history_rows.copy_audit(conn, audit)
     await history_rows.move_heads(conn, heads)
+    return readings, events, alerts, written
+
+
+async def _write_month(
+    conn: Any, district: District, batches: Iterator[History], started: float
+) -> SeededHistory:
+    """Build each batch in a thread while the one before it is written; what was written."""
+    totals = [0, 0, 0, 0]
+    period: tuple[datetime, datetime] | None = None
+    building = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+    try:
+        while (batch := await building) is not None:
+            building = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+            period = period or (batch.start, batch.end)
+            for index, count in enumerate(await _write(conn, batch)):
+                totals[index] += count
+    finally:
+        if not building.done():
+            await asyncio.gather(building, return_exceptions=True)
+    if period is None:
+        raise HubError(f"district {district.name} has no facilities to write history for")
     seeded = SeededHistory(
         district=district.name,
-        period_start=history.start,
-        period_end=history.end,
-        readings=readings,
-        events=events,
-        alerts=alerts,
-        audit_rows=written,
+        period_start=period[0],
+        period_end=period[1],
+        readings=totals[0],
+        events=totals[1],
+        alerts=totals[2],
+        audit_rows=totals[3],
         seconds=time.perf_counter() - started,
     )
     await history_rows.record_seeded(conn, seeded)
@@ -161,21 +184,20 @@ async def ensure_history(
 ) -> HistoryOutcome:
     """Write the district's last `days` unless an earlier start did; which one happened."""
     from simulators import SHANGHAI
-    from simulators.history import build_history
+    from simulators.history import history_batches
 
     started = time.perf_counter()
     async with await connect(settings) as conn:
         existing = await history_rows.seeded(conn, district.name)
         if existing is not None:
             return HistoryOutcome(False, existing)
-        until = end or datetime.now(SHANGHAI)
-        # Building is CPU work (seconds for a district): off the event loop.
-        history = await asyncio.to_thread(build_history, district, end=until, days=days, seed=seed)
+        # Building is CPU work (seconds for a district): off the event loop, batch by batch.
+        batches = history_batches(district, end=end or datetime.now(SHANGHAI), days=days, seed=seed)
         async with conn.transaction():
             await history_rows.lock_seeding(conn)
             existing = await history_rows.seeded(conn, district.name)
             if existing is not None:  # another demo on this database got there first
                 return HistoryOutcome(False, existing)
-            seeded = await _write(conn, district, history, started)
-        await history_rows.refresh_occupancy(conn, history.start, history.end)
+            seeded = await _write_month(conn, district, batches, started)
+        await history_rows.refresh_occupancy(conn, seeded.period_start, seeded.period_end)
     return HistoryOutcome(True, seeded)

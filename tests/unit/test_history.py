@@ -13,7 +13,7 @@ import pytest
 from devices import ALERT_KINDS
 from simulators import SHANGHAI, Fleet, build_district
 from simulators.behaviour import CounterBehaviour, hour_of_day
-from simulators.history import History, build_history
+from simulators.history import History, build_history, history_batches
 from simulators.response import duty_username, plan_response
 
 END = datetime(2026, 11, 30, 21, 0, tzinfo=SHANGHAI)
@@ -152,3 +152,21 @@ def test_the_live_fleets_day_follows_the_wall_clock_while_heartbeats_run_fast() 
     # Without a wall clock (the history) the day is the simulated time itself.
     alone = CounterBehaviour(counter.device, counter.zone, random.Random(1), later)
     assert alone.hour(later) == pytest.approx(hour_of_day(later), abs=1e-6)
+
+
+def test_a_large_district_is_built_a_few_facilities_at_a_time() -> None:
+    """Batches cover every facility once, each holding only its own facilities' rows."""
+    district = build_district(23)
+    batches = list(history_batches(district, end=END, days=2, facilities=10))
+    assert [len({r.facility_id for r in b.readings}) for b in batches] == [10, 10, 3]
+    seen: set[str] = set()
+    for batch in batches:
+        mine = {r.facility_id for r in batch.readings}
+        assert not mine & seen
+        seen |= mine
+        assert {a.facility_id for a in batch.alerts} <= mine
+        assert {e.facility_id for e in batch.events} <= mine
+        assert (batch.start, batch.end) == (END - timedelta(days=2), END)
+    assert seen == {f.id for f in district.facilities}
+    with pytest.raises(ValueError, match="at least one"):
+        next(history_batches(district, end=END, facilities=0))
