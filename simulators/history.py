@@ -82,6 +82,11 @@ BATTERY_REPLACED_AFTER_S: Final = (4 * 3600.0, 3 * 86400.0)
 QUIET_BEFORE_END_S: Final = 3600.0
 
 
+# The disposition the hub gives a non-latched alert whose condition ended (hub/models.py):
+# no one judged it, so it counts in no false-alarm share.
+SELF_RESOLVED: Final = "self_resolved"
+
+
 class Reading(NamedTuple):
     """One telemetry row, in the column order of the readings table (payload last)."""
 
@@ -138,10 +143,12 @@ class Alert:
     detail: dict[str, Any]
     steps: list[Step] = field(default_factory=list)
     count: int = 1
+    # The device time of the message that raised it (with `seq`, its order at the device).
+    seq_ts: datetime | None = None
     last_raised_at: datetime | None = None
     cleared_at: datetime | None = None
-    # How it ended: staff's judgement, or `other` when its condition ended by itself.
-    disposition: str = "other"
+    # How it ended: staff's judgement, or SELF_RESOLVED when its condition ended.
+    disposition: str = SELF_RESOLVED
 
     @property
     def priority(self) -> str:
@@ -338,7 +345,7 @@ class _Month:
         alert.steps.sort(key=lambda step: step.at)
         state = alert.steps[-1].to_state
         alert.steps.append(Step(at, "system", "resolve", state, "resolved", "condition ended"))
-        alert.disposition = "other"
+        alert.disposition = SELF_RESOLVED
 
     def _answer(
         self, alert: Alert, *, cleared_at: datetime | None = None, cancelled: bool = False
@@ -427,7 +434,9 @@ class _Month:
             )
             open_alert.steps.sort(key=lambda step: step.at)
             return
-        alert = self._open(_device_alert(device, kind, at, detail, event.seq))
+        alert = _device_alert(device, kind, at, detail, event.seq)
+        alert.seq_ts = event.ts
+        self._open(alert)
         self._answer(alert, cleared_at=cleared_at, cancelled=cancelled)
 
     # -- devices --------------------------------------------------------------------------

@@ -76,6 +76,7 @@ def _alert_row(alert_id: int, alert: Alert) -> tuple[Any, ...]:
         "resolved",
         alert.count,
         alert.seq,
+        alert.seq_ts,
         alert.raised_at,
         alert.last_raised_at or alert.raised_at,
         ack.at if ack else None,

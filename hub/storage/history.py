@@ -28,134 +28,82 @@ _SEED_LOCK: Final = 0x0CA4E_4B_12
 
 _encode_json = msgspec.json.Encoder().encode
 
-READING_COLUMNS: Final = (
-    "ts",
-    "device_id",
-    "seq",
-    "facility_id",
-    "zone_id",
-    "received_at",
-    "battery",
-    "presence",
-    "count",
-    "staff",
-    "rssi",
-    "payload",
+# Each table's columns as COPY writes them, with their binary types.
+_READING: Final = (
+    ("ts", "timestamptz"),
+    ("device_id", "text"),
+    ("seq", "int8"),
+    ("facility_id", "text"),
+    ("zone_id", "text"),
+    ("received_at", "timestamptz"),
+    ("battery", "float4"),
+    ("presence", "bool"),
+    ("count", "int4"),
+    ("staff", "int4"),
+    ("rssi", "float4"),
+    ("payload", "jsonb"),
 )
-_READING_TYPES: Final = (
-    "timestamptz",
-    "text",
-    "int8",
-    "text",
-    "text",
-    "timestamptz",
-    "float4",
-    "bool",
-    "int4",
-    "int4",
-    "float4",
-    "jsonb",
+READING_COLUMNS: Final = tuple(name for name, _ in _READING)
+
+# The events table (payload last).
+_EVENT: Final = (
+    ("ts", "timestamptz"),
+    ("device_id", "text"),
+    ("seq", "int8"),
+    ("facility_id", "text"),
+    ("zone_id", "text"),
+    ("event", "text"),
+    ("received_at", "timestamptz"),
+    ("payload", "jsonb"),
 )
-EVENT_COLUMNS: Final = (
-    "ts",
-    "device_id",
-    "seq",
-    "facility_id",
-    "zone_id",
-    "event",
-    "received_at",
-    "payload",
+EVENT_COLUMNS: Final = tuple(name for name, _ in _EVENT)
+
+# The alerts table, with the ids reserved for the month.
+_ALERT: Final = (
+    ("id", "int8"),
+    ("facility_id", "text"),
+    ("zone_id", "text"),
+    ("device_id", "text"),
+    ("subject", "text"),
+    ("kind", "text"),
+    ("priority", "text"),
+    ("latched", "bool"),
+    ("state", "text"),
+    ("count", "int4"),
+    ("seq", "int8"),
+    ("seq_ts", "timestamptz"),
+    ("raised_at", "timestamptz"),
+    ("last_raised_at", "timestamptz"),
+    ("acknowledged_at", "timestamptz"),
+    ("acknowledged_by", "text"),
+    ("attended_at", "timestamptz"),
+    ("attended_by", "text"),
+    ("resolved_at", "timestamptz"),
+    ("resolved_by", "text"),
+    ("disposition", "text"),
+    ("note", "text"),
+    ("cleared_at", "timestamptz"),
+    ("renotified_at", "timestamptz"),
+    ("overdue_at", "timestamptz"),
+    ("detail", "jsonb"),
 )
-_EVENT_TYPES: Final = (
-    "timestamptz",
-    "text",
-    "int8",
-    "text",
-    "text",
-    "text",
-    "timestamptz",
-    "jsonb",
+ALERT_COLUMNS: Final = tuple(name for name, _ in _ALERT)
+
+# The alert_audit table, rows chained by hub/alerts/audit.py.
+_AUDIT: Final = (
+    ("id", "int8"),
+    ("facility_id", "text"),
+    ("alert_id", "int8"),
+    ("at", "timestamptz"),
+    ("actor", "text"),
+    ("action", "text"),
+    ("from_state", "text"),
+    ("to_state", "text"),
+    ("note", "text"),
+    ("prev_hash", "text"),
+    ("hash", "text"),
 )
-ALERT_COLUMNS: Final = (
-    "id",
-    "facility_id",
-    "zone_id",
-    "device_id",
-    "subject",
-    "kind",
-    "priority",
-    "latched",
-    "state",
-    "count",
-    "seq",
-    "raised_at",
-    "last_raised_at",
-    "acknowledged_at",
-    "acknowledged_by",
-    "attended_at",
-    "attended_by",
-    "resolved_at",
-    "resolved_by",
-    "disposition",
-    "note",
-    "cleared_at",
-    "renotified_at",
-    "overdue_at",
-    "detail",
-)
-_ALERT_TYPES: Final = (
-    "int8",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "bool",
-    "text",
-    "int4",
-    "int8",
-    "timestamptz",
-    "timestamptz",
-    "timestamptz",
-    "text",
-    "timestamptz",
-    "text",
-    "timestamptz",
-    "text",
-    "text",
-    "text",
-    "timestamptz",
-    "timestamptz",
-    "timestamptz",
-    "jsonb",
-)
-AUDIT_COLUMNS: Final = (
-    "id",
-    "facility_id",
-    "alert_id",
-    "at",
-    "actor",
-    "action",
-    "from_state",
-    "to_state",
-    "note",
-    "prev_hash",
-    "hash",
-)
-_AUDIT_TYPES: Final = (
-    "int8",
-    "text",
-    "int8",
-    "timestamptz",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-)
+AUDIT_COLUMNS: Final = tuple(name for name, _ in _AUDIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,19 +172,19 @@ async def reserve_ids(conn: Connection, table: str, n: int) -> list[int]:
 async def _copy(
     conn: Connection,
     table: str,
-    columns: Sequence[str],
-    types: Sequence[str],
+    columns: Sequence[tuple[str, str]],
     rows: Iterable[Sequence[Any]],
 ) -> int:
     """COPY rows (binary) into `table`; JSON columns are given as Python values."""
     written = 0
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    names = ", ".join(name for name, _ in columns)
+    statement = f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)"
     try:
         async with conn.cursor() as cur:
             # msgspec writes JSON several times faster than the json module psycopg uses.
             set_json_dumps(_encode_json, cur)
             async with cur.copy(statement) as copy:
-                copy.set_types(list(types))
+                copy.set_types([kind for _, kind in columns])
                 for row in rows:
                     await copy.write_row(row)
                     written += 1
@@ -247,22 +195,22 @@ async def _copy(
 
 async def copy_readings(conn: Connection, rows: Iterable[Sequence[Any]]) -> int:
     """COPY readings (READING_COLUMNS order, payload a dict); how many."""
-    return await _copy(conn, "readings", READING_COLUMNS, _READING_TYPES, rows)
+    return await _copy(conn, "readings", _READING, rows)
 
 
 async def copy_events(conn: Connection, rows: Iterable[Sequence[Any]]) -> int:
     """COPY events (EVENT_COLUMNS order, payload a dict); how many."""
-    return await _copy(conn, "events", EVENT_COLUMNS, _EVENT_TYPES, rows)
+    return await _copy(conn, "events", _EVENT, rows)
 
 
 async def copy_alerts(conn: Connection, rows: Iterable[Sequence[Any]]) -> int:
     """COPY alerts with their reserved ids (ALERT_COLUMNS order, detail a dict); how many."""
-    return await _copy(conn, "alerts", ALERT_COLUMNS, _ALERT_TYPES, rows)
+    return await _copy(conn, "alerts", _ALERT, rows)
 
 
 async def copy_audit(conn: Connection, rows: Iterable[Sequence[Any]]) -> int:
     """COPY chained audit rows with their reserved ids (AUDIT_COLUMNS order); how many."""
-    return await _copy(conn, "alert_audit", AUDIT_COLUMNS, _AUDIT_TYPES, rows)
+    return await _copy(conn, "alert_audit", _AUDIT, rows)
 
 
 async def move_heads(conn: Connection, heads: dict[str, tuple[int, str]]) -> None:

@@ -77,7 +77,7 @@ def test_every_alert_of_the_month_ends_resolved_with_a_consistent_trail(month: H
             assert alert.disposition in ("real", "false_alarm")
             assert steps[-1].actor == duty_username(alert.facility_id)
         else:
-            assert alert.disposition == "other"
+            assert alert.disposition == "self_resolved"
             assert steps[-1].actor == "system"
             assert steps[-1].note == "condition ended"
     overdue = [a for a in month.alerts if a.first("overdue")]
