@@ -161,6 +161,7 @@ async def _write_month(
             await asyncio.gather(building, return_exceptions=True)
     if period is None:
         raise HubError(f"district {district.name} has no facilities to write history for")
+    await history_rows.settle_devices(conn, [d.id for d in district.devices], *period)
     seeded = SeededHistory(
         district=district.name,
         period_start=period[0],

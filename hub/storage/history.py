@@ -20,6 +20,7 @@ from psycopg.types.json import set_json_dumps
 
 from hub.errors import StorageError
 from hub.storage.migrate import storage_flavour
+from hub.storage.writer import STATE_FIELDS
 
 Connection = AsyncConnection[Any]
 
@@ -237,3 +238,43 @@ async def refresh_occupancy(conn: Connection, start: datetime, end: datetime) ->
         )
     except psycopg.Error as exc:
         raise StorageError(f"cannot refresh occupancy_5m over the history: {exc}") from exc
+
+
+def _settle_sql() -> str:
+    ordered = ", ".join(
+        f"CASE WHEN {name} IS NOT NULL THEN ts END, CASE WHEN {name} IS NOT NULL THEN seq END"
+        for name in STATE_FIELDS
+    )
+    columns = ", ".join(f"{name}_ts, {name}_seq" for name in STATE_FIELDS)
+    return (
+        f"INSERT INTO device_state (device_id, last_seen, last_seq, state_ts,"
+        f" {', '.join(STATE_FIELDS)}, {columns})"
+        f" SELECT DISTINCT ON (device_id) device_id, %(end)s, seq, ts,"
+        f" {', '.join(STATE_FIELDS)}, {ordered}"
+        " FROM readings WHERE device_id = ANY(%(devices)s) AND ts < %(end)s"
+        " ORDER BY device_id, seq DESC"
+        " ON CONFLICT (device_id) DO NOTHING"
+    )
+
+
+_SETTLE_STATE: Final = _settle_sql()
+
+
+async def settle_devices(
+    conn: Connection, device_ids: Sequence[str], start: datetime, end: datetime
+) -> None:
+    """The devices existed all month and were heard as it ended: their registration and state.
+
+    Registered at the month's start, so the month's figures count them (a button with
+    no test call, devices online); their latest state is their last reading of the
+    month, heard at its end, so the hub's timers do not take a district that was just
+    speaking for one silent since its registration. A state the hub already holds stays.
+    """
+    try:
+        await conn.execute(
+            "UPDATE devices SET registered_at = %s WHERE id = ANY(%s) AND registered_at > %s",
+            (start, list(device_ids), start),
+        )
+        await conn.execute(_SETTLE_STATE, {"devices": list(device_ids), "end": end})
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot settle the devices after the history: {exc}") from exc

@@ -254,3 +254,46 @@ async def test_a_district_that_is_not_registered_is_refused_and_nothing_is_kept(
     )
     async with await connect_db(hub_settings) as db:
         assert await rows(db, "SELECT count(*) FROM seeded_history") == [(0,)]
+
+
+async def test_the_devices_existed_all_month_and_a_hub_starting_after_it_raises_no_flood(
+    registered: Settings,
+) -> None:
+    """Registered at the month's start, heard at its end: a hub right after finds them fresh."""
+    from hub.runtime import run_hub
+
+    district = build_district(FACILITIES)
+    seeded = (await ensure_history(registered, district)).history
+    async with await connect_db(registered) as db:
+        registered_at = await rows(db, "SELECT DISTINCT registered_at FROM devices")
+        assert registered_at == [(seeded.period_start,)]
+        states = await rows(
+            db,
+            "SELECT count(*), count(*) FILTER (WHERE last_seen = %s),"
+            " count(*) FILTER (WHERE d.type = 'occupancy_counter' AND s.count IS NOT NULL"
+            "  AND s.count_ts IS NOT NULL)"
+            " FROM device_state s JOIN devices d ON d.id = s.device_id",
+            seeded.period_end,
+        )
+        counters = sum(1 for d in district.devices if d.type == "occupancy_counter")
+        assert states == [(len(district.devices), len(district.devices), counters)]
+        # A month ago to yesterday, as a monthly report reads it: the buttons count.
+        kpis = await district_kpis(
+            db,
+            DISTRICT,
+            seeded.period_start,
+            seeded.period_end - timedelta(days=1),
+            seeded.period_end,
+        )
+        assert kpis.devices_online == kpis.devices_total == len(district.devices)
+        assert kpis.buttons_untested
+
+    async with run_hub(registered) as hub:
+        await asyncio.wait_for(hub.timers.leader.wait(), 15)
+        await asyncio.sleep(3)  # a few sweeps of the timers
+        async with await connect_db(registered) as db:
+            offline = await rows(
+                db,
+                "SELECT count(*) FROM alerts WHERE kind = 'device_offline' AND state <> 'resolved'",
+            )
+    assert offline == [(0,)]
