@@ -53,7 +53,8 @@ class SimClock:
             raise ValueError("time_scale must be a positive number")
         self.time_scale = time_scale
         self._real0 = time.monotonic()
-        self._sim0 = (start or datetime.now(SHANGHAI)).astimezone(SHANGHAI)
+        self._wall0 = datetime.now(SHANGHAI)
+        self._sim0 = (start or self._wall0).astimezone(SHANGHAI)
 
     def now(self) -> datetime:
         """The simulated time now, in Asia/Shanghai."""
@@ -67,6 +68,10 @@ class SimClock:
     def real_delay_until(self, moment: datetime) -> float:
         """Real seconds until the simulated clock reaches `moment` (≤ 0 when it has)."""
         return self.real_seconds((moment - self.now()).total_seconds())
+
+    def wall(self, moment: datetime) -> datetime:
+        """The real time at which the simulated clock shows `moment`."""
+        return self._wall0 + (moment - self._sim0) / self.time_scale
 
 
 # --- daily curves ------------------------------------------------------------------------------
@@ -176,11 +181,15 @@ def hour_of_day(moment: datetime) -> float:
     return local.hour + local.minute / 60 + local.second / 3600
 
 
+# The hours of each curve's points, for bisecting (a month of history asks a million times).
+_CURVE_HOURS: Final = {name: [h for h, _ in points] for name, points in DAILY_CURVES.items()}
+
+
 def daily_fraction(profile: str, hour: float) -> float:
     """The curve `profile` at `hour` (0-24): the expected share of people present."""
     points = DAILY_CURVES[profile]
     hour %= 24
-    index = bisect_right([h for h, _ in points], hour)
+    index = bisect_right(_CURVE_HOURS[profile], hour)
     if index >= len(points):
         return points[-1][1]
     (h0, v0), (h1, v1) = points[index - 1], points[index]
@@ -209,6 +218,10 @@ class Outgoing:
 Action = Callable[[datetime], list[Outgoing]]
 
 
+def _same_moment(moment: datetime) -> datetime:
+    return moment
+
+
 class Behaviour:
     """A device's plan: telemetry every heartbeat plus events, on the simulated clock."""
 
@@ -221,6 +234,10 @@ class Behaviour:
         self.heartbeat_s = float(
             device.heartbeat_s or CATALOGUE[device.type].heartbeat_s or DEFAULT_HEARTBEAT_S
         )
+        # Where the day stands at a simulated moment: the simulated time itself, unless the
+        # fleet runs heartbeats faster than real time and the day must still follow the
+        # wall clock (Fleet sets SimClock.wall), so the screen shows children by day only.
+        self.day_clock: Callable[[datetime], datetime] = _same_moment
         self._plan: list[tuple[datetime, int, Action]] = []
         self._order = itertools.count()
         self._rssi_base = rng.uniform(-85, -50)
@@ -228,6 +245,10 @@ class Behaviour:
         self.schedule(
             start + timedelta(seconds=rng.uniform(0, 0.2 * self.heartbeat_s)), self._telemetry_due
         )
+
+    def hour(self, now: datetime) -> float:
+        """The hour of the day at simulated `now`, for the daily curves."""
+        return hour_of_day(self.day_clock(now))
 
     def schedule(self, at: datetime, action: Action) -> None:
         """Run `action` when the simulated clock reaches `at`."""
@@ -270,7 +291,7 @@ class Behaviour:
         return max(-150, min(0, round(self._rssi_base + self.rng.gauss(0, 2))))
 
 
-class _BatteryBehaviour(Behaviour):
+class BatteryBehaviour(Behaviour):
     """A battery-powered device: its charge drains slowly on the simulated clock."""
 
     def __init__(
@@ -288,8 +309,13 @@ class _BatteryBehaviour(Behaviour):
         self._battery_at = max(now, self._battery_at)
         return round(self._battery)
 
+    def replace_battery(self, at: datetime) -> None:
+        """Someone put in a fresh battery at `at`."""
+        self._battery = 100.0
+        self._battery_at = at
 
-class FallSensorBehaviour(_BatteryBehaviour):
+
+class FallSensorBehaviour(BatteryBehaviour):
     """A radar fall sensor in a resident's room."""
 
     def __init__(
@@ -303,7 +329,7 @@ class FallSensorBehaviour(_BatteryBehaviour):
 
     def telemetry(self, now: datetime) -> dict[str, Any]:
         """Presence, battery and rssi."""
-        target = daily_fraction("room_presence", hour_of_day(now))
+        target = daily_fraction("room_presence", self.hour(now))
         # Presence is sticky: each heartbeat a person may come or go, towards the time of day.
         if self._fallen:
             self._presence = True
@@ -360,7 +386,7 @@ class FallSensorBehaviour(_BatteryBehaviour):
         self.schedule(now, fall)
 
 
-class ButtonBehaviour(_BatteryBehaviour):
+class ButtonBehaviour(BatteryBehaviour):
     """An emergency call button: red button, pull cord or pendant."""
 
     def __init__(
@@ -420,12 +446,12 @@ class CounterBehaviour(Behaviour):
             self.enrolled -= rng.randint(0, max(0, self.enrolled // 5))
         else:
             self.enrolled = round(self.capacity * rng.uniform(0.75, 0.95))
-        self._surge_until: datetime | None = None
-        self._surge_extra = 0
+        # (from, until, people over capacity): crowds the counter reports.
+        self._surges: list[tuple[datetime, datetime, int]] = []
 
     def people(self, now: datetime) -> int:
         """People expected now (children only, for a class), before any surge."""
-        fraction = daily_fraction(self.profile, hour_of_day(now))
+        fraction = daily_fraction(self.profile, self.hour(now))
         if fraction <= 0:
             return 0
         noisy = self.enrolled * fraction + self.rng.gauss(0, 0.7)
@@ -434,8 +460,9 @@ class CounterBehaviour(Behaviour):
     def telemetry(self, now: datetime) -> dict[str, Any]:
         """Count, staff (for a class), zone and rssi."""
         people = self.people(now)
-        if self._surge_until is not None and now < self._surge_until:
-            people = self.capacity + self._surge_extra
+        for begin, until, extra in self._surges:
+            if begin <= now < until:
+                people = self.capacity + extra
         body: dict[str, Any] = {}
         if self.ratio:
             staff = math.ceil(people / self.ratio)
@@ -449,10 +476,13 @@ class CounterBehaviour(Behaviour):
             del body["zone"]
         return body
 
+    def add_surge(self, begin: datetime, seconds: float, extra: int) -> None:
+        """Report `extra` people over capacity for `seconds` simulated seconds from `begin`."""
+        self._surges.append((begin, begin + timedelta(seconds=seconds), extra))
+
     def inject_over_capacity(self, now: datetime, hold_s: float, extra: int) -> None:
         """Report `extra` people over capacity for `hold_s` simulated seconds, starting now."""
-        self._surge_until = now + timedelta(seconds=hold_s)
-        self._surge_extra = extra
+        self.add_surge(now, hold_s, extra)
         self.schedule(now, lambda at: [Outgoing("telemetry", self.telemetry(at))])
 
 

@@ -47,9 +47,14 @@ GOODBYE_TIMEOUT_S: Final = 2.0
 SEQ_EPOCH: Final = datetime(2025, 1, 1, tzinfo=SHANGHAI).timestamp()
 
 
+def seq_at(moment: datetime) -> int:
+    """The seq a device uses for a message it sends at `moment` (tenths of a second)."""
+    return max(0, int((moment.timestamp() - SEQ_EPOCH) * 10))
+
+
 def first_seq() -> int:
     """A seq start higher than any earlier run of the simulator used."""
-    return max(0, int((time.time() - SEQ_EPOCH) * 10))
+    return seq_at(datetime.now(SHANGHAI))
 
 
 def encode_payload(out: Outgoing, seq: int, sent_at: datetime) -> bytes:

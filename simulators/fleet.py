@@ -50,9 +50,11 @@ class Fleet:
         for device in district.devices:
             rng = random.Random(f"carehub-device:{seed}:{device.id}")
             zone = zones.get(device.zone_id) if device.zone_id else None
+            behaviour = make_behaviour(device, zone, rng, now)
+            behaviour.day_clock = self.clock.wall
             self.devices[device.id] = SimulatedDevice(
                 device,
-                make_behaviour(device, zone, rng, now),
+                behaviour,
                 link=self.link,
                 clock=self.clock,
                 seq_start=seq_start,

@@ -14,7 +14,13 @@ import aiomqtt
 from simulators.device import raise_if_cancelled
 from simulators.district import District
 from simulators.fleet import Fleet
-from simulators.scenarios import SCENARIOS, ScenarioReport, run_scenario
+from simulators.scenarios import (
+    SCENARIOS,
+    ScenarioReport,
+    drop_facility,
+    flood_facilities,
+    run_scenario,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,17 @@ async def _inject(
         on_report(report)
 
 
+async def _floods(
+    fleet: Fleet, mean_s: float, seed: int, on_report: Callable[[ScenarioReport], None]
+) -> None:
+    """Now and then a facility loses power: all its devices drop at once (a flood of alerts)."""
+    rng = random.Random(f"carehub-floods:{seed}")
+    candidates = flood_facilities(fleet.district)
+    while candidates:
+        await asyncio.sleep(rng.expovariate(1 / mean_s))
+        on_report(drop_facility(fleet, rng.choice(candidates)))
+
+
 async def run_simulation(
     district: District,
     *,
@@ -68,13 +85,20 @@ async def run_simulation(
     telemetry_qos: int = 1,
     start: datetime | None = None,
     on_report: Callable[[ScenarioReport], None] | None = None,
+    flood_mean_s: float | None = None,
 ) -> None:
-    """Run every device of `district` until cancelled or `duration_s`, injecting `scenarios`."""
+    """Run every device of `district` until cancelled or `duration_s`, injecting `scenarios`.
+
+    With `flood_mean_s`, a random facility's devices all drop now and then, that many
+    real seconds apart on average.
+    """
     unknown = [name for name in scenarios if name not in SCENARIOS]
     if unknown:
         raise ValueError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     if duration_s is not None and duration_s <= 0:
         raise ValueError("duration_s must be positive")
+    if flood_mean_s is not None and not flood_mean_s > 0:
+        raise ValueError("flood_mean_s must be positive")
     fleet = Fleet(
         district,
         mqtt_url=mqtt_url,
@@ -91,6 +115,10 @@ async def run_simulation(
             if scenarios:
                 tasks.create_task(
                     _inject(fleet, scenarios, seed, on_report or _print_report), name="scenarios"
+                )
+            if flood_mean_s is not None:
+                tasks.create_task(
+                    _floods(fleet, flood_mean_s, seed, on_report or _print_report), name="floods"
                 )
     except TimeoutError:
         logger.info("simulation ended after %.0f s", duration_s)

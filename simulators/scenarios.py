@@ -21,7 +21,7 @@ from simulators.behaviour import (
     format_ts,
 )
 from simulators.device import SimulatedDevice, new_client
-from simulators.district import Device, District
+from simulators.district import Device, District, Facility
 from simulators.fleet import Fleet
 
 logger = logging.getLogger(__name__)
@@ -152,9 +152,26 @@ async def over_capacity(fleet: Fleet, rng: random.Random) -> ScenarioReport:
     )
 
 
+# SPEC §4: more than 10 new alerts in 10 minutes at one facility is a flood.
+FLOOD_ALERTS: Final = 10
+
+
+def flood_facilities(district: District) -> list[Facility]:
+    """Facilities with devices enough that losing them all is a flood (or the largest one)."""
+    sizes = {f.id: len(district.devices_of(f.id)) for f in district.facilities}
+    large = [f for f in district.facilities if sizes[f.id] > FLOOD_ALERTS]
+    if large or not district.facilities:
+        return large
+    return [max(district.facilities, key=lambda f: sizes[f.id])]
+
+
 async def dropout(fleet: Fleet, rng: random.Random) -> ScenarioReport:
     """Every device of one facility drops its connection uncleanly, so each will fires."""
-    facility = rng.choice(fleet.district.facilities)
+    return drop_facility(fleet, rng.choice(fleet.district.facilities))
+
+
+def drop_facility(fleet: Fleet, facility: Facility) -> ScenarioReport:
+    """Every device of `facility` drops its connection uncleanly (a power cut)."""
     sims = fleet.in_facility(facility.id)
     for sim in sims:
         sim.drop(DROPOUT_SILENT_S)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,14 @@ def _utc(value: object) -> str:
     if not isinstance(value, datetime):
         raise TypeError(f"an audit entry holds no {type(value).__name__}")
     return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def chained(entries: Iterable[AuditEntry], prev_hash: str) -> Iterator[tuple[AuditEntry, str, str]]:
+    """(entry, prev_hash, hash) for each entry in order, the chain continuing from `prev_hash`."""
+    for entry in entries:
+        digest = audit_hash(entry, prev_hash)
+        yield entry, prev_hash, digest
+        prev_hash = digest
 
 
 async def write_audit(conn: AsyncConnection[Any], entry: AuditEntry) -> None:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     # Only named in signatures: the stack itself is imported when the demo runs, so that
     # every other command (and `carehub --help`) starts without the web server and the
     # embedded services.
+    import httpx
     import uvicorn
 
     from hub.embedded.broker import EmbeddedBroker
@@ -40,14 +41,32 @@ READY_TIMEOUT_S = 60.0
 SIMULATORS_STOP_S = 15.0
 HUB_STOP_S = 20.0
 HUB_FORCE_STOP_S = 5.0
+# The simulated staff's requests go to the hub on this machine.
+STAFF_TIMEOUT_S = 10.0
 # Demo accounts: everyone shares one known password (this is a demo on one machine).
 DEMO_PASSWORD = "carehub-demo"  # noqa: S105 - printed in the banner on purpose
 # Facilities that get a demo manager and a demo staff account.
 DEMO_FACILITY_ACCOUNTS = 3
+# A facility loses power about this often (real seconds, on average): its devices all drop
+# at once, the flood the screen collapses into one line.
+FLOOD_MEAN_S = 20 * 60.0
+
+
+def duty_accounts(district: District) -> list[tuple[str, str, str | None, str | None, str]]:
+    """The simulated staff on duty at each facility, who answer its alerts through the API."""
+    from simulators.response import duty_username
+
+    return [
+        (duty_username(f.id), "staff", f.id, None, f"{f.name} 值班护理员")
+        for f in district.facilities
+    ]
 
 
 async def ensure_demo_accounts(settings: Settings, district: District) -> list[tuple[str, str]]:
-    """Demo accounts of every role, made once (kept on restart): (username, what it sees)."""
+    """Demo accounts of every role, made once (kept on restart): (username, what it sees).
+
+    The simulated staff's accounts are made too, but not listed: nobody signs in as them.
+    """
     accounts: list[tuple[str, str, str | None, str | None, str]] = [
         ("admin", "admin", None, None, "管理员"),
     ]
@@ -61,10 +80,17 @@ async def ensure_demo_accounts(settings: Settings, district: District) -> list[t
             (f"staff-{facility.id}", "staff", facility.id, None, f"{facility.name} 护理员")
         )
     from hub.auth import add_user
+    from hub.storage.accounts import select_users
     from hub.storage.pool import connect
 
     async with await connect(settings) as conn:
-        for username, role, facility_id, district_name, display_name in accounts:
+        existing = {user.username for user in await select_users(conn)}
+        for username, role, facility_id, district_name, display_name in [
+            *accounts,
+            *duty_accounts(district),
+        ]:
+            if username in existing:  # made by an earlier start; hashing again costs time
+                continue
             try:
                 await add_user(
                     conn,
@@ -136,11 +162,30 @@ def _report_stuck(stage: str, waited_s: float) -> None:
             task.print_stack(limit=8, file=sys.stderr)
 
 
-async def _stop_simulators(simulation: asyncio.Task[None]) -> None:
+async def _stop_simulators(simulation: asyncio.Task[None], what: str = "the simulators") -> None:
     simulation.cancel()
     done, _ = await asyncio.wait({simulation}, timeout=SIMULATORS_STOP_S)
     if not done:
-        _report_stuck("the simulators", SIMULATORS_STOP_S)
+        _report_stuck(what, SIMULATORS_STOP_S)
+
+
+def _staff_on_duty(base: str, district: District) -> tuple[httpx.AsyncClient, asyncio.Task[None]]:
+    """Start the simulated staff answering alerts through the hub's API at `base`."""
+    import httpx
+
+    from simulators.staff import StaffDesk
+
+    client = httpx.AsyncClient(base_url=base, timeout=STAFF_TIMEOUT_S)
+    desk = StaffDesk(
+        client,
+        watcher=("admin", DEMO_PASSWORD),
+        staff={
+            facility_id: (username, DEMO_PASSWORD)
+            for username, _, facility_id, _, _ in duty_accounts(district)
+            if facility_id is not None
+        },
+    )
+    return client, asyncio.create_task(desk.run(), name="carehub-staff")
 
 
 async def _stop_hub(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
@@ -164,6 +209,7 @@ async def run_demo(
 
     from hub.api.dashboards import dashboard_dir
     from hub.app import SERVER_OPTIONS, create_app
+    from hub.cli.demo_history import ensure_history
     from hub.cli.simulate import register_district
     from hub.embedded.broker import EmbeddedBroker
     from hub.embedded.postgres import EmbeddedPostgres
@@ -174,6 +220,8 @@ async def run_demo(
     data_dir = await asyncio.to_thread(lambda: data_dir.expanduser().resolve())
     # pgserver logs every initdb and pg_ctl line at INFO; the demo prints what matters.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # The simulated staff poll the API every second; each request is not news.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -188,6 +236,10 @@ async def run_demo(
         district = build_district(facilities, seed=7)
         await register_district(demo, district, data_dir / "district")
         logins = await ensure_demo_accounts(demo, district)
+        print(
+            "carehub demo: the district's month of history (written on the first start)", flush=True
+        )
+        history = await ensure_history(demo, district)
 
         config = uvicorn.Config(
             create_app(demo),
@@ -209,10 +261,12 @@ async def run_demo(
                 topic_root=demo.topic_root,
                 protocol=demo.mqtt_protocol,
                 time_scale=time_scale,
+                flood_mean_s=FLOOD_MEAN_S,
             ),
             name="carehub-simulators",
         )
         base = f"http://{demo.http_host}:{demo.http_port}"
+        staff_client, staff = _staff_on_duty(base, district)
         built = await asyncio.to_thread((dashboard_dir(demo) / "index.html").is_file)
         dashboards_note = "" if built else "  (not built yet: run `make setup`)"
         print(
@@ -228,7 +282,9 @@ async def run_demo(
                     f"  PostgreSQL       {postgres.url}",
                     f"  data             {data_dir}",
                     f"  simulated        {len(district.facilities)} facilities, "
-                    f"{len(district.devices)} devices (time x{time_scale:g})",
+                    f"{len(district.devices)} devices (time x{time_scale:g}), "
+                    "staff on duty answering through the API",
+                    f"  history          {history.summary()}",
                     f"  demo logins      (password for all: {DEMO_PASSWORD})",
                     *(f"    {name:22} {what}" for name, what in logins),
                     "Press Ctrl-C to stop.",
@@ -237,9 +293,13 @@ async def run_demo(
             flush=True,
         )
         stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({stopped, serving, simulation}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {stopped, serving, simulation, staff}, return_when=asyncio.FIRST_COMPLETED
+        )
         print("carehub demo: stopping", flush=True)
         await _stop_simulators(simulation)
+        await _stop_simulators(staff, "the simulated staff")
+        await staff_client.aclose()
         await _stop_hub(server, serving)
         stopped.cancel()
         if serving.done() and not serving.cancelled() and serving.exception() is not None:

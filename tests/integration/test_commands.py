@@ -65,22 +65,28 @@ def test_demo_runs_the_whole_stack_on_free_ports_and_stops_on_ctrl_c(
     with urllib.request.urlopen(f"{http}/readyz", timeout=5) as response:
         assert response.status == 200
 
-    def stored() -> tuple[int, int, int]:
+    # The first start wrote the district's month of history, and said how long it took.
+    assert re.search(r"history\s+30 days written now, in \d+\.\d s \([\d,]+ readings", text), text
+
+    def stored() -> tuple[int, int, int, int]:
         with psycopg.connect(database_url, options="-c search_path=carehub") as conn:
             row = conn.execute(
                 "SELECT (SELECT count(*) FROM facilities), (SELECT count(*) FROM devices),"
-                " (SELECT count(*) FROM readings)"
+                " (SELECT count(*) FROM readings"
+                "  WHERE ts >= (SELECT period_end FROM seeded_history)),"
+                " (SELECT count(*) FROM alerts WHERE state = 'resolved')"
             ).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1]), int(row[2])
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
     deadline = time.monotonic() + 30
     while stored()[2] == 0:
-        assert time.monotonic() < deadline, "no simulated reading was stored within 30 s"
+        assert time.monotonic() < deadline, "no live simulated reading was stored within 30 s"
         time.sleep(0.5)
-    facilities, devices, _ = stored()
+    facilities, devices, _, resolved = stored()
     assert facilities == 3
     assert devices > 3 * 3  # every facility has sensors, buttons and counters
+    assert resolved > 20  # the month's alerts, answered by the facilities' staff
 
     child.send_signal(signal.SIGINT)
     try:
@@ -93,6 +99,45 @@ def test_demo_runs_the_whole_stack_on_free_ports_and_stops_on_ctrl_c(
     # A stage left behind prints where its tasks waited: a stop that is not clean fails.
     assert "did not stop within" not in out.text(), out.text()
     assert "Traceback" not in out.text(), out.text()
+
+
+def _run_demo_until_ready(data_dir: Path) -> str:
+    """Start `carehub demo` on `data_dir`, wait for its banner, stop it with Ctrl-C; its output."""
+    child = start_demo(data_dir, "--facilities", "2", "--time-scale", "120")
+    assert child.stdout is not None
+    out = ChildOutput(child.stdout)
+    try:
+        out.wait_for(READY_LINE, timeout=90)
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=90) == 0, out.text()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        out.join()
+        child.stdout.close()
+    return out.text()
+
+
+def test_a_second_demo_start_keeps_the_month_and_writes_nothing() -> None:
+    """The history is written on the first start only; the second says so and adds no row."""
+    folder = Path(tempfile.mkdtemp(prefix="carehub-test-demo-again-"))
+    try:
+        first = _run_demo_until_ready(folder / "demo")
+        written = re.search(
+            r"history\s+30 days written now, in [\d.]+ s \(([\d,]+) readings", first
+        )
+        assert written is not None, first
+        second = _run_demo_until_ready(folder / "demo")
+        kept = re.search(
+            r"history\s+30 days since \S+, written on the first start in [\d.]+ s"
+            r" \(([\d,]+) readings.*; nothing written now",
+            second,
+        )
+        assert kept is not None, second
+        assert kept.group(1) == written.group(1)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def test_simulate_registers_its_district_and_its_devices_are_stored(
