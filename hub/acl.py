@@ -66,7 +66,7 @@ def unshared(topic_filter: str) -> str | None:
     """The filter without its `$share/{group}/` prefix; None for a malformed shared one."""
     if not topic_filter.startswith(_SHARED):
         return topic_filter
-    _, group, rest = (topic_filter.split("/", 2) + ["", ""])[:3]
+    _, group, rest = [*topic_filter.split("/", 2), "", ""][:3]
     return rest if group and rest else None
 
 

@@ -44,6 +44,7 @@ Action = Literal[
     "configure",  # rule overrides and webhooks of a facility
     "registry",  # pending devices and dead letters
     "audit",  # the access log of regulators' reads (SPEC §7)
+    "devices",  # a facility's device credentials (issue, rotate, revoke) and placement
 ]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 
@@ -52,7 +53,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     "admin": frozenset(ACTIONS),
     "regulator": frozenset({"read", "comment", "kpis"}),
     "manager": frozenset(
-        {"read", "comment", "ack", "attend", "resolve", "snooze", "kpis", "configure"}
+        {"read", "comment", "ack", "attend", "resolve", "snooze", "kpis", "configure", "devices"}
     ),
     "staff": frozenset({"read", "comment", "ack", "attend", "resolve"}),
 }

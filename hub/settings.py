@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # Mosquitto's dynamic-security admin account (`carehub broker setup mosquitto` prints
     # it): when set, the hub keeps the broker's device accounts in step with its own.
     mqtt_admin_url: str | None = None
+    # The bearer token EMQX sends to the hub's authentication and authorization endpoints
+    # (README "EMQX 5"); unset, those endpoints are off.
+    emqx_hook_token: str | None = Field(default=None, min_length=16)
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/carehub"
     database_schema: str = "carehub"

@@ -18,9 +18,25 @@ ERRORS_SHOWN = 200
 def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from hub.importer import import_file
 
-    report = asyncio.run(
-        import_file(settings, args.registry, Path(args.file), progress=not args.quiet)
-    )
+    credentials_out = getattr(args, "credentials_out", None)
+    out = None
+    if credentials_out is not None:
+        from hub.cli.credentials import open_credentials_file
+
+        # Before the import: a file that exists is refused before anything changes.
+        out = open_credentials_file(Path(credentials_out))
+    try:
+        report = asyncio.run(
+            import_file(settings, args.registry, Path(args.file), progress=not args.quiet)
+        )
+        if out is not None:
+            issued = _issue_credentials(settings, Path(args.file), out)
+            print(
+                f"devices: credentials issued to {issued} new devices, written to {credentials_out}"
+            )
+    finally:
+        if out is not None:
+            out.close()
     for error in report.errors[:ERRORS_SHOWN]:
         print(f"{args.file}: {error}", file=sys.stderr)
     if len(report.errors) > ERRORS_SHOWN:
@@ -30,6 +46,18 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         )
     print(f"{args.registry}: {report.imported} rows imported, {report.refused} rows refused")
     return 1 if report.errors else 0
+
+
+def _issue_credentials(settings: Settings, path: Path, out: object) -> int:
+    """Credentials for every device of the file that is registered and has none yet."""
+    from hub.cli.commands import run_on_database
+    from hub.cli.credentials import issue_for_new_devices
+    from hub.importer import DeviceRow, parse_rows
+
+    device_ids = [row.id for row in parse_rows("devices", path) if isinstance(row, DeviceRow)]
+    return run_on_database(
+        settings, lambda conn: issue_for_new_devices(conn, settings, device_ids, out)
+    )
 
 
 def _cmd_pending(settings: Settings, _args: argparse.Namespace) -> int:
@@ -71,7 +99,17 @@ def add_registry_commands(sub: Subcommands) -> None:
         importer.add_argument("--quiet", action="store_true", help="no progress bar")
         importer.set_defaults(handler=_cmd_import, registry=registry)
         if registry == "devices":
+            importer.add_argument(
+                "--credentials-out",
+                metavar="CREDS.csv",
+                default=None,
+                help="issue MQTT credentials to every device without any, and write them here"
+                " (one row per device; the file is created readable by you only)",
+            )
             _add_pending_actions(actions)
+            from hub.cli.credentials import add_credential_actions
+
+            add_credential_actions(actions)
 
 
 def _add_pending_actions(actions: Subcommands) -> None:

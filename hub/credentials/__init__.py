@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from hub.storage.live import listen
 from hub.storage.pool import connect
 
 logger = logging.getLogger(__name__)
+
+_ID = re.compile(ID_PATTERN)
 
 SECRET_BYTES = 24  # 192 bits, 32 URL-safe characters
 _ALGORITHM = "pbkdf2_sha256"
@@ -59,7 +62,12 @@ def hash_secret(secret: str, *, salt: bytes | None = None, iterations: int = _IT
     salt = salt if salt is not None else secrets.token_bytes(_SALT_BYTES)
     digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, iterations)
     return "$".join(
-        (_ALGORITHM, str(iterations), base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
+        (
+            _ALGORITHM,
+            str(iterations),
+            base64.b64encode(salt).decode(),
+            base64.b64encode(digest).decode(),
+        )
     )
 
 
@@ -159,9 +167,7 @@ async def _registered(conn: AsyncConnection[Any], device_id: str) -> DeviceAccou
 
 
 def _is_id(value: str) -> bool:
-    import re
-
-    return re.fullmatch(ID_PATTERN, value) is not None
+    return _ID.fullmatch(value) is not None
 
 
 class DeviceAuthority:
@@ -229,7 +235,9 @@ class DeviceAuthority:
                     self._conn = None
                     if attempt:
                         # Refusing is safe: the device retries, and nothing it sent is lost.
-                        logger.warning("cannot check device %s: the database is unreachable", device_id)
+                        logger.warning(
+                            "cannot check device %s: the database is unreachable", device_id
+                        )
         return None
 
     async def watch(self, on_change: Callable[[str], Awaitable[None]]) -> None:

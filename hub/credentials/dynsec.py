@@ -31,8 +31,10 @@ from devices import mqtt
 from devices.mqtt import MqttTarget
 from hub.acl import Grant, device_grant, hub_grant
 from hub.credentials import new_secret
-from hub.errors import BrokerAdminError
-from hub.storage.credentials import DeviceAccount
+from hub.errors import BrokerAdminError, StorageError, raise_if_cancelled
+from hub.settings import Settings
+from hub.storage.credentials import DeviceAccount, active_accounts
+from hub.storage.pool import connect
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +298,7 @@ class DynsecAdmin:
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             try:
-                body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                body = json.loads(bytes(message.payload))
             except ValueError:
                 continue
             for answer in body.get("responses", []):
@@ -419,7 +421,9 @@ class MosquittoAccounts:
                 report.deleted.append(device_id)
             for device_id, account in sorted(wanted.items()):
                 role = role_name(device_id)
-                acls = role_acls(device_grant(self._root, account.facility_id, device_id), literal=True)
+                acls = role_acls(
+                    device_grant(self._root, account.facility_id, device_id), literal=True
+                )
                 if role not in roles:
                     commands.append({"command": "createRole", "rolename": role, "acls": acls})
                     report.created_roles.append(device_id)
@@ -452,3 +456,46 @@ class MosquittoAccounts:
 
 def _acl_set(acls: Sequence[dict[str, Any]]) -> set[tuple[str, str, bool]]:
     return {(acl["acltype"], acl["topic"], bool(acl.get("allow", False))) for acl in acls}
+
+
+# A sync that failed at start (the broker not up yet) is tried again this often.
+SYNC_RETRY_S = 30.0
+
+
+def site_brokers(settings: Settings) -> tuple[MosquittoAccounts, ...]:
+    """The brokers with an account store of their own that these settings name."""
+    admin = settings.mqtt_admin
+    return (MosquittoAccounts(admin, settings.topic_root),) if admin else ()
+
+
+async def sync_registry(settings: Settings) -> SyncReport | None:
+    """Reconcile the configured Mosquitto with the hub's credentials; None without one."""
+    brokers = site_brokers(settings)
+    if not brokers:
+        return None
+    async with await connect(settings) as conn:
+        accounts = await active_accounts(conn)
+    return await brokers[0].sync(accounts)
+
+
+async def keep_in_step(settings: Settings) -> None:
+    """At hub start: sync once, retrying until the broker answers; then return."""
+    while True:
+        try:
+            report = await sync_registry(settings)
+        except (BrokerAdminError, StorageError) as exc:
+            raise_if_cancelled()
+            logger.error(
+                "broker accounts not in step yet (retrying in %g s): %s", SYNC_RETRY_S, exc
+            )
+            await asyncio.sleep(SYNC_RETRY_S)
+            continue
+        if report is not None:
+            logger.info(
+                "broker accounts in step: %d devices, %d roles created, %d updated, %d deleted",
+                report.in_step,
+                len(report.created_roles),
+                len(report.updated_roles),
+                len(report.deleted),
+            )
+        return

@@ -177,7 +177,7 @@ class _Broker(Broker):  # type: ignore[misc]
             handler, session = await BrokerProtocolHandler.init_from_connect(
                 reader, writer, self.plugins_manager
             )
-        except Exception as exc:  # noqa: BLE001  # amqtt's own errors; re-raised as its own
+        except Exception as exc:  # amqtt's own errors; re-raised as its own
             raise AMQTTError(f"no CONNECT: {exc}") from exc
         grant = await self._gate(session.username, session.password, session.client_id)
         if grant is None or not session.client_id:
@@ -224,9 +224,7 @@ class _Broker(Broker):  # type: ignore[misc]
         else:
             return True  # RECEIVE: the subscription was checked when it was made
         if not allowed:
-            logger.info(
-                "embedded broker: %s may not %s %r", session.client_id, action.value, topic
-            )
+            logger.info("embedded broker: %s may not %s %r", session.client_id, action.value, topic)
         return allowed
 
     async def disconnect_client(self, client_id: str) -> bool:
