@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     # embedded services.
     import uvicorn
 
+    from hub.acl import Grant
+    from hub.credentials import DeviceAuthority
     from hub.embedded.broker import EmbeddedBroker
     from hub.embedded.postgres import EmbeddedPostgres
     from simulators import District
@@ -93,10 +95,39 @@ def _port_is_free(host: str, port: int) -> bool:
     return True
 
 
+class _Gate:
+    """The embedded broker's gate, answered by the authority once the database is up."""
+
+    def __init__(self) -> None:
+        self.authority: DeviceAuthority | None = None
+
+    async def __call__(
+        self, username: str | None, password: str | None, client_id: str | None
+    ) -> Grant | None:
+        if self.authority is None:
+            return None  # nobody before the hub's store can answer
+        return await self.authority.authenticate(username, password, client_id)
+
+
+async def _drop(broker: EmbeddedBroker, device_id: str) -> None:
+    if await broker.disconnect(device_id):
+        logger.info("device %s disconnected: its credentials changed", device_id)
+
+
+async def _stop_gate(kicks: asyncio.Task[None], authority: DeviceAuthority) -> None:
+    kicks.cancel()
+    await asyncio.gather(kicks, return_exceptions=True)
+    await authority.close()
+
+
 def _demo_settings(
-    settings: Settings, broker: EmbeddedBroker, postgres: EmbeddedPostgres, data_dir: Path
+    settings: Settings,
+    broker: EmbeddedBroker,
+    postgres: EmbeddedPostgres,
+    data_dir: Path,
+    hub_password: str,
 ) -> Settings:
-    """The configured settings, pointed at the embedded services."""
+    """The configured settings, pointed at the embedded services, as the hub's account."""
     from hub.embedded.broker import free_port
 
     port = settings.http_port
@@ -104,7 +135,7 @@ def _demo_settings(
         port = free_port(settings.http_host)
     return settings.model_copy(
         update={
-            "mqtt_url": broker.url,
+            "mqtt_url": f"mqtt://carehub-hub:{hub_password}@{broker.url.removeprefix('mqtt://')}",
             # amqtt speaks MQTT 3.1.1 only and has no shared subscriptions.
             "mqtt_protocol": 311,
             "mqtt_shared_group": None,
@@ -164,7 +195,8 @@ async def run_demo(
 
     from hub.api.dashboards import dashboard_dir
     from hub.app import SERVER_OPTIONS, create_app
-    from hub.cli.simulate import register_district
+    from hub.cli.simulate import issue_district_credentials, register_district
+    from hub.credentials import DeviceAuthority, new_secret
     from hub.embedded.broker import EmbeddedBroker
     from hub.embedded.postgres import EmbeddedPostgres
     from simulators import build_district, run_simulation
@@ -183,11 +215,22 @@ async def run_demo(
         f"carehub demo: starting in {data_dir} (first start runs initdb; a few seconds)", flush=True
     )
     postgres = EmbeddedPostgres(data_dir / "pgdata", database="carehub")
-    async with EmbeddedBroker() as broker, postgres:
-        demo = _demo_settings(settings, broker, postgres, data_dir)
+    # Authentication on (SPEC §7): the hub has an account of its own, made for this run,
+    # and every simulated device its own credentials, checked against the hub's store.
+    gate = _Gate()
+    hub_password = new_secret()
+    async with EmbeddedBroker(gate=gate) as broker, postgres:
+        demo = _demo_settings(settings, broker, postgres, data_dir, hub_password)
+        authority = DeviceAuthority(demo)
+        gate.authority = authority
         district = build_district(facilities, seed=7)
         await register_district(demo, district, data_dir / "district")
         logins = await ensure_demo_accounts(demo, district)
+        passwords = await issue_district_credentials(demo, district)
+        # A revoked or rotated device is dropped at once (`carehub devices revoke` too).
+        kicks = asyncio.create_task(
+            authority.watch(lambda device_id: _drop(broker, device_id)), name="carehub-kicks"
+        )
 
         config = uvicorn.Config(
             create_app(demo),
@@ -209,6 +252,7 @@ async def run_demo(
                 topic_root=demo.topic_root,
                 protocol=demo.mqtt_protocol,
                 time_scale=time_scale,
+                passwords=passwords,
             ),
             name="carehub-simulators",
         )
@@ -224,7 +268,8 @@ async def run_demo(
                     f"  HTTP API         {base}/api/v1/docs",
                     f"  health           {base}/readyz   metrics {base}/metrics",
                     f"  MQTT broker      {broker.url}  "
-                    f"(MQTT 3.1.1, topics {demo.topic_root}/v1/...)",
+                    f"(MQTT 3.1.1, topics {demo.topic_root}/v1/...; authentication on:"
+                    " `carehub devices credentials ID` issues a device's)",
                     f"  PostgreSQL       {postgres.url}",
                     f"  data             {data_dir}",
                     f"  simulated        {len(district.facilities)} facilities, "
@@ -241,6 +286,7 @@ async def run_demo(
         print("carehub demo: stopping", flush=True)
         await _stop_simulators(simulation)
         await _stop_hub(server, serving)
+        await _stop_gate(kicks, authority)
         stopped.cancel()
         if serving.done() and not serving.cancelled() and serving.exception() is not None:
             serving.result()  # the hub failed on its own: say why, after stopping the rest

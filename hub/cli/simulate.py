@@ -38,6 +38,26 @@ async def register_district(settings: Settings, district: District, folder: Path
         logger.info("registered %d simulated %s", report.imported, kind)
 
 
+async def issue_district_credentials(settings: Settings, district: District) -> dict[str, str]:
+    """Fresh MQTT credentials for every simulated device (rotated on each run), by device id.
+
+    The hub keeps only hashes, so a run that starts the devices gives them new passwords;
+    a site broker with dynamic security hears of each one.
+    """
+    from hub.cli.users import actor
+    from hub.credentials import issue
+    from hub.credentials.dynsec import site_brokers
+    from hub.storage.pool import connect
+
+    brokers = site_brokers(settings)
+    passwords: dict[str, str] = {}
+    async with await connect(settings) as conn:
+        for device in district.devices:
+            issued = await issue(conn, device.id, actor(), rotate=True, brokers=brokers)
+            passwords[device.id] = issued.password
+    return passwords
+
+
 async def run_simulate(
     settings: Settings,
     *,
@@ -58,9 +78,11 @@ async def run_simulate(
     if not 0 < facilities <= 999:
         raise HubError("--facilities must be between 1 and 999")
     district = build_district(facilities, seed=seed)
+    passwords: dict[str, str] | None = None
     if register:
         with tempfile.TemporaryDirectory(prefix="carehub-district-") as folder:
             await register_district(settings, district, Path(folder))
+        passwords = await issue_district_credentials(settings, district)
     print(
         f"simulating {len(district.facilities)} facilities, {len(district.devices)} devices "
         f"on {settings.mqtt.host}:{settings.mqtt.port} under {settings.topic_root}/v1 "
@@ -76,6 +98,7 @@ async def run_simulate(
         scenarios=scenarios,
         duration_s=duration_s,
         seed=seed,
+        passwords=passwords,
     )
     return 0
 
@@ -115,6 +138,7 @@ def add_simulate_command(sub: Subcommands) -> None:
         "--no-register",
         dest="register",
         action="store_false",
-        help="do not register the simulated district in the database first",
+        help="do not register the simulated district in the database first (nor issue its"
+        " devices credentials: they connect with CAREHUB_MQTT_URL's account)",
     )
     simulate.set_defaults(handler=_cmd_simulate)
