@@ -33,8 +33,11 @@ class Grant:
         return any(matches(granted, topic_name) for granted in self.publish)
 
     def may_subscribe(self, topic_filter: str) -> bool:
-        """True when every topic `topic_filter` can match is within this grant."""
-        wanted = unshared(topic_filter)
+        """True when every topic `topic_filter` can match is within this grant.
+
+        Only the hub shares a subscription with its peers; a device subscribes plainly.
+        """
+        wanted = unshared(topic_filter) if self.device_id is None else topic_filter
         return wanted is not None and any(covers(granted, wanted) for granted in self.subscribe)
 
 
