@@ -21,10 +21,15 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     credentials_out = getattr(args, "credentials_out", None)
     out = None
     if credentials_out is not None:
+        from hub.cli.commands import refuse
         from hub.cli.credentials import open_credentials_file
+        from hub.errors import CredentialError
 
         # Before the import: a file that exists is refused before anything changes.
-        out = open_credentials_file(Path(credentials_out))
+        try:
+            out = open_credentials_file(Path(credentials_out))
+        except CredentialError as exc:
+            return refuse(exc)
     try:
         report = asyncio.run(
             import_file(settings, args.registry, Path(args.file), progress=not args.quiet)
