@@ -90,8 +90,7 @@ async def delete_credentials(
     response_model=Device,
     summary="Place a device in a zone",
     description="Put a device (for example one waiting in /devices-unplaced) in a zone of "
-    "its facility; 400 names a zone the facility does not have.",
-    responses=error_responses("a zone the device's facility does not have"),
+    "its facility; 404 names a zone the facility does not have.",
 )
 async def place_device(
     device_id: DeviceId, body: PlaceIn, hub: HubDep, principal: DeviceManager
@@ -102,7 +101,7 @@ async def place_device(
         try:
             await registry.place_device(conn, device_id, body.zone_id)
         except RegistryError as exc:
-            raise ApiError(400, str(exc), "body.zone_id") from exc
+            raise ApiError(404, str(exc), "body.zone_id") from exc
         row = await _own_device(conn, principal, device_id)
     return device_json(row)
 

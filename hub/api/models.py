@@ -300,7 +300,7 @@ class PublicConfig(BaseModel):
 class CredentialsIn(Body):
     """Issue a device's credentials, or with `rotate` replace those in force."""
 
-    rotate: bool = False
+    rotate: bool = Field(default=False, strict=True)
 
 
 class Credentials(BaseModel):

@@ -89,7 +89,7 @@ async def test_a_device_without_a_zone_waits_until_its_manager_places_it(api: Ap
     waiting = await api.request("GET", "/devices-unplaced", "manager")
     assert [item["device_id"] for item in waiting.json()["items"]] == ["fs-new"]
     bad = await api.request("POST", "/devices/fs-new/place", "manager", json={"zone_id": "nowhere"})
-    assert bad.status_code == 400
+    assert bad.status_code == 404
     assert "nowhere" in bad.json()["message"]
     placed = await api.request(
         "POST", "/devices/fs-new/place", "manager", json={"zone_id": "room-101"}
