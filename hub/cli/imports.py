@@ -84,6 +84,15 @@ def _cmd_pending(settings: Settings, _args: argparse.Namespace) -> int:
         ],
         empty="no pending devices",
     )
+    from hub.cli.commands import run_on_database
+    from hub.storage.registry import list_unplaced
+
+    unplaced = run_on_database(settings, list_unplaced)
+    if unplaced:
+        print(
+            f"{len(unplaced)} registered device(s) with credentials wait to be placed in a zone:"
+            " see `carehub devices unplaced`, then `carehub devices place ID --zone Z`"
+        )
     return 0
 
 

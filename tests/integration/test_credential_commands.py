@@ -107,6 +107,8 @@ async def test_an_import_writes_credentials_for_its_new_devices_only(
     assert "exists" in err
     code, out, _ = await carehub(migrated, "devices", "unplaced")
     assert "eb-9" in out and "fs-2" not in out
+    code, out, _ = await carehub(migrated, "devices", "pending")
+    assert "1 registered device(s) with credentials wait to be placed" in out
     code, _, err = await carehub(migrated, "devices", "place", "eb-9", "--zone", "nowhere")
     assert code == 2
     assert "nowhere" in err
