@@ -67,6 +67,7 @@ async def run_simulate(
     time_scale: float,
     register: bool,
     seed: int,
+    shared_account: bool = False,
 ) -> int:
     """Run `facilities` simulated facilities against the configured broker until done."""
     from simulators import SCENARIOS, build_district, run_simulation
@@ -82,7 +83,8 @@ async def run_simulate(
     if register:
         with tempfile.TemporaryDirectory(prefix="carehub-district-") as folder:
             await register_district(settings, district, Path(folder))
-        passwords = await issue_district_credentials(settings, district)
+        if not shared_account:
+            passwords = await issue_district_credentials(settings, district)
     print(
         f"simulating {len(district.facilities)} facilities, {len(district.devices)} devices "
         f"on {settings.mqtt.host}:{settings.mqtt.port} under {settings.topic_root}/v1 "
@@ -104,7 +106,15 @@ async def run_simulate(
 
 
 # run_simulate's keywords; the parser stores each option under the same name.
-SIMULATE_OPTIONS = ("facilities", "scenarios", "duration_s", "time_scale", "register", "seed")
+SIMULATE_OPTIONS = (
+    "facilities",
+    "scenarios",
+    "duration_s",
+    "time_scale",
+    "register",
+    "seed",
+    "shared_account",
+)
 
 
 def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -140,5 +150,11 @@ def add_simulate_command(sub: Subcommands) -> None:
         action="store_false",
         help="do not register the simulated district in the database first (nor issue its"
         " devices credentials: they connect with CAREHUB_MQTT_URL's account)",
+    )
+    simulate.add_argument(
+        "--shared-account",
+        action="store_true",
+        help="connect every device with CAREHUB_MQTT_URL's account instead of issuing each"
+        " its own credentials (a broker with one shared account)",
     )
     simulate.set_defaults(handler=_cmd_simulate)

@@ -112,6 +112,8 @@ async def test_simulate_registers_its_district_and_its_devices_are_stored(
     child = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "hub.cli", "simulate", "--facilities", "2"),
         *("--duration", "12", "--time-scale", "120", "--scenario", "fall", "--scenario", "garbage"),
+        # The suite's broker has one account, the hub's (tests/fix_services.py).
+        "--shared-account",
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
