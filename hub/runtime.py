@@ -161,7 +161,7 @@ async def run_hub(
             notifier,
             status,
             outbound,
-            authority=DeviceAuthority(settings),
+            authority=DeviceAuthority(settings, pool=pool),
             brokers=site_brokers(settings),
         )
         async with asyncio.TaskGroup() as group:

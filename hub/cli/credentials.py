@@ -4,12 +4,13 @@ credentials file an installer's `devices import --credentials-out` writes."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from psycopg import AsyncConnection
 
@@ -98,7 +99,7 @@ def _cmd_unplaced(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def open_credentials_file(path: Path) -> Any:
+def open_credentials_file(path: Path) -> TextIO:
     """Create the credentials file, readable by its owner only; refuse to overwrite one."""
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -110,7 +111,7 @@ def open_credentials_file(path: Path) -> Any:
 
 
 async def issue_for_new_devices(
-    conn: AsyncConnection[Any], settings: Settings, device_ids: list[str], out: Any
+    conn: AsyncConnection[Any], settings: Settings, device_ids: list[str], out: TextIO
 ) -> int:
     """Issue credentials to each device of `device_ids` that has none; one CSV row each."""
     writer = csv.writer(out)
@@ -159,7 +160,7 @@ def _cmd_broker_setup(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_broker_sync(settings: Settings, _args: argparse.Namespace) -> int:
     try:
-        report = _run_sync(settings)
+        report = asyncio.run(sync_registry(settings))
     except BrokerAdminError as exc:
         return refuse(exc)
     if report is None:
@@ -178,12 +179,6 @@ def _cmd_broker_sync(settings: Settings, _args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def _run_sync(settings: Settings) -> Any:
-    import asyncio
-
-    return asyncio.run(sync_registry(settings))
 
 
 def add_credential_actions(actions: Subcommands) -> None:

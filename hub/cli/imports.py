@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from hub.cli.commands import Subcommands, add_actions, print_table
 from hub.settings import Settings
@@ -53,7 +54,7 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
-def _issue_credentials(settings: Settings, path: Path, out: object) -> int:
+def _issue_credentials(settings: Settings, path: Path, out: TextIO) -> int:
     """Credentials for every device of the file that is registered and has none yet."""
     from hub.cli.commands import run_on_database
     from hub.cli.credentials import issue_for_new_devices

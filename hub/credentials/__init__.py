@@ -28,10 +28,11 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from devices.topics import ID_PATTERN
 from hub.acl import Grant, device_grant, hub_grant
-from hub.errors import CredentialError, StorageError, raise_if_cancelled
+from hub.errors import BrokerAdminError, CredentialError, StorageError, raise_if_cancelled
 from hub.settings import Settings
 from hub.storage import credentials as store
 from hub.storage.credentials import DeviceAccount, credentials_channel
@@ -124,7 +125,13 @@ async def issue(
             " rotate them (--rotate) to get a new password",
         )
     for broker in brokers:
-        await broker.issued(account, password)
+        try:
+            await broker.issued(account, password)
+        except BrokerAdminError as exc:
+            raise BrokerAdminError(
+                f"the hub issued device {device_id!r} new credentials but the broker did not"
+                f" take them ({exc}); once the broker answers, issue them again with --rotate"
+            ) from exc
     logger.info(
         "%s credentials of device %s",
         "rotated" if rotate else "issued",
@@ -146,7 +153,13 @@ async def revoke(
     if not await store.revoke_secret(conn, device_id, actor):
         raise CredentialError("not_found", f"device {device_id!r} has no credentials in force")
     for broker in brokers:
-        await broker.revoked(device_id)
+        try:
+            await broker.revoked(device_id)
+        except BrokerAdminError as exc:
+            raise BrokerAdminError(
+                f"device {device_id!r} is revoked at the hub but the broker did not hear it"
+                f" ({exc}); run `carehub broker sync` once the broker answers"
+            ) from exc
     logger.info(
         "revoked credentials of device %s",
         device_id,
@@ -177,10 +190,18 @@ class DeviceAuthority:
     asks), so the embedded broker can run in any thread, and the EMQX endpoints share it.
     """
 
-    def __init__(self, settings: Settings, *, hub_root: str | None = "") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        hub_root: str | None = "",
+        pool: AsyncConnectionPool[AsyncConnection[object]] | None = None,
+    ) -> None:
         """`hub_root`: the topic root the hub's own account is granted ('' for the
-        settings' root; None for every root, on a broker many test hubs share)."""
+        settings' root; None for every root, on a broker many test hubs share). `pool`:
+        the hub's own, for the EMQX endpoints; without it, one connection of its own."""
         self._settings = settings
+        self._pool = pool
         self._root = settings.topic_root
         target = settings.mqtt
         self._hub_account = (target.username, target.password) if target.username else None
@@ -224,6 +245,14 @@ class DeviceAuthority:
         return device_grant(self._root, account.facility_id, account.device_id) if ok else None
 
     async def _account(self, device_id: str) -> DeviceAccount | None:
+        if self._pool is not None:
+            try:
+                async with self._pool.connection() as conn:
+                    return await store.find_account(conn, device_id)
+            except (StorageError, psycopg.Error, PoolTimeout):
+                raise_if_cancelled()
+                logger.warning("cannot check device %s: the database is unreachable", device_id)
+                return None
         async with self._lock:
             for attempt in range(2):
                 try:
