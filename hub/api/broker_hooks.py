@@ -13,12 +13,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from hub.acl import Grant, device_grant, hub_grant
-from hub.api.deps import HubDep, TokenDep, connection
+from hub.acl import Grant
+from hub.api.deps import HubDep, TokenDep
 from hub.api.errors import ERROR_RESPONSES
 from hub.api.models import EmqxAuthnIn, EmqxAuthnOut, EmqxAuthzIn, EmqxAuthzOut
 from hub.errors import ApiError
-from hub.storage.credentials import find_account
 
 router = APIRouter(tags=["broker"], responses=ERROR_RESPONSES)
 
@@ -74,7 +73,9 @@ async def emqx_authn(body: EmqxAuthnIn, hub: HubDep, _: Emqx) -> dict[str, Any]:
 )
 async def emqx_authz(body: EmqxAuthzIn, hub: HubDep, _: Emqx) -> dict[str, str]:
     """EMQX authorization."""
-    grant = await _grant(hub, body.username, body.clientid)
+    if hub.authority is None:
+        raise ApiError(503, "the hub is starting")
+    grant = await hub.authority.authorize(body.username, body.clientid)
     if grant is None or body.action not in ("publish", "subscribe"):
         return {"result": "deny"}
     allowed = (
@@ -83,17 +84,3 @@ async def emqx_authz(body: EmqxAuthzIn, hub: HubDep, _: Emqx) -> dict[str, str]:
         else grant.may_subscribe(body.topic)
     )
     return {"result": "allow" if allowed else "deny"}
-
-
-async def _grant(hub: Any, username: str | None, client_id: str | None) -> Grant | None:
-    settings = hub.settings
-    target = settings.mqtt
-    if username and username == target.username:
-        return hub_grant(username, settings.topic_root)
-    if not username or client_id != username:
-        return None
-    async with connection(hub) as conn:
-        account = await find_account(conn, username)
-    if account is None or account.secret_hash is None:
-        return None
-    return device_grant(settings.topic_root, account.facility_id, account.device_id)

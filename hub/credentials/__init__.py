@@ -222,12 +222,27 @@ class DeviceAuthority:
             if hmac.compare_digest(password.encode(), expected.encode()):
                 return hub_grant(username, self._hub_root)
             return None
+        account = await self._device(username, client_id)
+        return self._check(account, password) if account is not None else None
+
+    async def authorize(self, username: str | None, client_id: str | None) -> Grant | None:
+        """The grant of a client the broker has authenticated (EMQX asks on every PUBLISH
+        and SUBSCRIBE); None once its credentials are revoked."""
+        if not username:
+            return None
+        if self._hub_account is not None and username == self._hub_account[0]:
+            return hub_grant(username, self._hub_root)
+        account = await self._device(username, client_id)
+        if account is None:
+            return None
+        return device_grant(self._root, account.facility_id, account.device_id)
+
+    async def _device(self, username: str, client_id: str | None) -> DeviceAccount | None:
+        """The device account `username` names, if its credentials are in force."""
         if client_id != username or not _is_id(username):
             return None  # a device's client id is its device id (SPEC §7)
         account = await self._account(username)
-        if account is None or account.secret_hash is None:
-            return None
-        return self._check(account, password)
+        return account if account is not None and account.secret_hash is not None else None
 
     def _check(self, account: DeviceAccount, password: str) -> Grant | None:
         stored = account.secret_hash or ""
