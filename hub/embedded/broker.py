@@ -180,11 +180,19 @@ class _Broker(Broker):  # type: ignore[misc]
         except Exception as exc:  # amqtt's own errors; re-raised as its own
             raise AMQTTError(f"no CONNECT: {exc}") from exc
         grant = await self._gate(session.username, session.password, session.client_id)
-        if grant is None or not session.client_id:
+        # amqtt publishes a will without asking _topic_filtering: a device could otherwise
+        # leave its last word on another device's topic.
+        will_refused = (
+            grant is not None and session.will_flag and not grant.may_publish(session.will_topic)
+        )
+        if grant is None or will_refused or not session.client_id:
             logger.info(
-                "embedded broker: refused client %r (username %r): bad credentials",
+                "embedded broker: refused client %r (username %r): %s",
                 session.client_id,
                 session.username,
+                "a last will on a topic it may not publish to"
+                if will_refused
+                else "bad credentials",
             )
             handler.attach(session, reader, writer)
             await handler.mqtt_connack_authorize(False)

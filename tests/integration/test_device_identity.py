@@ -22,6 +22,7 @@ from hub.embedded.broker import EmbeddedBroker
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings
 from hub.storage.migrate import migrate
+from simulators.device import drop_connection
 from tests.fix_hub import (
     FACILITY,
     connect_db,
@@ -265,6 +266,26 @@ async def test_another_devices_topic_is_refused_and_nothing_is_stored(
     assert _codes(everything)[0] >= 128, f"{stage.kind}: subscribed to every topic"
     async with await connect_db(stage.settings) as db:
         assert await rows(db, "SELECT 1 FROM dead_letters WHERE device_id = %s", own) == []
+
+
+async def test_a_last_will_on_another_devices_topic_is_never_published(
+    stage: Stage, hub: Hub
+) -> None:
+    """A will naming another device's status: refused at CONNECT or never delivered."""
+    del hub
+    own, other = await _device_id(stage), await _device_id(stage)
+    password = await stage.issue(own)
+    will = aiomqtt.Will(_topic(stage, other, "status"), b'{"online": false}', qos=1, retain=True)
+    client = stage.client(own, password)
+    client._will = will  # type: ignore[attr-defined]
+    client._client.will_set(will.topic, will.payload, will.qos, will.retain, will.properties)
+    with contextlib.suppress(aiomqtt.MqttError):
+        async with client:
+            drop_connection(client)
+    await asyncio.sleep(SETTLE_S * 2)
+    async with await connect_db(stage.settings) as db:
+        assert await rows(db, "SELECT 1 FROM status_changes WHERE device_id = %s", other) == []
+        assert await rows(db, "SELECT 1 FROM device_state WHERE device_id = %s", other) == []
 
 
 async def test_a_wrong_password_an_anonymous_client_and_a_borrowed_client_id_are_refused(
