@@ -30,8 +30,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The browser tests need Debian's Chromium and CJK fonts: installed when missing and we are
-# root, otherwise this stops at once with the command to run.
+# The browser tests need Debian's Chromium and CJK fonts, the report tests poppler: installed
+# when missing and we are root, otherwise this stops at once with the command to run.
 chromium:
 	scripts/ensure-chromium
 

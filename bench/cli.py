@@ -1,4 +1,4 @@
-"""`carehub bench ingest|latency|live|dashboard`: the benchmarks' parser and dispatch.
+"""`carehub bench ingest|latency|live|dashboard|report|faults`: the benchmarks' parser and dispatch.
 
 `register` is this package's entry in the `carehub.commands` entry-point group: the hub's
 CLI finds it there and calls it with its subparsers. Each bench is imported only when it
@@ -17,12 +17,14 @@ from hub.settings import Settings
 # Each bench's keywords, which the parser stores under the same names but for these two.
 # An option not given is left out, so the bench's own default (in its signature) applies.
 _OPTIONS = {
-    "ingest": ("duration_s", "devices", "rate", "connections", "keep"),
+    "ingest": ("duration_s", "devices", "rate", "connections", "hubs", "keep"),
     "latency": ("duration_s", "rate", "presses_per_s", "devices"),
     "live": ("clients", "rate", "duration_s", "devices"),
     "dashboard": ("facilities", "loads", "chromium", "keep"),
+    "report": ("facilities", "keep"),
+    "faults": ("duration_s", "rate", "cut_s", "devices", "connections"),
 }
-_OPTION_NAMES = {"duration_s": "duration", "presses_per_s": "presses"}
+_OPTION_NAMES = {"duration_s": "duration", "presses_per_s": "presses", "cut_s": "cut"}
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -34,10 +36,18 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     options = _options(args)
+    if args.which == "report":
+        from bench.report import run_report_bench
+
+        return run_report_bench(settings, **options)
     if args.which == "dashboard":
         from bench.dashboard import run_dashboard_bench
 
         return run_dashboard_bench(settings, **options)
+    if args.which == "faults":
+        from bench.faults import run_faults_bench
+
+        return run_faults_bench(settings, **options)
     if args.which == "live":
         from bench.live import run_live_bench
 
@@ -57,11 +67,14 @@ def register(sub: Subcommands) -> None:
     bench = sub.add_parser(
         "bench", help="benchmarks that print their figures", argument_default=argparse.SUPPRESS
     )
-    bench.add_argument("which", choices=["ingest", "latency", "live", "dashboard"])
+    bench.add_argument(
+        "which", choices=["ingest", "latency", "live", "dashboard", "report", "faults"]
+    )
     bench.add_argument(
         "--duration",
         type=float,
-        help="seconds of sustained load (default 60 for ingest, 30 for latency and live)",
+        help="seconds of sustained load (default 60 for ingest, 30 for latency and live, "
+        "240 for faults; --duration 1800 is the soak)",
     )
     bench.add_argument("--devices", type=int)
     bench.add_argument(
@@ -71,14 +84,22 @@ def register(sub: Subcommands) -> None:
         "live: alert changes per second (default 100)",
     )
     bench.add_argument("--presses", type=float, help="latency: button presses per second")
+    bench.add_argument(
+        "--cut", type=float, help="faults: seconds the database is cut off (default 60)"
+    )
     bench.add_argument("--clients", type=int, help="live: websocket clients (default 500)")
     bench.add_argument(
         "--connections", type=int, help="MQTT connections the devices are spread over (default 8)"
     )
     bench.add_argument(
+        "--hubs",
+        type=int,
+        help="ingest: hub processes on one shared subscription (default 1)",
+    )
+    bench.add_argument(
         "--facilities",
         type=int,
-        help="dashboard: facilities seeded for the regulator's screen (default 500)",
+        help="dashboard, report: facilities seeded (default 500)",
     )
     bench.add_argument("--loads", type=int, help="dashboard: cold page loads measured (default 3)")
     bench.add_argument(

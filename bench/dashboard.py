@@ -104,7 +104,7 @@ async def _bench(
         async with await psycopg.AsyncConnection.connect(
             settings.database_url, autocommit=True, options=f"-c search_path={schema},public"
         ) as conn:
-            await _seed(conn, facilities)
+            await seed_registry(conn, facilities, DISTRICT)
             await add_user(conn, "bench-regulator", "regulator", password, district=DISTRICT)
         async with _serve(bench) as base, async_playwright() as playwright:
             token = await _login(base, password)
@@ -141,8 +141,8 @@ async def _bench(
     return 0 if verdict == "PASS" else 1
 
 
-async def _seed(conn: psycopg.AsyncConnection[Any], count: int) -> None:
-    """N facilities on a grid with jitter, each with its zones and devices."""
+async def seed_registry(conn: psycopg.AsyncConnection[Any], count: int, district: str) -> None:
+    """N facilities of `district` on a grid, each with its zones and devices."""
     side = math.ceil(math.sqrt(count))
     facilities, zones, devices = [], [], []
     for index in range(count):
@@ -152,7 +152,7 @@ async def _seed(conn: psycopg.AsyncConnection[Any], count: int) -> None:
         longitude = CENTER[1] - SPREAD_DEG / 2 + SPREAD_DEG * (column + 0.5) / side
         kind = ("elderly", "childcare", "integrated")[index % 3]
         facilities.append(
-            (facility_id, f"基准机构 {index + 1}", kind, DISTRICT, latitude, longitude, 40, 30)
+            (facility_id, f"基准机构 {index + 1}", kind, district, latitude, longitude, 40, 30)
         )
         zones += [(facility_id, *zone) for zone in ZONES]
         for prefix, device_type, zone_id in (*DEVICES, COUNTER):

@@ -40,6 +40,9 @@ from hub.storage.migrate import migrate
 CST = timezone(timedelta(hours=8))
 SAMPLE_S = 0.5
 READY_TIMEOUT_S = 60.0
+# A hub that lost its HTTP port to another socket before it could bind it starts again.
+PORT_RETRIES = 3
+ADDRESS_IN_USE = "address already in use"
 MB = 1024 * 1024
 
 
@@ -88,13 +91,39 @@ class BenchRun:
     @contextlib.asynccontextmanager
     async def hub(self, *, mqtt_protocol: int | None = None) -> AsyncIterator[HubProcess]:
         """`carehub serve` on the run's schema and topic root, ready, until the block ends."""
+        async with self.hubs(1, mqtt_protocol=mqtt_protocol) as (hub,):
+            yield hub
+
+    @contextlib.asynccontextmanager
+    async def hubs(
+        self, count: int, *, mqtt_protocol: int | None = None
+    ) -> AsyncIterator[tuple[HubProcess, ...]]:
+        """`count` hub processes, ready, until the block ends; more than one share the stream.
+
+        Several hubs subscribe as one shared group (`$share/{root}/...`), each with a client
+        id, spool and HTTP port of its own, as the hubs of a city do (SPEC §2, §9).
+        """
+        group = self.root if count > 1 else None
         with tempfile.TemporaryDirectory(prefix="carehub-bench-") as workdir:
-            hub = HubProcess(self.settings, Path(workdir), mqtt_protocol=mqtt_protocol)
+            started: list[HubProcess] = []
             try:
-                await hub.wait_ready()
-                yield hub
+                for index in range(count):
+                    own = Path(workdir) / f"hub-{index}"
+                    own.mkdir()
+                    started.append(
+                        HubProcess(
+                            self.settings,
+                            own,
+                            mqtt_protocol=mqtt_protocol,
+                            index=index if count > 1 else None,
+                            shared_group=group,
+                        )
+                    )
+                await asyncio.gather(*(hub.wait_ready() for hub in started))
+                yield tuple(started)
             finally:
-                hub.stop()
+                for hub in started:
+                    hub.stop()
 
 
 async def db_now(conn: psycopg.AsyncConnection[Any]) -> datetime:
@@ -154,18 +183,28 @@ class HubProcess:
     """`carehub serve` as a child process, with its CPU and memory sampled."""
 
     def __init__(
-        self, settings: Settings, workdir: Path, *, mqtt_protocol: int | None = None
+        self,
+        settings: Settings,
+        workdir: Path,
+        *,
+        mqtt_protocol: int | None = None,
+        index: int | None = None,
+        shared_group: str | None = None,
     ) -> None:
+        """`index`: this hub's number among several; `shared_group`: the group they share."""
         self.port = free_port()
+        self._port_retries = PORT_RETRIES
         self.log_path = workdir / "hub.log"
+        self.name = "hub" if index is None else f"hub {index + 1}"
         root = settings.topic_root
+        client_id = f"carehub-bench-hub-{root}" + ("" if index is None else f"-{index + 1}")
         env = dict(os.environ)
         env.update(
             CAREHUB_MQTT_URL=settings.mqtt_url,
             CAREHUB_DATABASE_URL=settings.database_url,
             CAREHUB_DATABASE_SCHEMA=settings.database_schema,
             CAREHUB_TOPIC_ROOT=root,
-            CAREHUB_MQTT_CLIENT_ID=f"carehub-bench-hub-{root}",
+            CAREHUB_MQTT_CLIENT_ID=client_id,
             # Long enough to ride out a reconnect mid-run, short enough not to leave a
             # session behind at the broker for a day.
             CAREHUB_MQTT_SESSION_EXPIRY_S="300",
@@ -176,17 +215,40 @@ class HubProcess:
         )
         if mqtt_protocol is not None:
             env["CAREHUB_MQTT_PROTOCOL"] = str(mqtt_protocol)
-        # One hub takes the whole stream; a shared group would split it with strangers.
+        # The run's own group or none: a group from the environment would split the
+        # stream with strangers.
         env.pop("CAREHUB_MQTT_SHARED_GROUP", None)
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
+        if shared_group is not None:
+            env["CAREHUB_MQTT_SHARED_GROUP"] = shared_group
+        self._env = env
+        # Appended to: a hub started again in the same directory keeps the first one's log.
+        self._log = self.log_path.open("ab")
+        self.process = self._spawn()
+        self.ps = psutil.Process(self.process.pid)
+        self.samples: list[Sample] = []
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [sys.executable, "-m", "hub.cli", "serve"],
-            env=env,
+            env=self._env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def _respawn_on_a_new_port(self) -> bool:
+        """Start again on another port if the last start lost its port; False otherwise.
+
+        free_port's port is free when chosen, but until the hub binds it, any outgoing
+        connection on this machine may be given it as its own local port.
+        """
+        if self._port_retries <= 0 or ADDRESS_IN_USE not in self.log_tail(5):
+            return False
+        self._port_retries -= 1
+        self.port = free_port()
+        self._env["CAREHUB_HTTP_PORT"] = str(self.port)
+        self.process = self._spawn()
         self.ps = psutil.Process(self.process.pid)
-        self.samples: list[Sample] = []
+        return True
 
     @property
     def base_url(self) -> str:
@@ -198,6 +260,8 @@ class HubProcess:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if self._respawn_on_a_new_port():
+                    continue
                 raise HubError(f"the hub exited with {self.process.returncode}:\n{self.log_tail()}")
             with contextlib.suppress(OSError):
                 status, _ = await asyncio.to_thread(http_get, self.base_url + "/readyz", 1.0)
@@ -265,7 +329,7 @@ class HubProcess:
     def report_early_exit(self) -> None:
         """Print how the hub ended, if it did not last the run."""
         if self.process.poll() is not None:
-            print(f"hub exited early ({self.process.returncode}):\n{self.log_tail()}")
+            print(f"{self.name} exited early ({self.process.returncode}):\n{self.log_tail()}")
 
 
 # -- the figures --------------------------------------------------------------------------

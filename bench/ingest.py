@@ -1,8 +1,9 @@
-"""`carehub bench ingest`: QoS 1 telemetry at a fixed rate into a hub subprocess; prints figures.
+"""`carehub bench ingest`: QoS 1 telemetry at a fixed rate into hub subprocesses; prints figures.
 
 The hub runs as a child process on the configured broker and database, in a schema and
 under a topic root of its own (bench.harness), fed by the lean load generator of
-bench.load. What reached the database is counted in the database.
+bench.load. With `--hubs N`, N hub processes split the stream over one shared
+subscription, as a city's do. What reached the database is counted in the database.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from bench.load import (
     TelemetryLoad,
     bench_fleet,
     close_load,
-    count_readings,
+    drain_readings,
     register_fleet,
     stored_readings,
     telemetry_publishers,
@@ -41,9 +42,8 @@ TARGET_RSS_BYTES = 400 * harness.MB
 # An offered rate of exactly the target cannot be stored faster than offered; a window
 # edge falls inside a batch, so the measured rate jitters by a batch either way.
 RATE_TOLERANCE = 0.01
-# Drain: stop when everything published is stored, or nothing new arrives for this long.
-DRAIN_QUIET_S = 10.0
-DRAIN_TIMEOUT_S = 180.0
+# More hubs than this on one machine measure the scheduler, not the hub.
+MAX_HUBS = 16
 
 
 def run_bench(
@@ -54,31 +54,20 @@ def run_bench(
     devices: int = 10_000,
     rate: float = TARGET_RATE,
     connections: int = CONNECTIONS,
+    hubs: int = 1,
     keep: bool = False,
 ) -> int:
     """Run one benchmark and print its figures; 0 even when a target is missed."""
     if which != "ingest":
         raise HubError(f"unknown benchmark {which!r}; only `ingest` is built")
-    if duration_s <= 0 or devices < 1 or rate <= 0 or connections < 1:
-        raise HubError("--duration, --devices, --rate and --connections must be positive")
+    if duration_s <= 0 or devices < 1 or rate <= 0 or connections < 1 or hubs < 1:
+        raise HubError("--duration, --devices, --rate, --connections and --hubs must be positive")
+    if hubs > MAX_HUBS:
+        raise HubError(f"--hubs {hubs}: at most {MAX_HUBS} hub processes on one machine")
     connections = min(connections, devices)
-    return asyncio.run(_bench_ingest(settings, duration_s, devices, rate, connections, keep=keep))
-
-
-async def _drain(conn: psycopg.AsyncConnection[Any], published: int) -> tuple[int, float]:
-    """Wait for the hub to store what was published; (rows, seconds waited)."""
-    started = time.monotonic()
-    rows = await count_readings(conn)
-    last_growth = started
-    while rows < published and time.monotonic() - started < DRAIN_TIMEOUT_S:
-        await asyncio.sleep(0.5)
-        now_rows = await count_readings(conn)
-        if now_rows > rows:
-            last_growth = time.monotonic()
-        elif time.monotonic() - last_growth > DRAIN_QUIET_S:
-            break
-        rows = now_rows
-    return rows, time.monotonic() - started
+    return asyncio.run(
+        _bench_ingest(settings, duration_s, devices, rate, connections, hubs=hubs, keep=keep)
+    )
 
 
 async def _bench_ingest(
@@ -88,12 +77,15 @@ async def _bench_ingest(
     rate: float,
     connections: int,
     *,
+    hubs: int,
     keep: bool,
 ) -> int:
     run = harness.BenchRun.new(settings)
+    shared = f", shared subscription $share/{run.root}/..." if hubs > 1 else ""
     print(
         f"carehub bench ingest: {duration_s:g} s, {device_count} devices over {connections} "
-        f"connections, {rate:g} msgs/s offered (QoS 1 telemetry)\n"
+        f"connections, {rate:g} msgs/s offered (QoS 1 telemetry), "
+        f"{hubs} hub process{'es' if hubs > 1 else ''}{shared}\n"
         f"  broker {settings.mqtt.host}:{settings.mqtt.port}, schema {run.schema}, "
         f"topic root {run.root}",
         flush=True,
@@ -101,10 +93,10 @@ async def _bench_ingest(
     async with run.database(keep=keep) as conn:
         fleet = bench_fleet(device_count)
         await register_fleet(conn, fleet)
-        async with run.hub() as hub:
+        async with run.hubs(hubs) as processes:
             await _load_and_report(
                 conn,
-                hub,
+                processes,
                 run.settings,
                 fleet=fleet,
                 duration_s=duration_s,
@@ -116,7 +108,7 @@ async def _bench_ingest(
 
 async def _load_and_report(
     conn: psycopg.AsyncConnection[Any],
-    hub: harness.HubProcess,
+    hubs: Sequence[harness.HubProcess],
     settings: Settings,
     *,
     fleet: Sequence[BenchDevice],
@@ -132,7 +124,7 @@ async def _load_and_report(
         await publisher.connect()
     loop = asyncio.get_running_loop()
     meter = harness.CpuMeter()
-    sampler = asyncio.create_task(hub.sample_forever())
+    samplers = [asyncio.create_task(hub.sample_forever()) for hub in hubs]
     readers = [asyncio.create_task(p.read_acks()) for p in publishers]
     # The steady window is cut on the database's clock, the one stored_at is read from.
     wall_started = await harness.db_now(conn) + timedelta(seconds=0.1)
@@ -151,15 +143,17 @@ async def _load_and_report(
     else:
         unconfirmed = sum([await publisher.settle() for publisher in publishers])
     meter.stop()
-    load_samples = [s for s in hub.samples if s.at <= time.monotonic()]
-    rows, drain_s = await _drain(conn, load.acked)
-    sampler.cancel()
-    hub.sample()
+    load_samples = [[s for s in hub.samples if s.at <= time.monotonic()] for hub in hubs]
+    rows, drain_s = await drain_readings(conn, load.acked)
+    for sampler in samplers:
+        sampler.cancel()
+    for hub in hubs:
+        hub.sample()
     await close_load(publishers, readers, load)
-    with contextlib.suppress(asyncio.CancelledError):
-        await sampler
-    counters = await asyncio.to_thread(hub.metrics)
-    peak_rss = hub.peak_rss()
+    for sampler in samplers:
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    counters = [await asyncio.to_thread(hub.metrics) for hub in hubs]
 
     warmup = min(5.0, duration_s * 0.1)
     window_from = wall_started + timedelta(seconds=warmup)
@@ -174,10 +168,9 @@ async def _load_and_report(
         drain_s=drain_s,
         stored=stored,
         window=(warmup, warmup + window_s),
-        hub=hub,
+        hubs=hubs,
         load_samples=load_samples,
         counters=counters,
-        peak_rss=peak_rss,
         cpu=meter,
     )
 
@@ -192,10 +185,9 @@ def _report(
     drain_s: float,
     stored: StoredReadings,
     window: tuple[float, float],
-    hub: harness.HubProcess,
-    load_samples: list[harness.Sample],
-    counters: dict[str, float],
-    peak_rss: int,
+    hubs: Sequence[harness.HubProcess],
+    load_samples: Sequence[list[harness.Sample]],
+    counters: Sequence[dict[str, float]],
     cpu: harness.CpuMeter,
 ) -> None:
     cores = psutil.cpu_count() or 1
@@ -205,12 +197,8 @@ def _report(
     window_s = window[1] - window[0]
     sustained = stored.window_rows / window_s
     offered = load.sent / elapsed if elapsed > 0 else 0.0
-    cpu_pct = harness.cpu_percent(load_samples)
-    cpu_peak = max(
-        (harness.cpu_percent(pair) for pair in itertools.pairwise(load_samples)),
-        default=0.0,
-    )
     per_second = stored.per_second
+    peak_rss = max(hub.peak_rss() for hub in hubs)
 
     def ms(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.1f} ms"
@@ -235,25 +223,20 @@ def _report(
         f"latency      publish→commit p50 {ms(stored.p50_ms)}, p99 {ms(stored.p99_ms)}, "
         f"max {ms(stored.max_ms)}"
     )
-    print(
-        f"hub CPU      {cpu_pct:.1f} % of one core on average ({cpu_pct / cores:.1f} % of "
-        f"{cores} cores), peak {cpu_peak:.1f} % over {harness.SAMPLE_S:g} s"
-    )
-    print(
-        f"hub RSS      peak {peak_rss / harness.MB:.1f} MB (VmHWM), "
-        f"{(hub.samples[-1].rss if hub.samples else 0) / harness.MB:.1f} MB at the end"
-    )
+    for hub, samples, hub_counters in zip(hubs, load_samples, counters, strict=True):
+        _report_hub(hub, samples, hub_counters, cores, width=len(hubs))
     print(f"lost         {lost:,}  (PUBACKed − distinct (device_id, seq) stored)")
     print(f"duplicated   {duplicated:,}  (rows − distinct (device_id, seq))")
-    batches = counters.get("carehub_batches_total", 0.0)
-    received = counters.get("carehub_messages_received_total", 0.0)
-    print(
-        f"hub counters received {received:,.0f}, batches {batches:,.0f} "
-        f"(avg {received / batches if batches else 0:,.0f} msgs), "
-        f"rejected {harness.rejected_total(counters):,.0f}, "
-        f"spooled {counters.get('carehub_spooled_messages_total', 0.0):,.0f}, "
-        f"duplicates {counters.get('carehub_messages_duplicate_total', 0.0):,.0f}"
-    )
+    if len(hubs) > 1:
+        received = [c.get("carehub_messages_received_total", 0.0) for c in counters]
+        total = sum(received) or 1.0
+        print(
+            "split        "
+            + ", ".join(
+                f"{hub.name} {share / total:.0%}" for hub, share in zip(hubs, received, strict=True)
+            )
+            + " of the messages received (the broker's shared-subscription strategy)"
+        )
     print(
         f"machine      {100 * cpu.machine_busy():.0f} % busy of {cores} cores during the load; "
         f"generator {100 * cpu.own_cpu_s() / max(elapsed, 1e-6):.0f} % of one core"
@@ -277,4 +260,39 @@ def _report(
             ),
         ]
     )
-    hub.report_early_exit()
+    for hub in hubs:
+        hub.report_early_exit()
+
+
+def _report_hub(
+    hub: harness.HubProcess,
+    samples: list[harness.Sample],
+    counters: dict[str, float],
+    cores: int,
+    *,
+    width: int,
+) -> None:
+    """One hub process's CPU, memory and counters."""
+    label = "hub" if width == 1 else hub.name
+    cpu_pct = harness.cpu_percent(samples)
+    cpu_peak = max(
+        (harness.cpu_percent(pair) for pair in itertools.pairwise(samples)),
+        default=0.0,
+    )
+    print(
+        f"{label + ' CPU':<13}{cpu_pct:.1f} % of one core on average ({cpu_pct / cores:.1f} % "
+        f"of {cores} cores), peak {cpu_peak:.1f} % over {harness.SAMPLE_S:g} s"
+    )
+    print(
+        f"{label + ' RSS':<13}peak {hub.peak_rss() / harness.MB:.1f} MB (VmHWM), "
+        f"{(hub.samples[-1].rss if hub.samples else 0) / harness.MB:.1f} MB at the end"
+    )
+    batches = counters.get("carehub_batches_total", 0.0)
+    received = counters.get("carehub_messages_received_total", 0.0)
+    print(
+        f"{label + ' counters':<12} received {received:,.0f}, batches {batches:,.0f} "
+        f"(avg {received / batches if batches else 0:,.0f} msgs), "
+        f"rejected {harness.rejected_total(counters):,.0f}, "
+        f"spooled {counters.get('carehub_spooled_messages_total', 0.0):,.0f}, "
+        f"duplicates {counters.get('carehub_messages_duplicate_total', 0.0):,.0f}"
+    )

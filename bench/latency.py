@@ -419,6 +419,8 @@ def _report(
     print(f"commit       press→alert committed  {commit or 'n/a'}")
     print(f"ack          press→`received` ack   {to_ack or 'n/a'}")
     print(f"  of which   press→hub receive      {receive or 'n/a'}")
+    for line in _stages(counters):
+        print(line)
     print(
         f"telemetry    {load.sent / max(telemetry_s, 1e-6):,.1f} msgs/s offered "
         f"({rate:g} asked), {load.acked:,} PUBACKed; {stored_per_s:,.1f} msgs/s stored "
@@ -450,3 +452,32 @@ def _report(
         ]
     )
     hub.report_early_exit()
+
+
+# The hub's own timings of the emergency path (carehub_emergency_seconds on /metrics).
+STAGE_LABELS = {
+    "decide": "hub receive→rule decided",
+    "commit": "alert transaction",
+    "ack_queued": "hub receive→ack handed over",
+    "ack_published": "ack handed over→PUBACK",
+}
+
+
+def _stages(counters: dict[str, float]) -> list[str]:
+    """Where the time goes inside the hub, stage by stage: p50 / p90 / p99 in ms."""
+    lines = []
+    for stage, label in STAGE_LABELS.items():
+        quantiles = [
+            counters.get(f'carehub_emergency_seconds{{stage="{stage}",quantile="{q}"}}')
+            for q in ("0.5", "0.9", "0.99")
+        ]
+        count = counters.get(f'carehub_emergency_seconds_count{{stage="{stage}"}}', 0.0)
+        if None in quantiles:
+            lines.append(f"  hub stage  {label:<28} n/a")
+            continue
+        p50, p90, p99 = (1000 * q for q in quantiles if q is not None)
+        lines.append(
+            f"  hub stage  {label:<28} p50 {p50:.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms"
+            f" ({count:,.0f})"
+        )
+    return lines

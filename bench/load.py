@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,6 +44,9 @@ BUCKET_S = 0.05
 # Unacknowledged PUBLISHes per connection before the generator waits for the broker.
 WINDOW = 4000
 PUBACK_TIMEOUT_S = 30.0
+# Drain: stop when everything published is stored, or nothing new arrives for this long.
+DRAIN_QUIET_S = 10.0
+DRAIN_TIMEOUT_S = 180.0
 
 # (device_id, facility_id, type) of one bench device.
 BenchDevice = tuple[str, str, str]
@@ -140,7 +144,9 @@ class TelemetryPublisher(RawConnection):
             for device_id, facility, _ in fleet
         ]
         self._tails = [telemetry_tail(kind, offset + i) for i, (_, _, kind) in enumerate(fleet)]
-        self._inflight: set[int] = set()
+        self._device_ids = [device_id for device_id, _, _ in fleet]
+        # packet id -> the message's number (device = number % devices, seq = number // devices)
+        self._inflight: dict[int, int] = {}
         self._room = asyncio.Event()
         self._room.set()
         self._settled = asyncio.Event()
@@ -176,8 +182,7 @@ class TelemetryPublisher(RawConnection):
                     break
                 if kind == PUBACK and length == 2:
                     packet_id = (buffer[pos + 2] << 8) | buffer[pos + 3]
-                    if packet_id in inflight:
-                        inflight.discard(packet_id)
+                    if inflight.pop(packet_id, None) is not None:
                         self.acked += 1
                         self._load.acked += 1
                 elif kind != PINGRESP:  # the only other packet a publisher gets
@@ -206,7 +211,7 @@ class TelemetryPublisher(RawConnection):
                 if packet_id not in inflight:
                     break
             self._next_id = packet_id
-            inflight.add(packet_id)
+            inflight[packet_id] = self._counter - 1
             payload = head + str(seq).encode() + tails[device]
             name = topics[device]
             # bench.mqtt.publish_packet, unrolled: the topic is encoded once per device,
@@ -248,6 +253,19 @@ class TelemetryPublisher(RawConnection):
             if room <= 0:
                 await asyncio.wait_for(self._room.wait(), PUBACK_TIMEOUT_S)
             await asyncio.sleep(TICK_S)
+
+    def forget_inflight(self) -> list[tuple[str, int]]:
+        """After the connection broke: the (device_id, seq) the broker never confirmed.
+
+        They are given up, not sent again: the broker took no responsibility for them (a
+        real device would send them again; the bench only counts them apart).
+        """
+        devices = len(self._device_ids)
+        lost = [(self._device_ids[n % devices], n // devices) for n in self._inflight.values()]
+        self._inflight.clear()
+        self._room.set()
+        self._settled.set()
+        return lost
 
     async def settle(self) -> int:
         """Wait for outstanding PUBACKs (bounded); return how many stayed unconfirmed."""
@@ -361,3 +379,19 @@ async def stored_readings(
         p99_ms=p99,
         max_ms=peak,
     )
+
+
+async def drain_readings(conn: psycopg.AsyncConnection[Any], published: int) -> tuple[int, float]:
+    """Wait for the hub to store what was published; (rows, seconds waited)."""
+    started = time.monotonic()
+    rows = await count_readings(conn)
+    last_growth = started
+    while rows < published and time.monotonic() - started < DRAIN_TIMEOUT_S:
+        await asyncio.sleep(0.5)
+        now_rows = await count_readings(conn)
+        if now_rows > rows:
+            last_growth = time.monotonic()
+        elif time.monotonic() - last_growth > DRAIN_QUIET_S:
+            break
+        rows = now_rows
+    return rows, time.monotonic() - started

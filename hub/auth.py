@@ -41,6 +41,7 @@ Action = Literal[
     "resolve",
     "snooze",  # shelve a zone's alerts for a while
     "kpis",  # KPIs and the CSV report
+    "report",  # the monthly supervision report (PDF, XLSX)
     "configure",  # rule overrides and webhooks of a facility
     "registry",  # pending devices and dead letters
     "audit",  # the access log of regulators' reads (SPEC §7)
@@ -51,9 +52,20 @@ ACTIONS: tuple[Action, ...] = get_args(Action)
 # SPEC §7 and docs/api.md: the one table of who may do what.
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     "admin": frozenset(ACTIONS),
-    "regulator": frozenset({"read", "comment", "kpis"}),
+    "regulator": frozenset({"read", "comment", "kpis", "report"}),
     "manager": frozenset(
-        {"read", "comment", "ack", "attend", "resolve", "snooze", "kpis", "configure", "devices"}
+        {
+            "read",
+            "comment",
+            "ack",
+            "attend",
+            "resolve",
+            "snooze",
+            "kpis",
+            "report",
+            "configure",
+            "devices",
+        }
     ),
     "staff": frozenset({"read", "comment", "ack", "attend", "resolve"}),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -17,11 +18,13 @@ from paho.mqtt.properties import Properties
 from devices import mqtt, topics
 from hub.clock import Clock, SystemClock
 from hub.errors import raise_if_cancelled
-from hub.metrics import Metrics
+from hub.metrics import Metrics, StageTimes
 from hub.models import Inbound
 from hub.settings import Settings
 
 logger = logging.getLogger(__name__)
+# A reply to a device: topic, payload, qos, and when it was handed over (time.monotonic()).
+_Reply = tuple[str, bytes, int, float]
 
 # First retry soon (a broker restart takes a second or two); then back off to a ceiling
 # that a district of reconnecting hubs cannot turn into a thundering herd.
@@ -35,8 +38,9 @@ PUBLISH_WORKERS = 4
 # makes three recv calls per message.
 RECV_CHUNK = 64 * 1024
 # Reads one readable event may make before the event loop runs the other stages again:
-# a backlog is taken ~2,000 messages (a few ms of decoding) at a time.
-RECV_CHUNKS_PER_WAKE = 4
+# a backlog is taken ~500 messages (about a millisecond of parsing) at a time, so that an
+# alert's round trips to the database are never held up for long.
+RECV_CHUNKS_PER_WAKE = 1
 _PUBACK = 0x40
 # Mosquitto's count of the PUBLISH messages it dropped for its queue and in-flight limits
 # (max_queued_messages, 1,000 a session by default). Retained, and sent on change.
@@ -98,8 +102,12 @@ class Ingest:
         channels: Sequence[str] = topics.DEVICE_CHANNELS,
         client_id: str | None = None,
         broker_stats: Metrics | None = None,
+        emergency: StageTimes | None = None,
     ) -> None:
-        """`broker_stats`: where to count the broker's own drops, if this lane watches them."""
+        """`broker_stats`: where to count the broker's own drops, if this lane watches them.
+
+        `emergency`: where to time the urgent replies (alert acks), handed over to PUBACK.
+        """
         # The receive time stamps every message; rules and timers compare against it.
         self._clock: Clock = clock or SystemClock()
         self._settings = settings
@@ -107,13 +115,15 @@ class Ingest:
         self._channels = tuple(channels)
         self.client_id = client_id or settings.mqtt_client_id
         self._broker_stats = broker_stats
+        self._emergency = emergency
         self._inbound = inbound
         # Messages the fast path took while `inbound` was full, oldest first. Bounded by
         # the Receive Maximum: the broker sends no more until we ack.
         self._backlog: deque[Inbound] = deque()
         self._backlog_ready = asyncio.Event()
-        self._outbound: asyncio.Queue[tuple[str, bytes, int]] = asyncio.Queue(OUTBOUND_QUEUE)
-        self._urgent: asyncio.Queue[tuple[str, bytes, int]] = asyncio.Queue(OUTBOUND_QUEUE)
+        # (topic, payload, qos, when it was handed over: time.monotonic())
+        self._outbound: asyncio.Queue[_Reply] = asyncio.Queue(OUTBOUND_QUEUE)
+        self._urgent: asyncio.Queue[_Reply] = asyncio.Queue(OUTBOUND_QUEUE)
         self._client: aiomqtt.Client | None = None
         self._generation = 0
         self.connected = asyncio.Event()
@@ -271,15 +281,16 @@ class Ingest:
             )
         raise aiomqtt.MqttError("message stream ended")
 
-    async def _publish_loop(
-        self, client: aiomqtt.Client, queue: asyncio.Queue[tuple[str, bytes, int]]
-    ) -> None:
+    async def _publish_loop(self, client: aiomqtt.Client, queue: asyncio.Queue[_Reply]) -> None:
+        timed = self._emergency if queue is self._urgent else None
         while True:
-            topic, payload, qos = await queue.get()
+            topic, payload, qos, queued = await queue.get()
             await client.publish(topic, payload, qos=qos)
             # A PUBACK landing with the shutdown's cancel would leave this worker running
             # and the connection's TaskGroup waiting for it forever.
             raise_if_cancelled()
+            if timed is not None:
+                timed.record("ack_published", time.monotonic() - queued)
 
     def ack(self, messages: Iterable[Inbound]) -> int:
         """Acknowledge stored messages to the broker; return how many acks were sent.
@@ -322,7 +333,7 @@ class Ingest:
         """
         queue = self._urgent if urgent else self._outbound
         try:
-            queue.put_nowait((topic, payload, qos))
+            queue.put_nowait((topic, payload, qos, time.monotonic()))
         except asyncio.QueueFull:
             self.replies_dropped += 1
             return False

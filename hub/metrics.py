@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from devices import REASON_CODES
@@ -11,11 +11,57 @@ from devices import REASON_CODES
 STORED_TABLES = ("readings", "events", "status_changes")
 
 
+# The stages of an emergency's path through the hub, in order (carehub_emergency_seconds).
+EMERGENCY_STAGES = ("decide", "commit", "ack_queued", "ack_published")
+# The most recent timings each stage keeps for its quantiles.
+STAGE_WINDOW = 10_000
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+@dataclass(slots=True)
+class StageTimes:
+    """Recent durations of each stage of the emergency path, for /metrics quantiles.
+
+    decide: hub receive -> the rule's decision; commit: the alert's own transaction;
+    ack_queued: hub receive -> the `received` ack handed to the urgent publisher;
+    ack_published: handed over -> the broker's PUBACK for it.
+    """
+
+    recent: dict[str, deque[float]] = field(
+        default_factory=lambda: {stage: deque(maxlen=STAGE_WINDOW) for stage in EMERGENCY_STAGES}
+    )
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def record(self, stage: str, seconds: float) -> None:
+        """Note one duration of `stage` (one of EMERGENCY_STAGES)."""
+        self.recent[stage].append(max(seconds, 0.0))
+        self.counts[stage] += 1
+
+    def render(self) -> list[str]:
+        """The summary's lines: quantiles over the window, and counts since start."""
+        name = "carehub_emergency_seconds"
+        lines = [
+            f"# HELP {name} Where an emergency's time goes in the hub, by stage "
+            f"(quantiles of the last {STAGE_WINDOW:,}).",
+            f"# TYPE {name} summary",
+        ]
+        for stage in EMERGENCY_STAGES:
+            ordered = sorted(self.recent[stage])
+            for q in QUANTILES:
+                if ordered:
+                    value = ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+                    lines.append(f'{name}{{stage="{stage}",quantile="{q}"}} {value:.6f}')
+            lines.append(f'{name}_count{{stage="{stage}"}} {self.counts[stage]}')
+        return lines
+
+
 @dataclass(slots=True)
 class Metrics:
     """Counters one hub process keeps about its own work."""
 
     received: int = 0
+    # QoS 1 messages acknowledged to the broker: always after they are stored or spooled.
+    acked: int = 0
     # Messages newly stored, by table (STORED_TABLES), as each batch's result counts them.
     stored: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
@@ -37,6 +83,7 @@ class Metrics:
     broker_dropped_seen: int = 0
     # False when the broker refused the hub its $SYS drop counter.
     broker_drops_visible: bool = True
+    emergency: StageTimes = field(default_factory=StageTimes)
 
     def broker_dropped_now(self, total: int, *, retained: bool) -> int:
         """Take the broker's total; return the drops it adds (a restarted broker counts anew).
@@ -79,6 +126,7 @@ class Metrics:
         ]
         # The plain series, one (name, type, value) each: every one is a TYPE line then its value.
         series: list[tuple[str, str, object]] = [
+            ("carehub_messages_acked_total", "counter", self.acked),
             ("carehub_batches_total", "counter", self.batches),
             ("carehub_batch_failures_total", "counter", self.batch_failures),
             ("carehub_spooled_messages_total", "counter", self.spooled_messages),
@@ -95,4 +143,5 @@ class Metrics:
             series.append(("carehub_broker_dropped_messages", "gauge", self.broker_dropped))
         for name, kind, value in series:
             lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
+        lines += self.emergency.render()
         return "\n".join(lines) + "\n"

@@ -31,6 +31,16 @@ class DeviceMessage:
     ts: datetime
     received_at: datetime
 
+    @property
+    def order(self) -> tuple[datetime, int]:
+        """Where the message stands among its device's: (ts, seq), never its arrival.
+
+        Behind a shared subscription two hubs commit one device's messages in any order.
+        The device's clock comes first, so a device that restarts its counter still moves
+        on; seq orders the messages sent within one tick of that clock.
+        """
+        return (self.ts, self.seq)
+
 
 @dataclass(frozen=True, slots=True)
 class Reading(DeviceMessage):
@@ -95,10 +105,15 @@ Decoded = Reading | Event | StatusChange | Rejection
 
 
 AlertState = Literal["active", "acknowledged", "attended", "resolved"]
-Disposition = Literal["real", "false_alarm", "test", "other"]
+# `self_resolved`: a non-latched alert whose condition ended (a battery recharged, a
+# device heard again) closed by the system; no one judged it, so it is never a false alarm.
+Disposition = Literal["real", "false_alarm", "test", "other", "self_resolved"]
+StaffDisposition = Literal["real", "false_alarm", "test", "other"]
 Priority = Literal["high", "medium", "low"]
 ALERT_STATES: tuple[AlertState, ...] = ("active", "acknowledged", "attended", "resolved")
-DISPOSITIONS: tuple[Disposition, ...] = ("real", "false_alarm", "test", "other")
+# What a person may resolve an alert with (the staff console's buttons).
+DISPOSITIONS: tuple[StaffDisposition, ...] = ("real", "false_alarm", "test", "other")
+SELF_RESOLVED: Disposition = "self_resolved"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +130,14 @@ class AlertDecision:
     at: datetime
     seq: int | None = None
     detail: dict[str, Any] | None = None
+    # The device time of the message `seq`: with it, (ts, seq) orders the device's messages
+    # (DeviceMessage.order), so a late copy from another hub is weighed by when it was sent.
+    ts: datetime | None = None
+
+    @property
+    def order(self) -> tuple[datetime, int] | None:
+        """(ts, seq) of the device message that decided it; None for a timer's decision."""
+        return None if self.ts is None or self.seq is None else (self.ts, self.seq)
 
 
 @dataclass(frozen=True, slots=True)

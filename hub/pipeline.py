@@ -45,6 +45,8 @@ REGISTRY_RELOAD_S = 30.0
 # Batches decoded but not yet written; beyond this, ingest waits (and the broker holds
 # the rest, up to our Receive Maximum).
 BATCH_QUEUE = 4
+# Messages decoded between two turns of the event loop while a batch is cut.
+DECODE_YIELD_MESSAGES = 256
 # A failed batch is retried this many times, this far apart, before it is spooled.
 WRITE_RETRIES = (0.1, 0.4)
 SPOOL_REPLAY_S = 1.0
@@ -244,6 +246,10 @@ class Pipeline:
                         break
                 # No coroutine per message: only an unknown device needs to await.
                 batch.append(self._process_now(message) or await self._process(message))
+                if len(batch) % DECODE_YIELD_MESSAGES == 0:
+                    # A backlog is decoded in slices: an alert's transaction, on this same
+                    # event loop, waits at most one slice for each of its round trips.
+                    await asyncio.sleep(0)
             work, self._alert_work = self._alert_work, []
             await self._batches.put((batch, work))
 
@@ -278,6 +284,8 @@ class Pipeline:
     def _start_rules(self, message: Inbound, event: Event) -> None:
         """Run the event's rule now, beside the batch: a fall never waits for a batch."""
         outcome = decide_event(event, self.rule_params)
+        if isinstance(outcome, AlertDecision):
+            self._metrics.emergency.record("decide", time.time() - message.received_at.timestamp())
         if self._database.down:
             # The batch is spooled and its replay stores the alert; until then the screens
             # and the device hear of it from this process, so an outage silences no call.
@@ -300,10 +308,14 @@ class Pipeline:
         if isinstance(outcome, ScheduledTestCall):
             self._outbound.device.test_call(outcome)
         elif isinstance(outcome, Clear):
-            await self._alerts.clear(outcome.kind, outcome.device_id, outcome.at)
+            await self._alerts.clear(
+                outcome.kind, outcome.device_id, outcome.at, order=outcome.order
+            )
         elif isinstance(outcome, AlertDecision):
+            started = time.perf_counter()
             try:
                 await self._alerts.raise_alert(outcome)
+                self._metrics.emergency.record("commit", time.perf_counter() - started)
             except HubError:
                 if announce:
                     self._outbound.alert_provisional(outcome)
@@ -330,21 +342,50 @@ class Pipeline:
             self.rule_params = await load_rule_params(conn)
 
     async def _write_loop(self) -> None:
+        """Write up to `batch_writers` batches at once; ack them in the order received.
+
+        One writer leaves the hub idle while each commit makes its round trips: the next
+        batch waits although its rows are ready. Writes overlap, acks do not: MQTT wants
+        PUBACKs in the order of the PUBLISHes, and a batch is acked only once every batch
+        before it is stored or spooled.
+        """
+        writers = asyncio.Semaphore(max(1, self._settings.batch_writers))
+        in_order: asyncio.Queue[tuple[list[Inbound], asyncio.Task[None]]] = asyncio.Queue()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._ack_loop(in_order), name=f"carehub-{self.lane.name}-ack")
+            while True:
+                batch, work = await self._batches.get()
+                await writers.acquire()
+                task = group.create_task(self._store(batch, work))
+                task.add_done_callback(lambda _: writers.release())
+                await in_order.put(([message for message, _ in batch], task))
+
+    async def _ack_loop(
+        self, in_order: asyncio.Queue[tuple[list[Inbound], asyncio.Task[None]]]
+    ) -> None:
         while True:
-            batch, work = await self._batches.get()
-            items = [decoded for _, decoded in batch]
-            started = time.perf_counter()
-            result = None if self._database.down else await self._write_with_retry(items)
-            failed = await self._settle_alerts(work)
-            if result is None:
-                self._spool_batch([message for message, _ in batch])
-            else:
-                self._account(items, result)
-                self._metrics.last_batch_seconds = time.perf_counter() - started
-                if failed:
-                    # Stored, but their alert is not: the replay raises it (idempotently).
-                    self._spool_batch(failed)
-            self._ingest.ack(message for message, _ in batch)
+            messages, stored = await in_order.get()
+            await stored
+            self._metrics.acked += self._ingest.ack(messages)
+
+    async def _store(
+        self,
+        batch: list[tuple[Inbound, Decoded]],
+        work: list[tuple[Inbound, asyncio.Task[None]]],
+    ) -> None:
+        """Write one batch, or spool it; afterwards it may be acked."""
+        items = [decoded for _, decoded in batch]
+        started = time.perf_counter()
+        result = None if self._database.down else await self._write_with_retry(items)
+        failed = await self._settle_alerts(work)
+        if result is None:
+            self._spool_batch([message for message, _ in batch])
+        else:
+            self._account(items, result)
+            self._metrics.last_batch_seconds = time.perf_counter() - started
+            if failed:
+                # Stored, but their alert is not: the replay raises it (idempotently).
+                self._spool_batch(failed)
 
     async def _write_with_retry(self, items: Sequence[Decoded]) -> BatchResult | None:
         for delay in (*WRITE_RETRIES, None):

@@ -134,11 +134,16 @@ def _tables(value: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
 
 @dataclass(frozen=True, slots=True)
 class Clear:
-    """The device says the condition of an open alert of `kind` ended."""
+    """The device says the condition of an open alert of `kind` ended.
+
+    `order` is the clearing message's (ts, seq): a clear only ends what the device said
+    before it, whichever hub commits first.
+    """
 
     kind: str
     device_id: str
     at: datetime
+    order: tuple[datetime, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,7 @@ class DecisionFields(TypedDict):
     at: datetime
     seq: NotRequired[int | None]
     detail: NotRequired[dict[str, Any] | None]
+    ts: NotRequired[datetime | None]
 
 
 def decision(kind: str, **fields: Unpack[DecisionFields]) -> AlertDecision:
@@ -184,6 +190,7 @@ def decide_event(  # noqa: PLR0911 - one return per event of the catalogue
             subject=event.device_id,
             at=at,
             seq=event.seq,
+            ts=event.ts,
             detail=detail,
         )
 
@@ -193,7 +200,7 @@ def decide_event(  # noqa: PLR0911 - one return per event of the catalogue
                 return ScheduledTestCall(event.device_id, event.facility_id, event.seq)
             return raise_("sos", {"button": body.get("button")})
         if event.event == "cancelled":
-            return Clear("sos", event.device_id, at)
+            return Clear("sos", event.device_id, at, event.order)
     elif event.device_type == "fall_sensor":
         if event.event == "fall_detected":
             confidence = float(body["confidence"])
@@ -202,7 +209,7 @@ def decide_event(  # noqa: PLR0911 - one return per event of the catalogue
                 return None
             return raise_("fall", {"confidence": confidence, "posture": body.get("posture")})
         if event.event == "fall_cleared":
-            return Clear("fall", event.device_id, at)
+            return Clear("fall", event.device_id, at, event.order)
         if event.event == "dwell":
             seconds = int(body["seconds"])
             if seconds < params.get("dwell", event.facility_id, event.zone_id)["min_seconds"]:

@@ -111,6 +111,8 @@ async def run_hub(
                 client_id=lane.client_id(settings),
                 # One connection is enough to hear the broker's drop counter.
                 broker_stats=metrics if lane is TELEMETRY else None,
+                # The alerts' acks leave on the events lane.
+                emergency=metrics.emergency if lane is EVENTS else None,
             )
             for lane, queue in ((TELEMETRY, inbound), (EVENTS, event_inbound))
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Literal
 
@@ -68,6 +69,9 @@ class Settings(BaseSettings):
     # whichever comes first; short enough that a QoS 1 ack is never held for long.
     batch_max: int = Field(default=2000, ge=1, le=100_000)
     batch_interval_ms: int = Field(default=25, ge=1, le=10_000)
+    # Batches written at once, each on its own connection (acks still go out in order):
+    # with one, the hub sits idle through every commit's round trips.
+    batch_writers: int = Field(default=2, ge=1, le=8)
     # Where batches go, fsynced, while the database is unreachable (SPEC §8).
     spool_dir: Path = Path(".carehub/spool")
 
@@ -115,6 +119,21 @@ class Settings(BaseSettings):
         le=86400,
         validation_alias=AliasChoices("CAREHUB_FLOOD_WINDOW_S", "CAREHUB_NOTIFY_FLOOD_WINDOW_S"),
     )
+
+    # -- the monthly supervision report (hub/reports/) ----------------------------------
+    # Where its months begin and end, and the zone its times are printed in.
+    report_timezone: str = "Asia/Shanghai"
+
+    @field_validator("report_timezone")
+    @classmethod
+    def _timezone_is_known(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"not a known time zone: {value!r} (for example Asia/Shanghai)"
+            ) from None
+        return value
 
     @field_validator("mqtt_protocol", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from hub.models import Alert as AlertValue
-from hub.models import AlertChange, AlertState, Disposition, Priority
+from hub.models import AlertChange, AlertState, Disposition, Priority, StaffDisposition
 
 __all__ = [
     "Alert",
@@ -26,6 +26,7 @@ __all__ = [
     "FacilityStatus",
     "OpenAlerts",
     "Priority",
+    "StaffDisposition",
     "alert_json",
     "change_json",
     "device_json",

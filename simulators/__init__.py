@@ -11,6 +11,7 @@ from simulators.district import (
     Facility,
     build_district,
 )
+from simulators.faults import Faults
 from simulators.fleet import Fleet
 from simulators.run import run_simulation
 from simulators.scenarios import SCENARIOS, ScenarioReport, garbage_messages, run_scenario
@@ -25,6 +26,7 @@ __all__ = [
     "Device",
     "District",
     "Facility",
+    "Faults",
     "Fleet",
     "Link",
     "MqttTarget",

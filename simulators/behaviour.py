@@ -391,9 +391,12 @@ class ButtonBehaviour(_BatteryBehaviour):
     def _cancel(self, _now: datetime) -> list[Outgoing]:
         return [Outgoing("event", {"event": "cancelled"})]
 
-    def inject_press(self, now: datetime) -> None:
-        """Plan a real call right now, not cancelled."""
-        self.schedule(now, lambda at: self._press(at, may_cancel=False))
+    def inject_press(self, now: datetime, *, test: bool = False) -> None:
+        """Plan a call right now, not cancelled: a real one, or a test call if `test`."""
+        if test:
+            self.schedule(now, self._test_call)
+        else:
+            self.schedule(now, lambda at: self._press(at, may_cancel=False))
 
 
 class CounterBehaviour(Behaviour):

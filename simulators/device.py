@@ -12,15 +12,24 @@ import ssl
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import aiomqtt
 
 from devices import mqtt, topic
 from devices.mqtt import MqttTarget
-from simulators.behaviour import SHANGHAI, Behaviour, Outgoing, SimClock, format_ts
+from simulators.behaviour import (
+    SHANGHAI,
+    Behaviour,
+    ButtonBehaviour,
+    FallSensorBehaviour,
+    Outgoing,
+    SimClock,
+    format_ts,
+)
 from simulators.district import Device
+from simulators.faults import Faults, spoil_telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +145,15 @@ class SimulatedDevice:
         seq_start: int | None = None,
         connect_delay_s: float = 0.0,
         password: str | None = None,
+        faults: Faults | None = None,
     ) -> None:
         """`password`: the device's own MQTT password (its username is its id); None to
         connect with the link's credentials, as on a broker without per-device accounts."""
         self.device = device
         self.behaviour = behaviour
+        self.faults = faults or Faults()
+        # A slow heartbeat is the plan's own pace: the behaviour reads heartbeat_s each time.
+        behaviour.heartbeat_s *= self.faults.heartbeat_factor
         self.link = link
         self.target = (
             dataclasses.replace(link.target, username=device.id, password=password)
@@ -171,10 +184,30 @@ class SimulatedDevice:
         return topic(self.link.topic_root, self.device.facility_id, self.device.id, channel)
 
     def encode(self, out: Outgoing) -> bytes:
-        """Stamp `out` with the next seq and the real time now, and encode it."""
-        payload = encode_payload(out, self.seq, datetime.now(SHANGHAI))
-        self.seq += 1
+        """Stamp `out` with the next seq and the device's time now, and encode it."""
+        faults = self.faults
+        sent_at = datetime.now(SHANGHAI) + timedelta(seconds=faults.clock_offset_s)
+        if out.channel == "telemetry" and faults.bad_telemetry:
+            out = Outgoing(out.channel, spoil_telemetry(self.device.type, out.body))
+        payload = encode_payload(out, self.seq, sent_at)
+        self.seq += -1 if faults.seq_backwards else 1
         return payload
+
+    def press_test(self) -> bool:
+        """Make the test press an installer makes on request; False if the type has none.
+
+        A button sends a test call (`"test": true`), a fall sensor a fall_detected (what
+        its walk test sends); a counter has nothing to press.
+        """
+        now = self.clock.now()
+        if isinstance(self.behaviour, ButtonBehaviour):
+            self.behaviour.inject_press(now, test=not self.faults.test_press_as_real)
+        elif isinstance(self.behaviour, FallSensorBehaviour):
+            self.behaviour.inject_fall(now, confidence=0.95, clear_after_s=60.0)
+        else:
+            return False
+        self.wake()
+        return True
 
     def wake(self) -> None:
         """Look at the plan again now: a scenario has changed it."""
@@ -194,11 +227,12 @@ class SimulatedDevice:
         while True:
             await self._sit_out_silence()
             lost: BaseException | None = None
+            will = aiomqtt.Will(self.topic("status"), OFFLINE, qos=1, retain=True)
             client = new_client(
                 self.target,
                 self.link.protocol,
                 self.device.id,
-                aiomqtt.Will(self.topic("status"), OFFLINE, qos=1, retain=True),
+                will if self.faults.last_will else None,
             )
             try:
                 async with client:
@@ -234,7 +268,8 @@ class SimulatedDevice:
         self._drop_requested = False
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        await client.publish(self.topic("status"), ONLINE, qos=1, retain=True)
+        retain = self.faults.status_retained
+        await client.publish(self.topic("status"), ONLINE, qos=1, retain=retain)
         await client.subscribe([(self.topic("ack"), 1), (self.topic("rejected"), 1)])
         raise_if_cancelled()
         self.connected.set()
@@ -248,7 +283,11 @@ class SimulatedDevice:
             # retained status would claim the device is online forever.
             try:
                 await client.publish(
-                    self.topic("status"), OFFLINE, qos=1, retain=True, timeout=GOODBYE_TIMEOUT_S
+                    self.topic("status"),
+                    OFFLINE,
+                    qos=1,
+                    retain=retain,
+                    timeout=GOODBYE_TIMEOUT_S,
                 )
             except aiomqtt.MqttError:
                 logger.debug(
@@ -300,6 +339,8 @@ class SimulatedDevice:
         channel_topic = self.topic(out.channel)
         qos = self.link.event_qos if out.channel == "event" else self.link.telemetry_qos
         await client.publish(channel_topic, payload, qos=qos)
+        if out.channel == "telemetry" and self.faults.stray_channel is not None:
+            await client.publish(self.topic(self.faults.stray_channel), payload, qos=qos)
         raise_if_cancelled()
         self.sent.append((channel_topic, payload))
         self.messages_sent += 1

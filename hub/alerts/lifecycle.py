@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from hub.alerts.audit import audit_entry, write_audit
 from hub.errors import AlertError, StorageError
-from hub.models import DISPOSITIONS, Alert, AlertChange, AlertDecision, AlertState
+from hub.models import DISPOSITIONS, SELF_RESOLVED, Alert, AlertChange, AlertDecision, AlertState
 from hub.rules import NEVER_SHELVED
 from hub.storage import alerts as alert_rows
 from hub.storage.live import append_change, live_channel
@@ -91,6 +91,12 @@ class AlertStore:
         return change
 
     async def _raise(self, conn: AsyncConnection[Any], d: AlertDecision) -> AlertChange | None:
+        cleared_at = None
+        order = d.order
+        if order is not None and d.device_id is not None:
+            # A clear the device sent after this message may have been stored first.
+            await alert_rows.lock_device_kind(conn, d.device_id, d.kind)
+            cleared_at = await alert_rows.clear_after(conn, d.device_id, d.kind, order)
         # Claim the message first: a concurrent copy of it waits here, then finds it.
         if (
             d.seq is not None
@@ -103,7 +109,9 @@ class AlertStore:
             and d.kind not in NEVER_SHELVED
             and await alert_rows.zone_snoozed(conn, d.facility_id, d.zone_id, d.at)
         )
-        alert, inserted = await alert_rows.upsert_alert(conn, d, shelved=shelved)
+        alert, inserted = await alert_rows.upsert_alert(
+            conn, d, shelved=shelved, cleared_at=cleared_at
+        )
         if d.seq is not None and d.device_id is not None:
             await alert_rows.link_trigger(conn, alert.id, d.device_id, d.seq, d.kind)
         if inserted:
@@ -161,19 +169,36 @@ class AlertStore:
         return AlertChange(alert_after, step.action, alert.state, step.actor, at, step.note)
 
     async def resolve_condition_ended(self, alert_id: int, at: datetime, why: str) -> AlertChange:
-        """Resolve a non-latched alert whose condition ended (by the system, `other`)."""
-        return await self._transition(alert_id, _Step("resolve", "system", why, "other"), at)
+        """Resolve a non-latched alert whose condition ended (by the system, `self_resolved`)."""
+        return await self._transition(alert_id, _Step("resolve", "system", why, SELF_RESOLVED), at)
 
-    async def clear(self, kind: str, device_id: str, at: datetime) -> AlertChange | None:
-        """The device says the condition ended: latched alerts stay open, others resolve."""
+    async def clear(
+        self,
+        kind: str,
+        device_id: str,
+        at: datetime,
+        *,
+        order: tuple[datetime, int] | None = None,
+    ) -> AlertChange | None:
+        """The device says the condition ended: latched alerts stay open, others resolve.
+
+        `order`, the clearing message's (ts, seq): a clear ends only what the device raised
+        before it. One that arrives first is kept, and the event it clears opens cleared.
+        """
         async with self._transaction(f"cannot clear the {kind} alert of {device_id}") as conn:
+            if order is not None:
+                await alert_rows.lock_device_kind(conn, device_id, kind)
+                await alert_rows.record_clear(conn, device_id, kind, order, at)
             alert = await alert_rows.lock_open_alert(conn, device_id, kind)
             if alert is None:
+                return None
+            if order is not None and await alert_rows.raised_after(conn, alert.id, order):
+                # The device raised it again after this clear: it is not cleared.
                 return None
             if alert.latched:
                 step = _Step("clear", "device", "cleared at the device")
             else:
-                step = _Step("resolve", "system", "condition ended", "other")
+                step = _Step("resolve", "system", "condition ended", SELF_RESOLVED)
             change = await self._apply(conn, alert, step, at)
             await self._record(conn, change)
         self._announce(change)

@@ -15,6 +15,7 @@ from hub.api import (
     facilities,
     intake,
     kpis,
+    reports,
     rules,
     webhooks,
 )
@@ -35,6 +36,7 @@ def api_router() -> APIRouter:
         credentials,
         alerts,
         kpis,
+        reports,
         rules,
         webhooks,
         intake,

@@ -132,6 +132,35 @@ async def visible_facility(
     return row
 
 
+District = Annotated[str | None, Query(max_length=128, description="a district's name")]
+
+
+async def kpi_scope(
+    conn: AsyncConnection[Any], principal: Principal, facility: str | None, district: str | None
+) -> tuple[str | None, str | None]:
+    """(facility, district) that KPIs and reports cover: one of them, checked against the
+    caller's scope. Neither given: the caller's own (a regulator's district, a manager's
+    facility). 400 for both or an account with no scope of its own; 404 outside the scope."""
+    if facility is not None and district is not None:
+        raise ApiError(400, "give facility or district, not both", "query.district")
+    if facility is None and district is None:
+        if principal.role == "regulator":
+            district = principal.district
+        elif principal.facility_id is not None:
+            facility = principal.facility_id
+        else:
+            raise ApiError(400, "give facility=<id> or district=<name>", "query.facility")
+    if facility is not None:
+        await visible_facility(conn, principal, facility)
+        return facility, None
+    assert district is not None  # noqa: S101 - one of the two is set above
+    if not principal.sees_all and district != principal.district:
+        raise not_found(f"district {district!r}")
+    if not await api_queries.district_exists(conn, district):
+        raise not_found(f"district {district!r}")
+    return None, district
+
+
 @contextlib.asynccontextmanager
 async def facility_scope(
     hub: Hub, principal: Principal, facility_id: str | None

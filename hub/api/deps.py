@@ -73,6 +73,7 @@ _WORDS: dict[str, str] = {
     "resolve": "resolve alerts",
     "snooze": "snooze a zone's alerts",
     "kpis": "read KPIs",
+    "report": "download the monthly supervision report (regulators and facility managers do)",
     "configure": "configure rules or webhooks",
     "registry": "see pending devices or dead letters",
     "audit": "read the access log",

@@ -7,21 +7,18 @@ import io
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Response
 
-from hub.api.common import FacilityFilter, From, To, period, visible_facility
+from hub.api.common import District, FacilityFilter, From, To, kpi_scope, period
 from hub.api.deps import HubDep, connection, require
-from hub.api.errors import ERROR_RESPONSES, error_responses, not_found
+from hub.api.errors import ERROR_RESPONSES, error_responses
 from hub.auth import Principal
-from hub.errors import ApiError
-from hub.storage import api_queries
 from hub.storage.kpis import district_kpis, facility_kpis, kpis_as_dict
 
 # Every route here may answer the shared errors; a route adds its own words for a 400.
 router = APIRouter(tags=["kpis"], responses=ERROR_RESPONSES)
 
 DEFAULT_PERIOD = timedelta(days=30)
-District = Annotated[str | None, Query(max_length=128, description="a district's name")]
 KpiReader = Annotated[Principal, Depends(require("kpis"))]
 _RESPONSES = error_responses("both or neither scope given, or a bad period")
 
@@ -35,28 +32,14 @@ async def _kpis(
     end: To = None,
 ) -> dict[str, Any]:
     # A dependency, so GET /kpis and GET /kpis.csv take the same parameters from one place.
-    if facility is not None and district is not None:
-        raise ApiError(400, "give facility or district, not both", "query.district")
-    if facility is None and district is None:
-        # Without a scope, the caller's own: a regulator's district, a manager's facility.
-        if principal.role == "regulator":
-            district = principal.district
-        elif principal.facility_id is not None:
-            facility = principal.facility_id
-        else:
-            raise ApiError(400, "give facility=<id> or district=<name>", "query.facility")
     now = datetime.now(UTC)
     start, end = period(start, end, now=now, default=DEFAULT_PERIOD, words="30 days")
     async with connection(hub) as conn:
+        facility, district = await kpi_scope(conn, principal, facility, district)
         if facility is not None:
-            await visible_facility(conn, principal, facility)
             kpis = await facility_kpis(conn, facility, start, end, now)
         else:
-            assert district is not None  # noqa: S101 - one of the two is set above
-            if not principal.sees_all and district != principal.district:
-                raise not_found(f"district {district!r}")
-            if not await api_queries.district_exists(conn, district):
-                raise not_found(f"district {district!r}")
+            assert district is not None  # noqa: S101 - kpi_scope gives one of the two
             kpis = await district_kpis(conn, district, start, end, now)
     return kpis_as_dict(kpis)
 

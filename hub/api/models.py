@@ -10,7 +10,7 @@ from pydantic.config import JsonDict
 
 from hub.alerts import NOTE_MAX
 from hub.storage.registry import PendingDevice, UnplacedDevice
-from hub.wire import Alert, Device, Disposition, Facility
+from hub.wire import Alert, Device, Facility, StaffDisposition
 
 Bucket = Literal["1m", "5m", "1h", "1d"]
 AlertStateFilter = Literal["open", "active", "acknowledged", "attended", "resolved"]
@@ -162,9 +162,9 @@ class CommentIn(Body):
 
 
 class ResolveIn(Body):
-    """How the alert ended, and a note."""
+    """How the alert ended, and a note (`self_resolved` is the system's, not a choice)."""
 
-    disposition: Disposition
+    disposition: StaffDisposition
     note: str = Field(default="", max_length=NOTE_MAX, json_schema_extra=NO_NUL)
 
 

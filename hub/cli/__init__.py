@@ -20,10 +20,12 @@ from hub.cli.demo import add_demo_command
 from hub.cli.doctor import add_doctor_command
 from hub.cli.imports import add_registry_commands
 from hub.cli.kpis import add_kpis_command
+from hub.cli.report import add_report_commands
 from hub.cli.rules import add_rules_commands
 from hub.cli.service import add_migrate_command, add_serve_command
 from hub.cli.simulate import add_simulate_command
 from hub.cli.users import add_user_commands
+from hub.cli.vendor_check import add_vendor_check_command
 from hub.cli.webhooks import add_webhook_commands
 from hub.errors import HubError
 from hub.settings import load_settings
@@ -42,9 +44,11 @@ BEFORE_DISCOVERED: tuple[CommandGroup, ...] = (
     add_registry_commands,
     add_simulate_command,
     add_broker_commands,
+    add_vendor_check_command,
 )
 AFTER_DISCOVERED: tuple[CommandGroup, ...] = (
     add_kpis_command,
+    add_report_commands,
     add_audit_commands,
     add_rules_commands,
     add_webhook_commands,

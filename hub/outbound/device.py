@@ -7,6 +7,7 @@ resident waits for the light on the button), a rejection is not.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import msgspec
@@ -64,6 +65,9 @@ class DeviceReplies:
         if alert.device_id is None or change.action not in ACK_ACTIONS:
             return
         self._reply(alert.facility_id, alert.device_id, ack_payload(change))
+        if change.action in ("raise", "repeat"):
+            # A raise or a repeat is stamped with its message's hub receive time.
+            self._metrics.emergency.record("ack_queued", time.time() - change.at.timestamp())
 
     def alert_provisional(self, decision: AlertDecision) -> None:
         """`received`, with no alert id yet: help is coming although the database is down."""

@@ -1,4 +1,4 @@
-"""Queries of the alerts table family: alerts, their trigger claims, and snoozes."""
+"""Queries of the alerts table family: alerts, their trigger claims, clears and snoozes."""
 
 from __future__ import annotations
 
@@ -83,17 +83,40 @@ async def zone_snoozed(conn: Connection, facility_id: str, zone_id: str, at: dat
     return await cur.fetchone() is not None
 
 
-async def upsert_alert(conn: Connection, d: AlertDecision, *, shelved: bool) -> tuple[Alert, bool]:
-    """Open the decided alert, or count a repeat on the open one; (alert, newly opened)."""
+# SQL: whether the repeating message comes after the alert's latest trigger, by the
+# device's own order (ts, seq). A timer's repeat, or an alert of before that order was
+# kept, counts as newer: it is what it was before messages could overtake each other.
+_REPEAT_IS_NEWER = (
+    "(EXCLUDED.seq_ts IS NULL OR alerts.seq_ts IS NULL"
+    " OR (EXCLUDED.seq_ts, EXCLUDED.seq) > (alerts.seq_ts, alerts.seq))"
+)
+
+
+async def upsert_alert(
+    conn: Connection, d: AlertDecision, *, shelved: bool, cleared_at: datetime | None = None
+) -> tuple[Alert, bool]:
+    """Open the decided alert, or count a repeat on the open one; (alert, newly opened).
+
+    A repeat that the device sent before the alert's latest trigger (a copy that took the
+    other hub, and longer) counts, but leaves the newer trigger's seq, detail and clearing
+    as they are. `cleared_at`: the device's newest clear, when it came after `d`.
+    """
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "INSERT INTO alerts (facility_id, zone_id, device_id, subject, kind, priority,"
-            " latched, seq, raised_at, last_raised_at, shelved, detail)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " latched, seq, seq_ts, raised_at, last_raised_at, shelved, detail, cleared_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (subject, kind) WHERE state <> 'resolved' DO UPDATE SET"
-            "  count = alerts.count + 1, last_raised_at = EXCLUDED.last_raised_at,"
-            "  seq = coalesce(EXCLUDED.seq, alerts.seq), cleared_at = NULL,"
-            "  detail = alerts.detail || EXCLUDED.detail"
+            "  count = alerts.count + 1,"
+            "  last_raised_at = GREATEST(alerts.last_raised_at, EXCLUDED.last_raised_at),"
+            f" seq = CASE WHEN {_REPEAT_IS_NEWER}"
+            "   THEN coalesce(EXCLUDED.seq, alerts.seq) ELSE alerts.seq END,"
+            f" seq_ts = CASE WHEN {_REPEAT_IS_NEWER}"
+            "   THEN coalesce(EXCLUDED.seq_ts, alerts.seq_ts) ELSE alerts.seq_ts END,"
+            f" cleared_at = CASE WHEN {_REPEAT_IS_NEWER}"
+            "   THEN EXCLUDED.cleared_at ELSE alerts.cleared_at END,"
+            f" detail = CASE WHEN {_REPEAT_IS_NEWER}"
+            "   THEN alerts.detail || EXCLUDED.detail ELSE EXCLUDED.detail || alerts.detail END"
             f" RETURNING {_ALERT_COLUMNS}, (xmax = 0) AS inserted",
             (
                 d.facility_id,
@@ -104,14 +127,69 @@ async def upsert_alert(conn: Connection, d: AlertDecision, *, shelved: bool) -> 
                 d.priority,
                 d.latched,
                 d.seq,
+                d.ts if d.seq is not None else None,
                 d.at,
                 d.at,
                 shelved,
                 Jsonb(d.detail or {}),
+                cleared_at,
             ),
         )
         row = present(await cur.fetchone())
     return alert_of(row), bool(row["inserted"])
+
+
+# -- the order of one device's raises and clears ---------------------------------------
+
+# The advisory lock class of (device, kind) ordering; any constant unused elsewhere.
+_ORDER_LOCK_CLASS = 0x0CA4_0011
+
+
+async def lock_device_kind(conn: Connection, device_id: str, kind: str) -> None:
+    """Serialise, until commit, the raises and clears of one device's alerts of `kind`.
+
+    Without it a clear committed on one hub and the event it clears, on the other, could
+    each miss the other: the clear finds no alert yet, the raise no clear yet.
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+        (_ORDER_LOCK_CLASS, f"{device_id}/{kind}"),
+    )
+
+
+async def record_clear(
+    conn: Connection, device_id: str, kind: str, order: tuple[datetime, int], at: datetime
+) -> None:
+    """Remember the device's clear of `kind`, unless it already sent a newer one."""
+    ts, seq = order
+    await conn.execute(
+        "INSERT INTO device_clears AS c (device_id, kind, ts, seq, at) VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (device_id, kind) DO UPDATE SET ts = EXCLUDED.ts, seq = EXCLUDED.seq,"
+        "  at = EXCLUDED.at WHERE (EXCLUDED.ts, EXCLUDED.seq) > (c.ts, c.seq)",
+        (device_id, kind, ts, seq, at),
+    )
+
+
+async def clear_after(
+    conn: Connection, device_id: str, kind: str, order: tuple[datetime, int]
+) -> datetime | None:
+    """When the device's newest clear of `kind` arrived, if it was sent after `order`."""
+    cur = await conn.execute(
+        "SELECT at FROM device_clears WHERE device_id = %s AND kind = %s AND (ts, seq) > (%s, %s)",
+        (device_id, kind, *order),
+    )
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def raised_after(conn: Connection, alert_id: int, order: tuple[datetime, int]) -> bool:
+    """Whether the alert's latest trigger was sent after `order` (so a clear of then is old)."""
+    cur = await conn.execute(
+        "SELECT seq_ts IS NOT NULL AND (seq_ts, seq) > (%s, %s) FROM alerts WHERE id = %s",
+        (*order, alert_id),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
 
 
 async def lock_alert(conn: Connection, alert_id: int) -> tuple[Alert, datetime] | None:

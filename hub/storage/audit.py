@@ -124,3 +124,14 @@ async def audit_totals(conn: Connection, facility_id: str | None = None) -> tupl
     )
     row = await cur.fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+async def chain_heads(conn: Connection, facility_ids: list[str]) -> dict[str, tuple[int, int, str]]:
+    """Per facility with a chain: (rows, last id, last hash) of its head record."""
+    cur = await conn.execute(
+        "SELECT h.facility_id, count(a.id), h.last_id, h.last_hash FROM audit_heads h"
+        " LEFT JOIN alert_audit a ON a.facility_id = h.facility_id"
+        " WHERE h.facility_id = ANY(%s) GROUP BY h.facility_id, h.last_id, h.last_hash",
+        (facility_ids,),
+    )
+    return {str(row[0]): (int(row[1]), int(row[2]), str(row[3])) for row in await cur.fetchall()}

@@ -2,13 +2,16 @@
 
 Every change is announced on this schema's credentials channel (NOTIFY), so a broker that
 asks the hub (the embedded one) drops a revoked or rotated device's connection at once.
+`device_credentials` (below) says in words whether a device has live credentials, for
+`carehub vendor-check`; a schema without the table (older than migration 009) leaves
+authentication to its broker, and it says so instead of guessing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import AsyncConnection
@@ -106,3 +109,50 @@ async def revoke_secret(conn: AsyncConnection[Any], device_id: str, actor: str) 
             return revoked
     except psycopg.Error as exc:
         raise StorageError(f"cannot revoke device credentials: {exc}") from exc
+
+
+CREDENTIALS_TABLE = "device_credentials"
+
+CredentialsVerdict = Literal["live", "none", "not_managed"]
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialsState:
+    """What the hub's store says about one device's MQTT credentials, and in words."""
+
+    verdict: CredentialsVerdict
+    detail: str
+
+
+async def device_credentials(conn: AsyncConnection[Any], device_id: str) -> CredentialsState:
+    """Whether `device_id` has credentials that are issued and not revoked."""
+    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (CREDENTIALS_TABLE,))
+    row = await cur.fetchone()
+    if row is None or not row[0]:
+        return CredentialsState(
+            "not_managed",
+            "this site's broker authentication is not checked: the hub keeps no device "
+            "credentials here, so whoever reaches the broker may publish as this device",
+        )
+    cur = await conn.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_name = %s AND table_schema = current_schema()",
+        (CREDENTIALS_TABLE,),
+    )
+    columns = {name for (name,) in await cur.fetchall()}
+    # A revoked row may be kept for the record; only an unrevoked one admits the device.
+    live = "revoked_at IS NULL" if "revoked_at" in columns else "true"
+    cur = await conn.execute(
+        f"SELECT 1 FROM {CREDENTIALS_TABLE} WHERE device_id = %s AND {live}", (device_id,)
+    )
+    if await cur.fetchone() is None:
+        return CredentialsState(
+            "none",
+            f"device {device_id!r} has no live MQTT credentials; issue them with "
+            f"`carehub devices credentials {device_id}`",
+        )
+    return CredentialsState(
+        "live",
+        f"device {device_id!r} has live MQTT credentials; the broker admits it only as "
+        f"username and client id {device_id!r}",
+    )

@@ -106,7 +106,8 @@ class Kpis:
     time_to_attend: Percentiles
     overdue_calls: int
     staff_ratio_breaches: int
-    # Over alerts raised in the period and since resolved, with any disposition.
+    # Over alerts raised in the period and since resolved by staff (not `self_resolved`);
+    # the shares are of those judged.
     false_alarms_by_kind: tuple[FalseAlarms, ...]
     false_alarms_by_device: tuple[FalseAlarms, ...]
     devices_total: int
@@ -119,8 +120,23 @@ class Kpis:
     buttons_untested: tuple[str, ...]
 
 
-_ALERT_FIGURES = f"""
-SELECT count(*) FILTER (WHERE priority = 'high') AS high_alerts,
+# Dispositions a person chose: what the false-alarm shares are out of. An alert the system
+# closed because its condition ended (`self_resolved`) was judged by no one.
+JUDGED = "state = 'resolved' AND disposition <> 'self_resolved'"
+
+
+def alert_figures_sql(per_facility: bool = False) -> str:
+    """SQL: the period's alert figures, of the whole scope or one row per facility.
+
+    The KPIs (one row) and the monthly report (per facility) read the same text, so the
+    report's figures and the screen's never disagree.
+    """
+    key = "facility_id" if per_facility else "NULL::text AS facility_id"
+    group = "GROUP BY facility_id ORDER BY facility_id" if per_facility else ""
+    return f"""
+SELECT {key},
+       count(*) AS alerts,
+       count(*) FILTER (WHERE priority = 'high') AS high_alerts,
        count(*) FILTER (WHERE priority = 'high'
                         AND acknowledged_at <= raised_at + interval '{ACK_FAST_S} seconds')
            AS ack_fast,
@@ -134,21 +150,25 @@ SELECT count(*) FILTER (WHERE priority = 'high') AS high_alerts,
            (ORDER BY extract(epoch FROM attended_at - raised_at)::float8)
            FILTER (WHERE priority = 'high' AND attended_at IS NOT NULL) AS time_to_attend,
        count(*) FILTER (WHERE overdue_at IS NOT NULL) AS overdue_calls,
-       count(*) FILTER (WHERE kind = 'staff_ratio') AS staff_ratio_breaches
+       count(*) FILTER (WHERE kind = 'staff_ratio') AS staff_ratio_breaches,
+       count(*) FILTER (WHERE {JUDGED}) AS judged,
+       count(*) FILTER (WHERE {JUDGED} AND disposition = 'false_alarm') AS false_alarms
 FROM alerts
 WHERE facility_id = ANY(%(facilities)s) AND raised_at >= %(start)s AND raised_at < %(end)s
+{group}
 """
 
-# One pass over the period's resolved alerts, grouped both ways; alerts about a zone or
-# a facility (no device) count for their kind only.
-_FALSE_ALARMS = """
+
+# One pass over the period's alerts that staff resolved and judged, grouped both ways;
+# alerts about a zone or a facility (no device) count for their kind only.
+_FALSE_ALARMS = f"""
 SELECT GROUPING(kind) = 1 AS per_device,
        coalesce(kind, device_id) AS subject,
        count(*) AS resolved,
        count(*) FILTER (WHERE disposition = 'false_alarm') AS false_alarms
 FROM alerts
 WHERE facility_id = ANY(%(facilities)s) AND raised_at >= %(start)s AND raised_at < %(end)s
-  AND state = 'resolved'
+  AND {JUDGED}
 GROUP BY GROUPING SETS ((kind), (device_id))
 HAVING GROUPING(kind) = 0 OR device_id IS NOT NULL
 ORDER BY per_device,
@@ -156,14 +176,22 @@ ORDER BY per_device,
          false_alarms DESC, subject
 """
 
+
 # Offline as the device_offline rule sees it: the device's will said so, or nothing was
 # heard for two heartbeats. Never heard at all is offline too.
-_DEVICE_FIGURES = f"""
-SELECT count(*) AS total,
+def device_figures_sql(per_facility: bool = False) -> str:
+    """SQL: devices registered and online now, of the whole scope or one row per facility."""
+    key = "d.facility_id" if per_facility else "NULL::text AS facility_id"
+    group = "GROUP BY d.facility_id ORDER BY d.facility_id" if per_facility else ""
+    return f"""
+SELECT {key},
+       count(*) AS total,
        count(*) FILTER (WHERE {online_sql("%(now)s")}) AS online
 FROM devices d LEFT JOIN device_state s ON s.device_id = d.id
 WHERE d.facility_id = ANY(%(facilities)s)
+{group}
 """
+
 
 # As the over_capacity rule counts: several counters in a zone add up, and a counter not
 # heard for two heartbeats counts nobody.
@@ -183,7 +211,7 @@ ORDER BY z.facility_id, z.zone_id
 # time bound keeps the scan to the window (and to its chunks under TimescaleDB). A button
 # registered after the period did not exist then.
 _BUTTONS_UNTESTED = """
-SELECT d.id
+SELECT d.id, d.facility_id, d.zone_id
 FROM devices d
 WHERE d.facility_id = ANY(%(facilities)s) AND d.type = 'emergency_button'
   AND d.registered_at < %(end)s
@@ -217,6 +245,19 @@ def kpis_as_dict(kpis: Kpis) -> dict[str, Any]:
     for key in ("start", "end", "now"):
         document[key] = document[key].isoformat()
     return document
+
+
+def kpi_params(
+    facility_ids: Sequence[str], start: datetime, end: datetime, now: datetime
+) -> dict[str, Any]:
+    """The parameters every KPI query takes: the facilities, the period and `now`."""
+    return {
+        "facilities": list(facility_ids),
+        "start": start,
+        "end": end,
+        "now": now,
+        "tested_since": end - BUTTON_TEST_WINDOW,
+    }
 
 
 def _check_period(start: datetime, end: datetime, now: datetime) -> None:
@@ -255,18 +296,12 @@ async def _kpis(
             if not facilities:
                 what = "facility" if kind == "facility" else "facility in district"
                 raise QueryError("not_found", f"no {what} {name!r} is registered")
-            params = {
-                "facilities": [row["id"] for row in facilities],
-                "start": start,
-                "end": end,
-                "now": now,
-                "tested_since": end - BUTTON_TEST_WINDOW,
-            }
-            await cur.execute(_ALERT_FIGURES, params)
+            params = kpi_params([row["id"] for row in facilities], start, end, now)
+            await cur.execute(alert_figures_sql(), params)
             alerts = await cur.fetchone()
             await cur.execute(_FALSE_ALARMS, params)
             false_alarms = await cur.fetchall()
-            await cur.execute(_DEVICE_FIGURES, params)
+            await cur.execute(device_figures_sql(), params)
             devices = await cur.fetchone()
             await cur.execute(_ZONE_OCCUPANCY, params)
             zones = tuple(ZoneOccupancy(**row) for row in await cur.fetchall())
@@ -287,8 +322,8 @@ async def _kpis(
         ack_within_180s=int(alerts["ack_slow"]),
         ack_within_60s_share=alerts["ack_fast"] / high if high else None,
         ack_within_180s_share=alerts["ack_slow"] / high if high else None,
-        time_to_ack=_percentiles(alerts["time_to_ack"]),
-        time_to_attend=_percentiles(alerts["time_to_attend"]),
+        time_to_ack=percentiles(alerts["time_to_ack"]),
+        time_to_attend=percentiles(alerts["time_to_attend"]),
         overdue_calls=int(alerts["overdue_calls"]),
         staff_ratio_breaches=int(alerts["staff_ratio_breaches"]),
         false_alarms_by_kind=_false_alarms(false_alarms, per_device=False),
@@ -302,7 +337,8 @@ async def _kpis(
     )
 
 
-def _percentiles(values: Sequence[float] | None) -> Percentiles:
+def percentiles(values: Sequence[float] | None) -> Percentiles:
+    """Percentiles from the [median, p90] array a KPI query returns (or NULL)."""
     if values is None:
         return Percentiles(None, None)
     median, p90 = values

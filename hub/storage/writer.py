@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
@@ -27,6 +28,9 @@ _ROW_ERRORS = (
     psycopg.errors.IntegrityError,
 )
 
+# Rows a COPY writes between two turns of the event loop (see _copy_rows).
+COPY_YIELD_ROWS = 256
+
 # A dead letter keeps at most this much of a payload; its full size is recorded beside it.
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
 
@@ -37,10 +41,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_readings (LIKE readings INCLUDING DEFAULTS
     ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_events (LIKE events INCLUDING DEFAULTS)
     ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_state (
-    device_id text, state_ts timestamptz, last_seen timestamptz, last_seq bigint, online boolean,
-    battery real, presence boolean, count integer, staff integer, rssi real
-) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_state (LIKE device_state INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
 """
 
 # The columns of readings and events before `payload`, named as the models' fields, so
@@ -60,30 +62,64 @@ _READING_FIELDS = (
 )
 _EVENT_FIELDS = ("ts", "device_id", "seq", "facility_id", "zone_id", "event", "received_at")
 
-_UPSERT_STATE = """
-INSERT INTO device_state AS d (device_id, last_seen, last_seq, online, battery, presence, count,
-                               staff, rssi, state_ts)
-SELECT s.device_id, s.last_seen, s.last_seq, s.online, s.battery, s.presence, s.count, s.staff,
-       s.rssi, s.state_ts
-FROM stage_state s JOIN devices registered ON registered.id = s.device_id
-ON CONFLICT (device_id) DO UPDATE SET
-    last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen),
-    online = COALESCE(EXCLUDED.online, d.online),
-    -- A redelivered or late message must not roll the state back.
-    last_seq = CASE WHEN EXCLUDED.state_ts >= d.state_ts OR d.state_ts IS NULL
-                    THEN COALESCE(EXCLUDED.last_seq, d.last_seq) ELSE d.last_seq END,
-    battery  = CASE WHEN EXCLUDED.state_ts >= d.state_ts OR d.state_ts IS NULL
-                    THEN COALESCE(EXCLUDED.battery, d.battery) ELSE d.battery END,
-    presence = CASE WHEN EXCLUDED.state_ts >= d.state_ts OR d.state_ts IS NULL
-                    THEN COALESCE(EXCLUDED.presence, d.presence) ELSE d.presence END,
-    count    = CASE WHEN EXCLUDED.state_ts >= d.state_ts OR d.state_ts IS NULL
-                    THEN COALESCE(EXCLUDED.count, d.count) ELSE d.count END,
-    staff    = CASE WHEN EXCLUDED.state_ts >= d.state_ts OR d.state_ts IS NULL
-                    THEN COALESCE(EXCLUDED.staff, d.staff) ELSE d.staff END,
-    rssi     = CASE WHEN EXCLUDED.state_ts >= d.state_ts OR d.state_ts IS NULL
-                    THEN COALESCE(EXCLUDED.rssi, d.rssi) ELSE d.rssi END,
-    state_ts = GREATEST(d.state_ts, EXCLUDED.state_ts)
-"""
+# The measured fields of device_state. Each keeps the (ts, seq) of the message its value
+# came from, so the newest message by the device's own order wins, whichever hub
+# commits first (migration 011).
+STATE_FIELDS = ("battery", "presence", "count", "staff", "rssi")
+
+
+def _newer(ts: str, seq: str, than_ts: str, than_seq: str) -> str:
+    """SQL: whether the message (ts, seq) comes after (than_ts, than_seq), or nothing came yet.
+
+    A row comparison, so that a tie in ts is settled by seq; NULL means no message yet.
+    """
+    return f"({than_ts} IS NULL OR ({ts}, {seq}) > ({than_ts}, coalesce({than_seq}, -1)))"
+
+
+def _upsert_state_sql() -> str:
+    """The device_state upsert: every field, and the state's order, kept newest-first."""
+    ordered = [(f, f"{f}_ts", f"{f}_seq") for f in STATE_FIELDS]
+    columns = ", ".join(c for triple in ordered for c in triple)
+    updates = []
+    for field_name, ts, seq in ordered:
+        newer = _newer(f"EXCLUDED.{ts}", f"EXCLUDED.{seq}", f"d.{ts}", f"d.{seq}")
+        # A batch row without the field has a NULL ts: the comparison is NULL, so not newer.
+        for column in (field_name, ts, seq):
+            updates.append(
+                f"{column} = CASE WHEN EXCLUDED.{ts} IS NOT NULL AND {newer}"
+                f" THEN EXCLUDED.{column} ELSE d.{column} END"
+            )
+    state_newer = _newer("EXCLUDED.state_ts", "EXCLUDED.last_seq", "d.state_ts", "d.last_seq")
+    for column in ("last_seq", "state_ts"):
+        updates.append(
+            f"{column} = CASE WHEN EXCLUDED.state_ts IS NOT NULL AND {state_newer}"
+            f" THEN EXCLUDED.{column} ELSE d.{column} END"
+        )
+    return (
+        "INSERT INTO device_state AS d (device_id, last_seen, online, last_seq, state_ts, "
+        f"{columns}) SELECT s.device_id, s.last_seen, s.online, s.last_seq, s.state_ts, "
+        + ", ".join(f"s.{c}" for triple in ordered for c in triple)
+        + " FROM stage_state s JOIN devices registered ON registered.id = s.device_id"
+        # Batches are written side by side (and the event lane beside telemetry): rows
+        # locked in one order everywhere cannot deadlock.
+        " ORDER BY s.device_id"
+        " ON CONFLICT (device_id) DO UPDATE SET"
+        " last_seen = GREATEST(d.last_seen, EXCLUDED.last_seen),"
+        " online = COALESCE(EXCLUDED.online, d.online), "
+        # Every SET expression reads the row as it was, so a field and its order move together.
+         + ", ".join(updates)
+    )
+
+
+_STATE_COLUMNS = (
+    "device_id",
+    "last_seen",
+    "online",
+    "last_seq",
+    "state_ts",
+    *(c for f in STATE_FIELDS for c in (f, f"{f}_ts", f"{f}_seq")),
+)
+_UPSERT_STATE = _upsert_state_sql()
 
 _UPSERT_PENDING = """
 INSERT INTO pending_devices (device_id, facility_id, first_seen, last_seen, messages, last_topic,
@@ -100,15 +136,22 @@ ON CONFLICT (device_id) DO UPDATE SET
 
 @dataclass(slots=True)
 class _DeviceState:
-    state_ts: datetime | None = None
+    """One device's latest state in a batch: each field with the order of its message."""
+
     last_seen: datetime | None = None
-    last_seq: int | None = None
     online: bool | None = None
-    battery: float | None = None
-    presence: bool | None = None
-    count: int | None = None
-    staff: int | None = None
-    rssi: float | None = None
+    # The order (ts, seq) of the newest event or telemetry message.
+    order: tuple[datetime, int] | None = None
+    fields: dict[str, tuple[object, tuple[datetime, int]]] = field(default_factory=dict)
+
+    def row(self, device_id: str) -> tuple[object, ...]:
+        """The stage_state row, in _STATE_COLUMNS order."""
+        ts, seq = self.order if self.order is not None else (None, None)
+        values: list[object] = [device_id, self.last_seen, self.online, seq, ts]
+        for name in STATE_FIELDS:
+            value, (field_ts, field_seq) = self.fields.get(name, (None, (None, None)))
+            values += [value, field_ts, field_seq]
+        return tuple(values)
 
 
 @dataclass(slots=True)
@@ -134,7 +177,7 @@ class BatchResult:
 
 
 def _fold_state(items: Sequence[Decoded]) -> dict[str, _DeviceState]:
-    """One latest-state row per device for the whole batch."""
+    """One latest-state row per device for the whole batch, newest by (ts, seq) per field."""
     states: dict[str, _DeviceState] = {}
     for item in items:
         if isinstance(item, Rejection):
@@ -149,16 +192,17 @@ def _fold_state(items: Sequence[Decoded]) -> dict[str, _DeviceState]:
             continue
         # Any message on event or telemetry proves the device is connected.
         state.online = True if state.online is None else state.online
-        if state.state_ts is not None and item.ts < state.state_ts:
-            continue
-        state.state_ts = item.ts
-        state.last_seq = item.seq
+        order = item.order
+        if state.order is None or order > state.order:
+            state.order = order
         if isinstance(item, Reading):
-            state.battery = item.battery if item.battery is not None else state.battery
-            state.presence = item.presence if item.presence is not None else state.presence
-            state.count = item.count if item.count is not None else state.count
-            state.staff = item.staff if item.staff is not None else state.staff
-            state.rssi = item.rssi if item.rssi is not None else state.rssi
+            for name in STATE_FIELDS:
+                value = getattr(item, name)
+                if value is None:
+                    continue
+                held = state.fields.get(name)
+                if held is None or order > held[1]:
+                    state.fields[name] = (value, order)
     return states
 
 
@@ -251,32 +295,22 @@ class BatchWriter:
                         "COPY status_changes (device_id, facility_id, online, received_at)"
                         " FROM STDIN"
                     ) as copy:
-                        for s in statuses:
-                            await copy.write_row(
+                        await _copy_rows(
+                            copy,
+                            (
                                 (s.device_id, s.facility_id, s.online, s.received_at)
-                            )
+                                for s in statuses
+                            ),
+                        )
                     result.statuses = len(statuses)
                 states = _fold_state(items)
                 if states:
                     async with cur.copy(
-                        "COPY stage_state (device_id, state_ts, last_seen, last_seq, online,"
-                        " battery, presence, count, staff, rssi) FROM STDIN"
+                        f"COPY stage_state ({', '.join(_STATE_COLUMNS)}) FROM STDIN"
                     ) as copy:
-                        for device_id, st in states.items():
-                            await copy.write_row(
-                                (
-                                    device_id,
-                                    st.state_ts,
-                                    st.last_seen,
-                                    st.last_seq,
-                                    st.online,
-                                    st.battery,
-                                    st.presence,
-                                    st.count,
-                                    st.staff,
-                                    st.rssi,
-                                )
-                            )
+                        await _copy_rows(
+                            copy, (st.row(device_id) for device_id, st in states.items())
+                        )
                     await cur.execute(_UPSERT_STATE)
                 if rejections:
                     async with cur.copy(
@@ -331,13 +365,27 @@ async def _stage_then_insert(
     columns = ", ".join((*fields, "payload"))
     values = attrgetter(*fields)
     async with cur.copy(f"COPY stage_{table} ({columns}) FROM STDIN") as copy:
-        for message in messages:
-            await copy.write_row((*values(message), _encode_json(message.payload).decode()))
+        await _copy_rows(
+            copy,
+            ((*values(message), _encode_json(message.payload).decode()) for message in messages),
+        )
     await cur.execute(
         f"INSERT INTO {table} ({columns}) "
         f"SELECT {columns} FROM stage_{table} ON CONFLICT DO NOTHING"
     )
     return max(cur.rowcount, 0)
+
+
+async def _copy_rows(copy: psycopg.AsyncCopy, rows: Iterable[Sequence[Any]]) -> None:
+    """Write `rows` to a COPY, letting the event loop run every COPY_YIELD_ROWS rows.
+
+    Formatting a row takes microseconds, but a batch's thousands of them in one go would
+    hold up an alert's transaction, which shares this event loop, for as many milliseconds.
+    """
+    for count, row in enumerate(rows, 1):
+        await copy.write_row(row)
+        if count % COPY_YIELD_ROWS == 0:
+            await asyncio.sleep(0)
 
 
 def _storable(text: str) -> str:

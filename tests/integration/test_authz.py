@@ -111,6 +111,9 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/kpis.csv"): Case(
         expect(401, 200, 200, 404, 200, 403, 403), query={"facility": FACILITY}
     ),
+    ("GET", "/api/v1/reports/monthly"): Case(
+        expect(401, 200, 200, 404, 200, 403, 403), query={"facility": FACILITY, "format": "xlsx"}
+    ),
     ("GET", "/api/v1/facilities/{facility_id}/rules"): Case(MANAGER_ONLY),
     ("PUT", "/api/v1/facilities/{facility_id}/rules"): Case(MANAGER_ONLY, body=RULE_BODY),
     ("GET", "/api/v1/facilities/{facility_id}/webhooks"): Case(MANAGER_ONLY),

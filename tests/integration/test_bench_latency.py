@@ -48,6 +48,16 @@ def test_latency_bench_prints_its_figures_and_every_press_is_acked(
     assert (acked, missing) == (sent, 0), report
     assert re.search(rf"^commit +press→alert committed +{_SPREAD}", report, re.MULTILINE), report
     assert re.search(rf"^ack +press→`received` ack +{_SPREAD}", report, re.MULTILINE), report
+    # Where the time goes inside the hub, from its own /metrics: every stage saw every press.
+    for stage in ("rule decided", "alert transaction", "ack handed over ", "→PUBACK"):
+        line = re.search(
+            rf"^  hub stage +.*{re.escape(stage)}.* p50 [\d.]+ ms, p90 [\d.]+ ms, p99 [\d.]+ ms"
+            rf" \(({_NUMBER})\)$",
+            report,
+            re.MULTILINE,
+        )
+        assert line is not None, (stage, report)
+        assert int(line.group(1).replace(",", "")) >= sent, report
     assert re.search(r"^telemetry +[\d,.]+ msgs/s offered .* stored while pressing", report, re.M)
     assert re.search(r"^hub CPU +[\d.]+ % of one core", report, re.MULTILINE), report
     assert re.search(r"^hub RSS +peak [\d.]+ MB", report, re.MULTILINE), report

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from devices import topics
@@ -282,3 +284,41 @@ async def test_bad_topics_are_dead_lettered_without_stopping_ingest(
     # The hub subscribes to {root}/v1/+/+/{event,telemetry,status}: two of the junk topics
     # match those filters and must be dead-lettered as bad_topic.
     assert await scalar(db, "SELECT count(*) FROM dead_letters WHERE reason = 'bad_topic'") == 2
+
+
+async def test_a_batch_stored_out_of_turn_is_acked_only_after_the_one_before_it(
+    running_hub: Hub, db: DB
+) -> None:
+    """Batches are written side by side, but acked in the order the broker sent them."""
+    settings = running_hub.settings
+    assert settings.batch_writers >= 2
+    async with fake_device(settings, "fs-1") as first, fake_device(settings, "oc-1") as second:
+        await first.send("telemetry", first.message(battery=80))
+        await wait_for(lambda: scalar_is(db, "SELECT count(*) FROM device_state", 1))
+        await wait_for(lambda: running_hub.metrics.acked == 1)
+        blocker = await psycopg.AsyncConnection.connect(
+            settings.database_url, options=f"-c search_path={settings.database_schema},public"
+        )
+        async with blocker:
+            # fs-1's state row is locked: its next batch waits inside its transaction.
+            await blocker.execute("SELECT 1 FROM device_state WHERE device_id = 'fs-1' FOR UPDATE")
+            acked = running_hub.metrics.acked
+            await first.send("telemetry", first.message(battery=79))
+            await asyncio.sleep(0.2)  # its own batch (batch_interval_ms is 25)
+            await second.send("telemetry", second.message(count=7, staff=1, zone="class-a"))
+            # The later batch commits while the earlier one waits ...
+            await wait_for(
+                lambda: scalar_is(db, "SELECT count(*) FROM readings WHERE device_id = 'oc-1'", 1)
+            )
+            assert await scalar(db, "SELECT count(*) FROM readings WHERE device_id = 'fs-1'") == 1
+            # ... and is not acked before it: neither message is.
+            await asyncio.sleep(0.3)
+            assert running_hub.metrics.acked == acked
+            await blocker.rollback()
+        await wait_for(lambda: running_hub.metrics.acked == acked + 2)
+        assert await scalar(db, "SELECT count(*) FROM readings WHERE device_id = 'fs-1'") == 2
+
+
+async def scalar_is(db: DB, query: str, expected: Any) -> bool:
+    """True when the query's first value is `expected`."""
+    return bool(await scalar(db, query) == expected)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
@@ -397,3 +398,58 @@ async def test_kpis_command_prints_a_table_json_and_refusals(migrated: Settings)
     neither = await asyncio.to_thread(_cli, migrated)
     assert neither.returncode == 2
     assert "one of the arguments --facility --district is required" in neither.stderr
+
+
+async def test_alerts_that_resolved_by_themselves_are_not_judged(migrated: Settings) -> None:
+    """self_resolved alerts count in no false-alarm share, of their kind or their device."""
+    await _seed(migrated)
+    async with await connect_db(migrated) as conn:
+        before = await facility_kpis(conn, FACILITY, START, END, NOW)
+        for hours in (1, 2, 3):
+            await _insert_alert(
+                conn,
+                _Alert(
+                    "oc-1",
+                    "device_offline",
+                    "medium",
+                    T0 + _s(hours * 3600),
+                    disposition="self_resolved",
+                ),
+            )
+        await conn.execute(
+            "UPDATE alerts SET disposition = 'self_resolved' WHERE disposition = 'x'"
+        )
+        after = await facility_kpis(conn, FACILITY, START, END, NOW)
+    assert after.false_alarms_by_kind == before.false_alarms_by_kind
+    assert after.false_alarms_by_device == before.false_alarms_by_device
+    assert _rates(after.false_alarms_by_kind)["device_offline"] == (2, 1, 0.5)
+
+
+async def test_migration_010_refiles_what_the_system_resolved_as_other(migrated: Settings) -> None:
+    """Past system resolutions of non-latched alerts become self_resolved; staff's stay."""
+    from hub.storage.migrate import load_migrations
+
+    async with await connect_db(migrated) as conn:
+        for device, latched, by in (("oc-1", False, "system"), ("oc-2", False, "nurse"),
+                                    ("eb-1", True, "system")):  # fmt: skip
+            await conn.execute(
+                "INSERT INTO alerts (facility_id, device_id, subject, kind, priority, latched,"
+                " state, raised_at, last_raised_at, resolved_at, resolved_by, disposition)"
+                " VALUES (%s, %s, %s, 'device_offline', 'medium', %s, 'resolved', now(), now(),"
+                " now(), %s, 'other')",
+                (FACILITY, device, device, latched, by),
+            )
+        # The file is idempotent: applied again, it re-files the rows just written.
+        migration = next(m for m in load_migrations() if m.version.startswith("010"))
+        for statement in migration.statements(migrated):
+            await conn.execute(statement.encode())
+        cur = await conn.execute(
+            "SELECT device_id, disposition FROM alerts WHERE kind = 'device_offline' ORDER BY 1"
+        )
+        assert await cur.fetchall() == [
+            ("eb-1", "other"),
+            ("oc-1", "self_resolved"),
+            ("oc-2", "other"),
+        ]
+        with pytest.raises(psycopg.errors.CheckViolation):
+            await conn.execute("UPDATE alerts SET disposition = 'shrug' WHERE device_id = 'oc-1'")

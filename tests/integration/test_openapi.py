@@ -49,6 +49,7 @@ ACCEPTED_WITH_A_RULE = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", 
 RULES_BEYOND_THE_SCHEMA = {
     "GET /api/v1/kpis": "facility or district, not both; from before to",
     "GET /api/v1/kpis.csv": "facility or district, not both; from before to",
+    "GET /api/v1/reports/monthly": "facility or district, not both; YYYY-MM of a month begun",
     "GET /api/v1/devices/{device_id}/readings": "from before to; at most 100,000 buckets",
     "POST /api/v1/facilities/{facility_id}/webhooks": "an http(s) URL with a host; no wecom secret",
     "PUT /api/v1/facilities/{facility_id}/rules": "the alert kind's own parameters and ranges",

@@ -24,7 +24,7 @@ def test_a_regulator_sees_their_district_only_and_reads_and_comments() -> None:
     assert REGULATOR.sees_facility("f-sun", "鹿城区")
     assert not REGULATOR.sees_facility("f-star", "瓯海区")
     assert not REGULATOR.sees_facility("f-nowhere", None)
-    assert {a for a in ACTIONS if REGULATOR.may(a)} == {"read", "comment", "kpis"}
+    assert {a for a in ACTIONS if REGULATOR.may(a)} == {"read", "comment", "kpis", "report"}
 
 
 def test_staff_and_managers_see_their_facility_only() -> None:
@@ -42,6 +42,7 @@ def test_staff_acknowledge_attend_and_resolve_and_managers_also_configure() -> N
     assert {a for a in ACTIONS if MANAGER.may(a)} - {a for a in ACTIONS if STAFF.may(a)} == {
         "snooze",
         "kpis",
+        "report",
         "configure",
         "devices",
     }

@@ -127,22 +127,26 @@ def test_events_decide_at_once_against_the_zone_threshold() -> None:
     params = RuleParams([validate_override("f-1", "room-1", "fall", {"min_confidence": 0.8})])
     sos = decide_event(_event("emergency_button", "pressed", button="red"), params)
     assert isinstance(sos, AlertDecision)
-    assert (sos.kind, sos.priority, sos.latched, sos.subject, sos.seq) == (
+    assert (sos.kind, sos.priority, sos.latched, sos.subject, sos.order) == (
         "sos",
         "high",
         True,
         "d-1",
-        7,
+        (NOW, 7),
     )
     assert decide_event(
         _event("emergency_button", "pressed", button="red", test=True), params
     ) == ScheduledTestCall("d-1", "f-1", 7)
-    assert decide_event(_event("emergency_button", "cancelled"), params) == Clear("sos", "d-1", NOW)
+    assert decide_event(_event("emergency_button", "cancelled"), params) == Clear(
+        "sos", "d-1", NOW, (NOW, 7)
+    )
     assert decide_event(_event("fall_sensor", "fall_detected", confidence=0.7), params) is None
     fall = decide_event(_event("fall_sensor", "fall_detected", confidence=0.8), params)
     assert isinstance(fall, AlertDecision)
     assert fall.kind == "fall"
-    assert decide_event(_event("fall_sensor", "fall_cleared"), params) == Clear("fall", "d-1", NOW)
+    assert decide_event(_event("fall_sensor", "fall_cleared"), params) == Clear(
+        "fall", "d-1", NOW, (NOW, 7)
+    )
     dwell = decide_event(_event("fall_sensor", "dwell", seconds=900), params)
     assert isinstance(dwell, AlertDecision)
     assert dwell.kind == "dwell"

@@ -20,6 +20,11 @@ from simulators import (
     CLASS_LIMITS,
     SCENARIOS,
     SHANGHAI,
+    Device,
+    Faults,
+    Link,
+    SimClock,
+    SimulatedDevice,
     build_district,
     daily_fraction,
     format_ts,
@@ -342,3 +347,59 @@ def test_zone_without_purpose_falls_back_to_activity_curve() -> None:
     assert isinstance(counter, CounterBehaviour)
     assert counter.profile == "activity"
     assert counter.telemetry(MIDNIGHT + timedelta(hours=3))["count"] == 0
+
+
+def _faulty(device_type: str, faults: Faults) -> SimulatedDevice:
+    device = Device("d-1", "f-1", device_type, None, 60, None, None)
+    clock = SimClock(1.0)
+    link = Link(parse_mqtt_url("mqtt://127.0.0.1:1"))
+    behaviour = make_behaviour(device, None, random.Random(1), clock.now())
+    return SimulatedDevice(device, behaviour, link=link, clock=clock, seq_start=10, faults=faults)
+
+
+@pytest.mark.parametrize("device_type", list(CATALOGUE))
+def test_a_device_without_faults_keeps_the_contract_and_each_knob_breaks_its_clause(
+    device_type: str,
+) -> None:
+    """Faults() changes nothing; seq, clock and telemetry knobs break just their part."""
+    good = _faulty(device_type, Faults())
+    telemetry = Outgoing("telemetry", good.behaviour.telemetry(good.clock.now()))
+    first = json.loads(good.encode(telemetry))
+    assert first["seq"] == 10 and good.seq == 11
+    assert first_bad_field(CATALOGUE[device_type].telemetry, first) is None
+
+    backwards = _faulty(device_type, Faults(seq_backwards=True))
+    assert [json.loads(backwards.encode(telemetry))["seq"] for _ in range(3)] == [10, 9, 8]
+
+    ahead = _faulty(device_type, Faults(clock_offset_s=600))
+    ts = datetime.fromisoformat(json.loads(ahead.encode(telemetry))["ts"])
+    assert 590 < (ts - datetime.now(SHANGHAI)).total_seconds() < 610
+
+    spoiled = json.loads(_faulty(device_type, Faults(bad_telemetry=True)).encode(telemetry))
+    assert first_bad_field(CATALOGUE[device_type].telemetry, spoiled) is not None
+
+    slow = _faulty(device_type, Faults(heartbeat_factor=3.0))
+    assert slow.behaviour.heartbeat_s == 180
+
+
+def test_a_test_press_is_what_each_type_can_press() -> None:
+    """A button's test call (real with the fault), a fall sensor's fall, nothing on a counter."""
+    for faults, test in ((Faults(), True), (Faults(test_press_as_real=True), False)):
+        button = _faulty("emergency_button", faults)
+        assert button.press_test()
+        (pressed,) = button.behaviour.advance(button.clock.now() + timedelta(seconds=1))[-1:]
+        assert pressed.body["event"] == "pressed"
+        assert ("test" in pressed.body) is test
+    sensor = _faulty("fall_sensor", Faults())
+    assert sensor.press_test()
+    due = sensor.behaviour.advance(sensor.clock.now() + timedelta(seconds=1))
+    assert [out.body["event"] for out in due if out.channel == "event"] == ["fall_detected"]
+    assert not _faulty("occupancy_counter", Faults()).press_test()
+
+
+@pytest.mark.parametrize(
+    "knobs", [{"heartbeat_factor": 0}, {"heartbeat_factor": math.nan}, {"clock_offset_s": math.inf}]
+)
+def test_senseless_fault_knobs_are_refused(knobs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        Faults(**knobs)  # type: ignore[arg-type]

@@ -262,7 +262,7 @@ export interface paths {
         put?: never;
         /**
          * Place a device in a zone
-         * @description Put a device (for example one waiting in /devices-unplaced) in a zone of its facility; 400 names a zone the facility does not have.
+         * @description Put a device (for example one waiting in /devices-unplaced) in a zone of its facility; 404 names a zone the facility does not have.
          */
         post: operations["place_device_api_v1_devices__device_id__place_post"];
         delete?: never;
@@ -463,6 +463,26 @@ export interface paths {
          * @description The same figures as GET /kpis, one row per figure (figure,value), UTF-8 with a byte-order mark so spreadsheet programs read the Chinese names right.
          */
         get: operations["get_kpis_csv_api_v1_kpis_csv_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/monthly": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The monthly supervision report (月度监管报告)
+         * @description One facility or district over one month, as PDF (A4, 简体中文 or English) or XLSX (one sheet per section, native charts): calls and alerts by kind and day, response KPIs against the care-line targets, overdue calls, false alarms, devices, people present, staff-ratio breaches, and the audit chain's verification with the hash of its last row. Facilities are ranked worst first. The figures are GET /kpis' over the month. Without facility or district: your own scope.
+         */
+        get: operations["get_monthly_report_api_v1_reports_monthly_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -749,7 +769,7 @@ export interface components {
             /** Resolved By */
             resolved_by: string | null;
             /** Disposition */
-            disposition: ("real" | "false_alarm" | "test" | "other") | null;
+            disposition: ("real" | "false_alarm" | "test" | "other" | "self_resolved") | null;
             /** Note */
             note: string;
             /** Cleared At */
@@ -819,7 +839,7 @@ export interface components {
             /** Resolved By */
             resolved_by: string | null;
             /** Disposition */
-            disposition: ("real" | "false_alarm" | "test" | "other") | null;
+            disposition: ("real" | "false_alarm" | "test" | "other" | "self_resolved") | null;
             /** Note */
             note: string;
             /** Cleared At */
@@ -1359,7 +1379,7 @@ export interface components {
         };
         /**
          * ResolveIn
-         * @description How the alert ended, and a note.
+         * @description How the alert ended, and a note (`self_resolved` is the system's, not a choice).
          */
         ResolveIn: {
             /**
@@ -2281,7 +2301,7 @@ export interface operations {
                     "application/json": components["schemas"]["Device"];
                 };
             };
-            /** @description a zone the device's facility does not have */
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3054,6 +3074,82 @@ export interface operations {
                 };
             };
             /** @description both or neither scope given, or a bad period */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the caller's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such object in the caller's scope */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a parameter or the body is invalid (`field`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_monthly_report_api_v1_reports_monthly_get: {
+        parameters: {
+            query?: {
+                /** @description only this facility (in your scope) */
+                facility?: string | null;
+                /** @description a district's name */
+                district?: string | null;
+                /** @description YYYY-MM, in CAREHUB_REPORT_TIMEZONE (default: last month) */
+                month?: string | null;
+                format?: "pdf" | "xlsx";
+                /** @description the report's language */
+                lang?: "zh" | "en";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/pdf": unknown;
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": unknown;
+                };
+            };
+            /** @description both scopes given, or a month that is not YYYY-MM or not begun */
             400: {
                 headers: {
                     [name: string]: unknown;

@@ -1,6 +1,7 @@
 // What both pages share: the top bar (title, connection, language, sign-out) and sign-in.
 import { ApiError, config, login, logout, me, token, whenUnauthorized } from "./api";
 import { h, labelled, replace } from "./dom";
+import { healthBanner } from "./health";
 import { applyStatic, type Key, setDefaultLanguage, t, toggleLanguage } from "./i18n";
 import type { ConnectionState } from "./live";
 import type { Me, PublicConfig } from "./types";
@@ -79,6 +80,9 @@ export async function startShell(titleKey: Key, onSignedIn: (shell: Shell) => vo
     }
     who.textContent = account.display_name || account.username;
     signOut.hidden = false;
+    if (account.role === "admin" && !header.nextElementSibling?.classList.contains("hub-health")) {
+      header.after(healthBanner());
+    }
     onSignedIn({ config: settings, me: account, main, setConnection: showConnection });
   };
 

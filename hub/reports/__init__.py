@@ -1,0 +1,1 @@
+"""Supervision reports (SPEC §1): the monthly report as PDF and XLSX."""
