@@ -17,7 +17,13 @@ import pytest
 
 from devices import mqtt, topics
 from hub.credentials import DeviceAuthority, issue, revoke
-from hub.credentials.dynsec import site_brokers, sync_registry, write_site
+from hub.credentials.dynsec import (
+    DynsecAdmin,
+    role_name,
+    site_brokers,
+    sync_registry,
+    write_site,
+)
 from hub.embedded.broker import EmbeddedBroker
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings
@@ -373,3 +379,52 @@ async def test_the_hubs_own_account_works_across_a_broker_restart(stage: Stage, 
 def _codes(granted: Any) -> list[int]:
     """The SUBACK's granted QoS or reason codes as numbers (3.1.1 ints, 5 ReasonCodes)."""
     return [code if isinstance(code, int) else code.value for code in granted]
+
+
+async def test_the_hub_puts_a_lost_device_role_back_at_start(
+    site_mosquitto: SiteMosquitto, hub_settings: Settings
+) -> None:
+    """A device role removed at the broker is recreated when the hub starts; its device
+    connects and publishes again."""
+    settings = hub_settings.model_copy(
+        update={
+            "mqtt_url": site_mosquitto.mqtt_url,
+            "mqtt_admin_url": site_mosquitto.admin_url,
+            "mqtt_protocol": 5,
+            "topic_root": site_mosquitto.root,
+        }
+    )
+    await migrate(settings)
+    await register_site(settings)
+    stage = Stage("mosquitto", settings, restart=_no_restart)
+    device_id = await _device_id(stage)
+    password = await stage.issue(device_id)
+    admin = settings.mqtt_admin
+    assert admin is not None
+    async with DynsecAdmin(admin) as control:
+        await control.run([{"command": "deleteRole", "rolename": role_name(device_id)}])
+    async with stage.client(device_id, password) as device:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await device.publish(_topic(stage, device_id, "telemetry"), _telemetry(1), qos=1)
+    async with run_hub(settings, apply_migrations=False) as hub:
+        await hub.wait_connected(15)
+
+        async def role_back() -> bool:
+            async with DynsecAdmin(admin) as control:
+                answer = await control.run(
+                    [{"command": "getRole", "rolename": role_name(device_id)}]
+                )
+            return "error" not in answer[0]
+
+        await wait_for(role_back, timeout=20)
+        async with stage.client(device_id, password) as device:
+            await device.publish(_topic(stage, device_id, "telemetry"), _telemetry(2), qos=1)
+
+            async def stored() -> bool:
+                return await _stored(stage, device_id) == [2]
+
+            await wait_for(stored)
+
+
+async def _no_restart() -> None:
+    raise AssertionError("this test does not restart the broker")
