@@ -125,6 +125,8 @@ def write_site(
 
     Refuses to overwrite an existing security file: it holds the site's device accounts.
     """
+    if not 1 <= port <= 65535:
+        raise BrokerAdminError(f"--port {port} is not a TCP port (1..65535)")
     plugin = plugin or find_plugin()
     if plugin is None:
         raise BrokerAdminError(
@@ -138,7 +140,10 @@ def write_site(
             f"{security} exists and holds the site's accounts; choose another --dir"
             " (or remove it to start over: every device then needs new credentials)"
         )
-    (directory / "data").mkdir(parents=True, exist_ok=True)
+    try:
+        (directory / "data").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BrokerAdminError(f"cannot make {directory / 'data'}: {exc.strerror or exc}") from exc
     admin_password, hub_password = new_secret(), new_secret()
     admin_acls = [
         {"acltype": kind, "topic": f"{CONTROL_TOPIC}/#", "allow": True}

@@ -137,6 +137,18 @@ async def test_broker_setup_writes_a_site_mosquitto_and_sync_keeps_it_in_step(
     code, _, err = await carehub(migrated, "broker", "setup", "mosquitto", "--dir", str(site))
     assert code == 2
     assert "exists" in err
+    for bad in (["--port", "0"], ["--port", "70000"]):
+        code, _, err = await carehub(
+            migrated, "broker", "setup", "mosquitto", "--dir", str(tmp_path / "b2"), *bad
+        )
+        assert code == 2
+        assert "not a TCP port" in err
+    (tmp_path / "a-file").write_text("")
+    code, _, err = await carehub(
+        migrated, "broker", "setup", "mosquitto", "--dir", str(tmp_path / "a-file")
+    )
+    assert code == 2
+    assert "cannot make" in err and "Traceback" not in err
     env = {"CAREHUB_MQTT_ADMIN_URL": urls["CAREHUB_MQTT_ADMIN_URL"]}
     with run_mosquitto(site / "mosquitto.conf", port):
         hub_target = mqtt.parse_mqtt_url(urls["CAREHUB_MQTT_URL"])
