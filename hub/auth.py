@@ -45,6 +45,7 @@ Action = Literal[
     "configure",  # rule overrides and webhooks of a facility
     "registry",  # pending devices and dead letters
     "audit",  # the access log of regulators' reads (SPEC §7)
+    "devices",  # a facility's device credentials (issue, rotate, revoke) and placement
 ]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 
@@ -53,7 +54,18 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
     "admin": frozenset(ACTIONS),
     "regulator": frozenset({"read", "comment", "kpis", "report"}),
     "manager": frozenset(
-        {"read", "comment", "ack", "attend", "resolve", "snooze", "kpis", "report", "configure"}
+        {
+            "read",
+            "comment",
+            "ack",
+            "attend",
+            "resolve",
+            "snooze",
+            "kpis",
+            "report",
+            "configure",
+            "devices",
+        }
     ),
     "staff": frozenset({"read", "comment", "ack", "attend", "resolve"}),
 }

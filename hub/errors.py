@@ -76,6 +76,19 @@ class SignInLimitError(AuthError):
         self.locked = locked
 
 
+class CredentialError(HubError):
+    """Device credentials cannot be issued or revoked as asked: `code` is not_found,
+    conflict or invalid, and the message says what to do instead."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class BrokerAdminError(HubError):
+    """The broker's account store (Mosquitto dynamic security) refused or did not answer."""
+
+
 class QueryError(HubError):
     """A report cannot be computed as asked: `code` is not_found or invalid."""
 

@@ -16,6 +16,8 @@ from psycopg_pool import AsyncConnectionPool
 from hub.alerts import AlertStore
 from hub.auth import SignInGuard
 from hub.clock import Clock, SystemClock
+from hub.credentials import BrokerAccounts, DeviceAuthority
+from hub.credentials.dynsec import keep_in_step, site_brokers
 from hub.ingest import Ingest
 from hub.live import LiveFeed
 from hub.live_status import StatusWatcher
@@ -58,6 +60,10 @@ class Hub:
     status: StatusWatcher
     # Device replies, the live feed and webhooks, behind one dispatcher.
     outbound: Dispatcher
+    # Who a broker that asks the hub (EMQX) is talking to, and what they may do.
+    authority: DeviceAuthority | None = None
+    # Brokers with device accounts of their own, told of every issue and revocation.
+    brokers: tuple[BrokerAccounts, ...] = ()
     # Locks of sign-in already seen by this process (the counts are in the database).
     sign_in: SignInGuard = field(default_factory=SignInGuard)
     # The stages' tasks, owned by run_hub's TaskGroup.
@@ -157,6 +163,8 @@ async def run_hub(
             notifier,
             status,
             outbound,
+            authority=DeviceAuthority(settings, pool=pool),
+            brokers=site_brokers(settings),
         )
         async with asyncio.TaskGroup() as group:
             tasks = hub.tasks
@@ -173,11 +181,14 @@ async def run_hub(
                     ("carehub-live-status", status.run()),
                     ("carehub-timers", timers.run()),
                     ("carehub-notifier", notifier.run()),
+                    ("carehub-broker-accounts", keep_in_step(settings)),
                 ):
                     tasks.append(group.create_task(_supervised(stage), name=name))
                 yield hub
             finally:
                 await _stop_tasks(tasks)
+                if hub.authority is not None:
+                    await hub.authority.close()
     finally:
         await pool.close(timeout=POOL_CLOSE_S)
 

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     mqtt_receive_maximum: int = Field(default=16384, ge=1, le=65535)
     mqtt_session_expiry_s: int = Field(default=86400, ge=0)
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # Mosquitto's dynamic-security admin account (`carehub broker setup mosquitto` prints
+    # it): when set, the hub keeps the broker's device accounts in step with its own.
+    mqtt_admin_url: str | None = None
+    # The bearer token EMQX sends to the hub's authentication and authorization endpoints
+    # (README "EMQX 5"); unset, those endpoints are off.
+    emqx_hook_token: str | None = Field(default=None, min_length=16)
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/carehub"
     database_schema: str = "carehub"
@@ -145,16 +151,22 @@ class Settings(BaseSettings):
             raise ValueError(rule)
         return value
 
-    @field_validator("mqtt_url")
+    @field_validator("mqtt_url", "mqtt_admin_url")
     @classmethod
-    def _mqtt_url_parses(cls, value: str) -> str:
-        parse_mqtt_url(value)
+    def _mqtt_url_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_mqtt_url(value)
         return value
 
     @property
     def mqtt(self) -> MqttTarget:
         """The broker address parsed from `mqtt_url`."""
         return parse_mqtt_url(self.mqtt_url)
+
+    @property
+    def mqtt_admin(self) -> MqttTarget | None:
+        """The dynamic-security admin account parsed from `mqtt_admin_url`, if set."""
+        return parse_mqtt_url(self.mqtt_admin_url) if self.mqtt_admin_url else None
 
 
 def parse_mqtt_url(url: str) -> MqttTarget:

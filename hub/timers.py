@@ -36,6 +36,7 @@ from hub.rules import (
 from hub.settings import Settings
 from hub.storage import alerts as alert_rows
 from hub.storage import timers as timer_rows
+from hub.storage.migrate import RETAINED_TABLES, storage_flavour
 from hub.storage.pool import connect
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class Timers:
         self.leader = asyncio.Event()
         self.sweeps = 0
         self._pruned_at = -PRUNE_EVERY_S
+        self._flavour: str | None = None
 
     async def run(self) -> None:
         """Try for leadership until cancelled; sweep every TICK_S while holding it."""
@@ -135,7 +137,8 @@ class Timers:
         self.sweeps += 1
 
     async def prune(self) -> int:
-        """Drop live changes and trigger claims past their keep (database time); rows gone."""
+        """Drop live changes and trigger claims past their keep (database time), and on
+        plain PostgreSQL readings and events past CAREHUB_RETENTION_DAYS; rows gone."""
         self._pruned_at = time.monotonic()
         removed = 0
         async with self._pool.connection() as conn:
@@ -144,6 +147,14 @@ class Timers:
                 ("alert_triggers", ALERT_TRIGGERS_KEEP),
             ):
                 removed += await timer_rows.prune_old(conn, table, keep, PRUNE_BATCH)
+            if self._flavour is None:
+                self._flavour = await storage_flavour(conn)
+            # TimescaleDB drops whole chunks by its own policy (storage/migrate.py).
+            if self._flavour == "plain":
+                for table in RETAINED_TABLES:
+                    removed += await timer_rows.prune_past_retention(
+                        conn, table, self._settings.retention_days, PRUNE_BATCH
+                    )
         return removed
 
     # -- device rules --------------------------------------------------------------------

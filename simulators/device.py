@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -148,14 +149,22 @@ class SimulatedDevice:
         clock: SimClock,
         seq_start: int | None = None,
         connect_delay_s: float = 0.0,
+        password: str | None = None,
         faults: Faults | None = None,
     ) -> None:
+        """`password`: the device's own MQTT password (its username is its id); None to
+        connect with the link's credentials, as on a broker without per-device accounts."""
         self.device = device
         self.behaviour = behaviour
         self.faults = faults or Faults()
         # A slow heartbeat is the plan's own pace: the behaviour reads heartbeat_s each time.
         behaviour.heartbeat_s *= self.faults.heartbeat_factor
         self.link = link
+        self.target = (
+            dataclasses.replace(link.target, username=device.id, password=password)
+            if password is not None
+            else link.target
+        )
         self.clock = clock
         self.seq = first_seq() if seq_start is None else seq_start
         self.connect_delay_s = connect_delay_s
@@ -225,7 +234,7 @@ class SimulatedDevice:
             lost: BaseException | None = None
             will = aiomqtt.Will(self.topic("status"), OFFLINE, qos=1, retain=True)
             client = new_client(
-                self.link.target,
+                self.target,
                 self.link.protocol,
                 self.device.id,
                 will if self.faults.last_will else None,

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import re
+from collections.abc import Mapping
 from datetime import datetime
 
 from devices.mqtt import parse_mqtt_url
@@ -35,7 +36,9 @@ class Fleet:
         seed: int = 7,
         telemetry_qos: int = 1,
         start: datetime | None = None,
+        passwords: Mapping[str, str] | None = None,
     ) -> None:
+        """`passwords`: each device's own MQTT password, by device id (SPEC §7)."""
         if not _ROOT.fullmatch(topic_root):
             raise ValueError(f"topic root {topic_root!r} must be non-empty and hold no wildcards")
         self.district = district
@@ -59,6 +62,7 @@ class Fleet:
                 clock=self.clock,
                 seq_start=seq_start,
                 connect_delay_s=spread.uniform(0, CONNECT_SPREAD_S),
+                password=(passwords or {}).get(device.id),
             )
 
     def of_type(self, device_type: str) -> list[SimulatedDevice]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Final
 
@@ -86,6 +86,7 @@ async def run_simulation(
     start: datetime | None = None,
     on_report: Callable[[ScenarioReport], None] | None = None,
     flood_mean_s: float | None = None,
+    passwords: Mapping[str, str] | None = None,
 ) -> None:
     """Run every device of `district` until cancelled or `duration_s`, injecting `scenarios`.
 
@@ -108,6 +109,7 @@ async def run_simulation(
         seed=seed,
         telemetry_qos=telemetry_qos,
         start=start,
+        passwords=passwords,
     )
     try:
         async with asyncio.timeout(duration_s), asyncio.TaskGroup() as tasks:

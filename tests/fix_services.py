@@ -7,7 +7,9 @@ CAREHUB_TEST_DATABASE_URL    e.g. postgresql://postgres@127.0.0.1:5432/test (els
 
 from __future__ import annotations
 
+import hmac
 import os
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -19,6 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from hub.acl import Grant, hub_grant
 from hub.embedded.broker import run_broker_in_thread
 from hub.embedded.postgres import EmbeddedPostgres
 
@@ -53,15 +56,38 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"carehub broker: {broker}, MQTT {protocol}", f"carehub database: {database}"]
 
 
+# The embedded test broker's one account: the hub's (tests' own clients use it too). Anyone
+# else is refused, so the suite runs with authentication on, as `carehub demo` does.
+HUB_USERNAME = "carehub-hub"
+HUB_PASSWORD = secrets.token_urlsafe(24)
+
+
+async def hub_account_gate(
+    username: str | None, password: str | None, client_id: str | None
+) -> Grant | None:
+    """Admit the hub's account, under every topic root (each test has its own); no one else."""
+    del client_id
+    if username == HUB_USERNAME and hmac.compare_digest(password or "", HUB_PASSWORD):
+        return hub_grant(HUB_USERNAME, None)
+    return None
+
+
+def with_account(url: str, username: str, password: str) -> str:
+    """`url` (mqtt://host:port) with the account's credentials in it."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{username}:{password}@{parts.netloc}"))
+
+
 @pytest.fixture(scope="session")
 def mqtt_url() -> Iterator[str]:
-    """The test broker's URL: $CAREHUB_TEST_MQTT_URL, or an embedded broker for the session."""
+    """The test broker's URL: $CAREHUB_TEST_MQTT_URL, or an embedded broker for the session
+    (authentication on; the URL carries the hub's account)."""
     if url := os.environ.get(MQTT_URL_ENV):
         yield url
         return
-    broker = run_broker_in_thread()
+    broker = run_broker_in_thread(gate=hub_account_gate)
     try:
-        yield broker.url
+        yield with_account(broker.url, HUB_USERNAME, HUB_PASSWORD)
     finally:
         broker.stop()
 

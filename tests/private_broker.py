@@ -23,19 +23,20 @@ def free_port() -> int:
         return port
 
 
-@contextlib.contextmanager
-def private_mosquitto(directory: Path, *config: str) -> Iterator[str]:
-    """Run `mosquitto` with `config` lines added to a local listener; yield its mqtt:// URL."""
+def mosquitto_binary() -> str:
+    """Debian's mosquitto, or skip saying how to get it."""
     binary = shutil.which("mosquitto")
     if binary is None:
         pytest.skip("needs Debian's mosquitto on PATH (apt-get install mosquitto)")
-    port = free_port()
-    conf = directory / "mosquitto.conf"
-    conf.write_text(
-        "\n".join((f"listener {port} 127.0.0.1", "allow_anonymous true", *config)) + "\n"
-    )
-    log = directory / "mosquitto.log"
-    with log.open("wb") as out:
+    return binary
+
+
+@contextlib.contextmanager
+def run_mosquitto(conf: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `mosquitto -c conf` (listening on `port`) until the block ends; its log beside it."""
+    binary = mosquitto_binary()
+    log = conf.with_suffix(".log")
+    with log.open("ab") as out:
         broker = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + START_S
@@ -45,7 +46,7 @@ def private_mosquitto(directory: Path, *config: str) -> Iterator[str]:
             if broker.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"private mosquitto did not start: {log.read_text()[-2000:]}")
             time.sleep(0.05)
-        yield f"mqtt://127.0.0.1:{port}"
+        yield broker
     finally:
         broker.terminate()
         try:
@@ -53,3 +54,15 @@ def private_mosquitto(directory: Path, *config: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             broker.kill()
             broker.wait()
+
+
+@contextlib.contextmanager
+def private_mosquitto(directory: Path, *config: str) -> Iterator[str]:
+    """Run `mosquitto` with `config` lines added to a local listener; yield its mqtt:// URL."""
+    port = free_port()
+    conf = directory / "mosquitto.conf"
+    conf.write_text(
+        "\n".join((f"listener {port} 127.0.0.1", "allow_anonymous true", *config)) + "\n"
+    )
+    with run_mosquitto(conf, port):
+        yield f"mqtt://127.0.0.1:{port}"

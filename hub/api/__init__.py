@@ -8,7 +8,9 @@ from hub.api import (
     access,
     alerts,
     auth,
+    broker_hooks,
     config,
+    credentials,
     devices,
     facilities,
     intake,
@@ -31,6 +33,7 @@ def api_router() -> APIRouter:
         auth,
         facilities,
         devices,
+        credentials,
         alerts,
         kpis,
         reports,
@@ -38,6 +41,7 @@ def api_router() -> APIRouter:
         webhooks,
         intake,
         access,
+        broker_hooks,
         config,
     ):
         router.include_router(module.router)

@@ -77,6 +77,7 @@ _WORDS: dict[str, str] = {
     "configure": "configure rules or webhooks",
     "registry": "see pending devices or dead letters",
     "audit": "read the access log",
+    "devices": "issue device credentials or place devices",
 }
 
 Reader = Annotated[Principal, Depends(require("read"))]

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.config import JsonDict
 
 from hub.alerts import NOTE_MAX
-from hub.storage.registry import PendingDevice
+from hub.storage.registry import PendingDevice, UnplacedDevice
 from hub.wire import Alert, Device, Facility, StaffDisposition
 
 Bucket = Literal["1m", "5m", "1h", "1d"]
@@ -292,3 +292,72 @@ class PublicConfig(BaseModel):
     tile_url: str | None
     map_center: MapCenter
     default_language: str
+
+
+# -- device credentials and placement -----------------------------------------------------
+
+
+class CredentialsIn(Body):
+    """Issue a device's credentials, or with `rotate` replace those in force."""
+
+    rotate: bool = Field(default=False, strict=True)
+
+
+class Credentials(BaseModel):
+    """A device's MQTT credentials: shown once, never stored by the hub in the clear."""
+
+    device_id: str
+    username: str = Field(description="the MQTT username; the client id must be the same")
+    password: str
+
+
+class PlaceIn(Body):
+    """The zone of the device's facility to place it in."""
+
+    zone_id: str = Field(pattern=ID)
+
+
+class UnplacedList(Page[UnplacedDevice]):
+    """A page of devices with credentials but no zone, waiting for their manager."""
+
+
+# -- EMQX HTTP authentication and authorization (README "EMQX 5") --------------------------
+
+
+class EmqxAuthnIn(BaseModel):
+    """What EMQX sends on each CONNECT (the body template of the README's configuration)."""
+
+    username: str | None = Field(default=None, max_length=256)
+    password: str | None = Field(default=None, max_length=1024)
+    clientid: str | None = Field(default=None, max_length=256)
+
+
+class EmqxAcl(BaseModel):
+    """One rule of an authentication answer's `acl` (EMQX 5.5+ format)."""
+
+    permission: Literal["allow", "deny"]
+    action: Literal["publish", "subscribe", "all"]
+    topic: str
+
+
+class EmqxAuthnOut(BaseModel):
+    """allow with the account's topics, deny, or ignore (not ours: the next authenticator)."""
+
+    result: Literal["allow", "deny", "ignore"]
+    is_superuser: bool = False
+    acl: list[EmqxAcl] | None = None
+
+
+class EmqxAuthzIn(BaseModel):
+    """What EMQX sends on each PUBLISH and SUBSCRIBE it authorizes."""
+
+    username: str | None = Field(default=None, max_length=256)
+    clientid: str | None = Field(default=None, max_length=256)
+    topic: str = Field(max_length=65535)
+    action: str = Field(max_length=32, description="publish or subscribe")
+
+
+class EmqxAuthzOut(BaseModel):
+    """allow, deny, or ignore (not ours)."""
+
+    result: Literal["allow", "deny", "ignore"]

@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 
 from hub.cli.audit import add_audit_commands
 from hub.cli.commands import CommandGroup
+from hub.cli.credentials import add_broker_commands
 from hub.cli.demo import add_demo_command
 from hub.cli.doctor import add_doctor_command
 from hub.cli.imports import add_registry_commands
@@ -42,6 +43,7 @@ BEFORE_DISCOVERED: tuple[CommandGroup, ...] = (
     add_doctor_command,
     add_registry_commands,
     add_simulate_command,
+    add_broker_commands,
     add_vendor_check_command,
 )
 AFTER_DISCOVERED: tuple[CommandGroup, ...] = (

@@ -15,6 +15,7 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     import httpx
     import uvicorn
 
+    from hub.acl import Grant
+    from hub.cli.demo_history import HistoryOutcome
+    from hub.credentials import DeviceAuthority
     from hub.embedded.broker import EmbeddedBroker
     from hub.embedded.postgres import EmbeddedPostgres
     from simulators import District
@@ -119,10 +123,39 @@ def _port_is_free(host: str, port: int) -> bool:
     return True
 
 
+class _Gate:
+    """The embedded broker's gate, answered by the authority once the database is up."""
+
+    def __init__(self) -> None:
+        self.authority: DeviceAuthority | None = None
+
+    async def __call__(
+        self, username: str | None, password: str | None, client_id: str | None
+    ) -> Grant | None:
+        if self.authority is None:
+            return None  # nobody before the hub's store can answer
+        return await self.authority.authenticate(username, password, client_id)
+
+
+async def _drop(broker: EmbeddedBroker, device_id: str) -> None:
+    if await broker.disconnect(device_id):
+        logger.info("device %s disconnected: its credentials changed", device_id)
+
+
+async def _stop_gate(kicks: asyncio.Task[None], authority: DeviceAuthority) -> None:
+    kicks.cancel()
+    await asyncio.gather(kicks, return_exceptions=True)
+    await authority.close()
+
+
 def _demo_settings(
-    settings: Settings, broker: EmbeddedBroker, postgres: EmbeddedPostgres, data_dir: Path
+    settings: Settings,
+    broker: EmbeddedBroker,
+    postgres: EmbeddedPostgres,
+    data_dir: Path,
+    hub_password: str,
 ) -> Settings:
-    """The configured settings, pointed at the embedded services."""
+    """The configured settings, pointed at the embedded services, as the hub's account."""
     from hub.embedded.broker import free_port
 
     port = settings.http_port
@@ -130,7 +163,7 @@ def _demo_settings(
         port = free_port(settings.http_host)
     return settings.model_copy(
         update={
-            "mqtt_url": broker.url,
+            "mqtt_url": f"mqtt://carehub-hub:{hub_password}@{broker.url.removeprefix('mqtt://')}",
             # amqtt speaks MQTT 3.1.1 only and has no shared subscriptions.
             "mqtt_protocol": 311,
             "mqtt_shared_group": None,
@@ -209,8 +242,7 @@ async def run_demo(
 
     from hub.api.dashboards import dashboard_dir
     from hub.app import SERVER_OPTIONS, create_app
-    from hub.cli.demo_history import ensure_history
-    from hub.cli.simulate import register_district
+    from hub.credentials import DeviceAuthority, new_secret
     from hub.embedded.broker import EmbeddedBroker
     from hub.embedded.postgres import EmbeddedPostgres
     from simulators import build_district, run_simulation
@@ -231,15 +263,20 @@ async def run_demo(
         f"carehub demo: starting in {data_dir} (first start runs initdb; a few seconds)", flush=True
     )
     postgres = EmbeddedPostgres(data_dir / "pgdata", database="carehub")
-    async with EmbeddedBroker() as broker, postgres:
-        demo = _demo_settings(settings, broker, postgres, data_dir)
+    # Authentication on (SPEC §7): the hub has an account of its own, made for this run,
+    # and every simulated device its own credentials, checked against the hub's store.
+    gate = _Gate()
+    hub_password = new_secret()
+    async with EmbeddedBroker(gate=gate) as broker, postgres:
+        demo = _demo_settings(settings, broker, postgres, data_dir, hub_password)
+        authority = DeviceAuthority(demo)
+        gate.authority = authority
         district = build_district(facilities, seed=7)
-        await register_district(demo, district, data_dir / "district")
-        logins = await ensure_demo_accounts(demo, district)
-        print(
-            "carehub demo: the district's month of history (written on the first start)", flush=True
+        logins, history, passwords = await _prepare(demo, district, data_dir)
+        # A revoked or rotated device is dropped at once (`carehub devices revoke` too).
+        kicks = asyncio.create_task(
+            authority.watch(lambda device_id: _drop(broker, device_id)), name="carehub-kicks"
         )
-        history = await ensure_history(demo, district)
 
         config = uvicorn.Config(
             create_app(demo),
@@ -262,35 +299,24 @@ async def run_demo(
                 protocol=demo.mqtt_protocol,
                 time_scale=time_scale,
                 flood_mean_s=FLOOD_MEAN_S,
+                passwords=passwords,
             ),
             name="carehub-simulators",
         )
         base = f"http://{demo.http_host}:{demo.http_port}"
         staff_client, staff = _staff_on_duty(base, district)
         built = await asyncio.to_thread((dashboard_dir(demo) / "index.html").is_file)
-        dashboards_note = "" if built else "  (not built yet: run `make setup`)"
-        print(
-            "\n".join(
-                [
-                    "carehub demo is running:",
-                    f"  regulator screen {base}/{dashboards_note}",
-                    f"  staff console    {base}/console/",
-                    f"  HTTP API         {base}/api/v1/docs",
-                    f"  health           {base}/readyz   metrics {base}/metrics",
-                    f"  MQTT broker      {broker.url}  "
-                    f"(MQTT 3.1.1, topics {demo.topic_root}/v1/...)",
-                    f"  PostgreSQL       {postgres.url}",
-                    f"  data             {data_dir}",
-                    f"  simulated        {len(district.facilities)} facilities, "
-                    f"{len(district.devices)} devices (time x{time_scale:g}), "
-                    "staff on duty answering through the API",
-                    f"  history          {history.summary()}",
-                    f"  demo logins      (password for all: {DEMO_PASSWORD})",
-                    *(f"    {name:22} {what}" for name, what in logins),
-                    "Press Ctrl-C to stop.",
-                ]
-            ),
-            flush=True,
+        _print_banner(
+            demo,
+            base=base,
+            built=built,
+            broker_url=broker.url,
+            postgres_url=postgres.url,
+            data_dir=data_dir,
+            district=district,
+            time_scale=time_scale,
+            history=history.summary(),
+            logins=logins,
         )
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait(
@@ -301,6 +327,7 @@ async def run_demo(
         await _stop_simulators(staff, "the simulated staff")
         await staff_client.aclose()
         await _stop_hub(server, serving)
+        await _stop_gate(kicks, authority)
         stopped.cancel()
         if serving.done() and not serving.cancelled() and serving.exception() is not None:
             serving.result()  # the hub failed on its own: say why, after stopping the rest
@@ -308,6 +335,62 @@ async def run_demo(
         loop.remove_signal_handler(signum)
     print("carehub demo: stopped", flush=True)
     return 0
+
+
+async def _prepare(
+    demo: Settings, district: District, data_dir: Path
+) -> tuple[list[tuple[str, str]], HistoryOutcome, dict[str, str]]:
+    """Register the district, its accounts, its month of history and its devices' credentials."""
+    from hub.cli.demo_history import ensure_history
+    from hub.cli.simulate import issue_district_credentials, register_district
+
+    await register_district(demo, district, data_dir / "district")
+    logins = await ensure_demo_accounts(demo, district)
+    print("carehub demo: the district's month of history (written on the first start)", flush=True)
+    history = await ensure_history(demo, district)
+    passwords = await issue_district_credentials(demo, district)
+    return logins, history, passwords
+
+
+def _print_banner(
+    demo: Settings,
+    *,
+    base: str,
+    built: bool,
+    broker_url: str,
+    postgres_url: str,
+    data_dir: Path,
+    district: District,
+    time_scale: float,
+    history: str,
+    logins: Sequence[tuple[str, str]],
+) -> None:
+    """Where everything of the running demo is, and how to sign in."""
+    dashboards_note = "" if built else "  (not built yet: run `make setup`)"
+    print(
+        "\n".join(
+            [
+                "carehub demo is running:",
+                f"  regulator screen {base}/{dashboards_note}",
+                f"  staff console    {base}/console/",
+                f"  HTTP API         {base}/api/v1/docs",
+                f"  health           {base}/readyz   metrics {base}/metrics",
+                f"  MQTT broker      {broker_url}  "
+                f"(MQTT 3.1.1, topics {demo.topic_root}/v1/...; authentication on:"
+                " `carehub devices credentials ID` issues a device's)",
+                f"  PostgreSQL       {postgres_url}",
+                f"  data             {data_dir}",
+                f"  simulated        {len(district.facilities)} facilities, "
+                f"{len(district.devices)} devices (time x{time_scale:g}), "
+                "staff on duty answering through the API",
+                f"  history          {history}",
+                f"  demo logins      (password for all: {DEMO_PASSWORD})",
+                *(f"    {name:22} {what}" for name, what in logins),
+                "Press Ctrl-C to stop.",
+            ]
+        ),
+        flush=True,
+    )
 
 
 def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from hub.cli.commands import Subcommands, add_actions, print_table
 from hub.settings import Settings
@@ -18,9 +19,30 @@ ERRORS_SHOWN = 200
 def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from hub.importer import import_file
 
-    report = asyncio.run(
-        import_file(settings, args.registry, Path(args.file), progress=not args.quiet)
-    )
+    credentials_out = getattr(args, "credentials_out", None)
+    out = None
+    if credentials_out is not None:
+        from hub.cli.commands import refuse
+        from hub.cli.credentials import open_credentials_file
+        from hub.errors import CredentialError
+
+        # Before the import: a file that exists is refused before anything changes.
+        try:
+            out = open_credentials_file(Path(credentials_out))
+        except CredentialError as exc:
+            return refuse(exc)
+    try:
+        report = asyncio.run(
+            import_file(settings, args.registry, Path(args.file), progress=not args.quiet)
+        )
+        if out is not None:
+            issued = _issue_credentials(settings, Path(args.file), out)
+            print(
+                f"devices: credentials issued to {issued} new devices, written to {credentials_out}"
+            )
+    finally:
+        if out is not None:
+            out.close()
     for error in report.errors[:ERRORS_SHOWN]:
         print(f"{args.file}: {error}", file=sys.stderr)
     if len(report.errors) > ERRORS_SHOWN:
@@ -30,6 +52,18 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         )
     print(f"{args.registry}: {report.imported} rows imported, {report.refused} rows refused")
     return 1 if report.errors else 0
+
+
+def _issue_credentials(settings: Settings, path: Path, out: TextIO) -> int:
+    """Credentials for every device of the file that is registered and has none yet."""
+    from hub.cli.commands import run_on_database
+    from hub.cli.credentials import issue_for_new_devices
+    from hub.importer import DeviceRow, parse_rows
+
+    device_ids = [row.id for row in parse_rows("devices", path) if isinstance(row, DeviceRow)]
+    return run_on_database(
+        settings, lambda conn: issue_for_new_devices(conn, settings, device_ids, out)
+    )
 
 
 def _cmd_pending(settings: Settings, _args: argparse.Namespace) -> int:
@@ -51,6 +85,15 @@ def _cmd_pending(settings: Settings, _args: argparse.Namespace) -> int:
         ],
         empty="no pending devices",
     )
+    from hub.cli.commands import run_on_database
+    from hub.storage.registry import list_unplaced
+
+    unplaced = run_on_database(settings, list_unplaced)
+    if unplaced:
+        print(
+            f"{len(unplaced)} registered device(s) with credentials wait to be placed in a zone:"
+            " see `carehub devices unplaced`, then `carehub devices place ID --zone Z`"
+        )
     return 0
 
 
@@ -71,7 +114,17 @@ def add_registry_commands(sub: Subcommands) -> None:
         importer.add_argument("--quiet", action="store_true", help="no progress bar")
         importer.set_defaults(handler=_cmd_import, registry=registry)
         if registry == "devices":
+            importer.add_argument(
+                "--credentials-out",
+                metavar="CREDS.csv",
+                default=None,
+                help="issue MQTT credentials to every device without any, and write them here"
+                " (one row per device; the file is created readable by you only)",
+            )
             _add_pending_actions(actions)
+            from hub.cli.credentials import add_credential_actions
+
+            add_credential_actions(actions)
 
 
 def _add_pending_actions(actions: Subcommands) -> None:

@@ -38,6 +38,26 @@ async def register_district(settings: Settings, district: District, folder: Path
         logger.info("registered %d simulated %s", report.imported, kind)
 
 
+async def issue_district_credentials(settings: Settings, district: District) -> dict[str, str]:
+    """Fresh MQTT credentials for every simulated device (rotated on each run), by device id.
+
+    The hub keeps only hashes, so a run that starts the devices gives them new passwords;
+    a site broker with dynamic security hears of each one.
+    """
+    from hub.cli.users import actor
+    from hub.credentials import issue
+    from hub.credentials.dynsec import site_brokers
+    from hub.storage.pool import connect
+
+    brokers = site_brokers(settings)
+    passwords: dict[str, str] = {}
+    async with await connect(settings) as conn:
+        for device in district.devices:
+            issued = await issue(conn, device.id, actor(), rotate=True, brokers=brokers)
+            passwords[device.id] = issued.password
+    return passwords
+
+
 async def run_simulate(
     settings: Settings,
     *,
@@ -47,6 +67,7 @@ async def run_simulate(
     time_scale: float,
     register: bool,
     seed: int,
+    shared_account: bool = False,
 ) -> int:
     """Run `facilities` simulated facilities against the configured broker until done."""
     from simulators import SCENARIOS, build_district, run_simulation
@@ -58,9 +79,12 @@ async def run_simulate(
     if not 0 < facilities <= 999:
         raise HubError("--facilities must be between 1 and 999")
     district = build_district(facilities, seed=seed)
+    passwords: dict[str, str] | None = None
     if register:
         with tempfile.TemporaryDirectory(prefix="carehub-district-") as folder:
             await register_district(settings, district, Path(folder))
+        if not shared_account:
+            passwords = await issue_district_credentials(settings, district)
     print(
         f"simulating {len(district.facilities)} facilities, {len(district.devices)} devices "
         f"on {settings.mqtt.host}:{settings.mqtt.port} under {settings.topic_root}/v1 "
@@ -76,12 +100,21 @@ async def run_simulate(
         scenarios=scenarios,
         duration_s=duration_s,
         seed=seed,
+        passwords=passwords,
     )
     return 0
 
 
 # run_simulate's keywords; the parser stores each option under the same name.
-SIMULATE_OPTIONS = ("facilities", "scenarios", "duration_s", "time_scale", "register", "seed")
+SIMULATE_OPTIONS = (
+    "facilities",
+    "scenarios",
+    "duration_s",
+    "time_scale",
+    "register",
+    "seed",
+    "shared_account",
+)
 
 
 def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -115,6 +148,13 @@ def add_simulate_command(sub: Subcommands) -> None:
         "--no-register",
         dest="register",
         action="store_false",
-        help="do not register the simulated district in the database first",
+        help="do not register the simulated district in the database first (nor issue its"
+        " devices credentials: they connect with CAREHUB_MQTT_URL's account)",
+    )
+    simulate.add_argument(
+        "--shared-account",
+        action="store_true",
+        help="connect every device with CAREHUB_MQTT_URL's account instead of issuing each"
+        " its own credentials (a broker with one shared account)",
     )
     simulate.set_defaults(handler=_cmd_simulate)

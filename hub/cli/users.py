@@ -56,7 +56,7 @@ def _cmd_users_add(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _actor() -> str:
+def actor() -> str:
     """Who runs this command, for the account audit."""
     try:
         return f"cli:{getpass.getuser()}"
@@ -91,7 +91,7 @@ def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _cmd_users_disable(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        run_on_database(settings, lambda conn: disable_user(conn, args.name, actor=_actor()))
+        run_on_database(settings, lambda conn: disable_user(conn, args.name, actor=actor()))
     except AuthError as exc:
         return refuse(exc)
     print(f"account {args.name} disabled; its tokens are revoked")
@@ -101,7 +101,7 @@ def _cmd_users_disable(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_users_unlock(settings: Settings, args: argparse.Namespace) -> int:
     try:
         was_locked = run_on_database(
-            settings, lambda conn: unlock_user(conn, args.name, actor=_actor())
+            settings, lambda conn: unlock_user(conn, args.name, actor=actor())
         )
     except AuthError as exc:
         return refuse(exc)

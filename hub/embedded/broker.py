@@ -13,6 +13,12 @@ module corrects them on the broker it builds, without touching amqtt's own class
 
 Plus: amqtt's anonymous-auth plugin marks every session anonymous, and amqtt then neither
 keeps nor queues for it, so `clean_session=False` would mean nothing; our plugin doesn't.
+
+Given a `Gate`, the broker enforces identity (SPEC §7): a CONNECT is checked before amqtt
+touches any session (amqtt itself would let a refused client take over, or wipe, the
+session of the client id it claims), and every PUBLISH and SUBSCRIBE is checked against
+the `Grant` the gate gave that connection. `disconnect` drops a client whose credentials
+were revoked or rotated. Without a gate every client is admitted, as before.
 """
 
 from __future__ import annotations
@@ -22,15 +28,19 @@ import contextlib
 import logging
 import socket
 import threading
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
 from amqtt.broker import Broker
-from amqtt.errors import BrokerError
+from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, BrokerError
 from amqtt.mqtt.constants import QOS_1
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import OUTGOING
+
+from hub.acl import Grant
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +55,10 @@ _THREAD_START_TIMEOUT_S = 30.0
 _PUBACK_PATIENCE_S = 60.0
 _PORT_ATTEMPTS = 3  # a probed free port can be taken before the broker binds it
 _STOP_TIMEOUT_S = 10.0  # amqtt waits on every session handler; Ctrl-C must still end
+
+# Who may connect, and what they may do: (username, password, client id) -> their grant,
+# or None to refuse the connection.
+Gate = Callable[[str | None, str | None, str | None], Awaitable[Grant | None]]
 
 
 class _AcceptEveryClient(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type hints
@@ -127,11 +141,20 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 class _Broker(Broker):  # type: ignore[misc]
     """amqtt's Broker with the corrections described in the module docstring."""
 
+    def __init__(self, config: dict[str, Any], gate: Gate | None = None) -> None:
+        super().__init__(config)
+        self._gate = gate
+        # The grant of each connected client, by client id.
+        self._grants: dict[str, Grant] = {}
+
     async def _initialize_client_session(
         self, reader: Any, writer: Any, *args: Any
     ) -> tuple[Any, Any]:
         try:
-            handler, session = await super()._initialize_client_session(reader, writer, *args)
+            if self._gate is None:
+                handler, session = await super()._initialize_client_session(reader, writer, *args)
+            else:
+                handler, session = await self._admit(reader, writer)
         except Exception:
             # amqtt leaves the socket open when the first packet is no CONNECT (a port probe).
             with contextlib.suppress(OSError):
@@ -141,6 +164,87 @@ class _Broker(Broker):  # type: ignore[misc]
         handler.__class__ = _AtLeastOnceHandler
         handler._resends = set()
         return handler, session
+
+    async def _admit(self, reader: Any, writer: Any) -> tuple[Any, Any]:
+        """Read the CONNECT, ask the gate, and only then find or make the client's session.
+
+        amqtt 0.12's own order (session first, authentication after) is kept otherwise:
+        a clean session replaces the old one, a persistent one takes the new connection's
+        will and keep-alive.
+        """
+        assert self._gate is not None  # noqa: S101  # only called with a gate
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
+        except Exception as exc:  # amqtt's own errors; re-raised as its own
+            raise AMQTTError(f"no CONNECT: {exc}") from exc
+        grant = await self._gate(session.username, session.password, session.client_id)
+        # amqtt publishes a will without asking _topic_filtering: a device could otherwise
+        # leave its last word on another device's topic.
+        will_refused = (
+            grant is not None and session.will_flag and not grant.may_publish(session.will_topic)
+        )
+        if grant is None or will_refused or not session.client_id:
+            logger.info(
+                "embedded broker: refused client %r (username %r): %s",
+                session.client_id,
+                session.username,
+                "a last will on a topic it may not publish to"
+                if will_refused
+                else "bad credentials",
+            )
+            handler.attach(session, reader, writer)
+            await handler.mqtt_connack_authorize(False)
+            raise AMQTTError("not authorized")
+        self._grants[session.client_id] = grant
+        if session.clean_session:
+            await self._delete_session(session.client_id)
+            session.parent = 0
+        elif session.client_id in self._sessions:
+            existing, _ = self._sessions[session.client_id]
+            for name in (
+                "will_flag",
+                "will_message",
+                "will_topic",
+                "will_qos",
+                "keep_alive",
+                "username",
+                "password",
+            ):
+                setattr(existing, name, getattr(session, name))
+            session = existing
+            session.parent = 1
+        else:
+            session.parent = 0
+        return handler, session
+
+    async def _topic_filtering(self, session: Any, topic: str, action: Any) -> bool:
+        if self._gate is None:
+            return True
+        grant = self._grants.get(session.client_id)
+        if grant is None:
+            return False  # revoked while connected
+        if action == Action.PUBLISH:
+            allowed = grant.may_publish(topic)
+        elif action == Action.SUBSCRIBE:
+            allowed = grant.may_subscribe(topic)
+        else:
+            return True  # RECEIVE: the subscription was checked when it was made
+        if not allowed:
+            logger.info("embedded broker: %s may not %s %r", session.client_id, action.value, topic)
+        return allowed
+
+    async def disconnect_client(self, client_id: str) -> bool:
+        """Drop a client's connection (its will is sent) and its grant; False if not connected."""
+        self._grants.pop(client_id, None)
+        _, handler = self._sessions.get(client_id, (None, None))
+        writer = getattr(handler, "writer", None)
+        if writer is None:
+            return False
+        with contextlib.suppress(OSError, AttributeError):
+            await writer.close()
+        return True
 
     async def _publish_session_retained_messages(self, session: Any) -> None:
         # The messages queued while the session was away (amqtt calls them "retained").
@@ -190,8 +294,10 @@ def _broker_config(port: int) -> dict[str, Any]:
 class EmbeddedBroker:
     """An amqtt broker on 127.0.0.1, running in the current event loop while entered."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, gate: Gate | None = None) -> None:
+        """Without a `gate`, every client is admitted and may do anything."""
         self._requested_port = port
+        self._gate = gate
         self._port: int | None = None
         self._broker: _Broker | None = None
 
@@ -212,7 +318,7 @@ class EmbeddedBroker:
         quiet_amqtt_logging()
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             port = self._requested_port or free_port()
-            broker = _Broker(_broker_config(port))
+            broker = _Broker(_broker_config(port), self._gate)
             try:
                 await broker.start()
                 break
@@ -223,6 +329,12 @@ class EmbeddedBroker:
         self._broker = broker
         self._port = port
         logger.info("embedded MQTT broker listening on %s", self.url)
+
+    async def disconnect(self, client_id: str) -> bool:
+        """Drop the client's connection (revoked credentials); False when it is not connected."""
+        if self._broker is None:
+            return False
+        return await self._broker.disconnect_client(client_id)
 
     async def stop(self) -> None:
         """Close every connection and the listener; sessions and queued messages are lost."""
@@ -258,8 +370,8 @@ class EmbeddedBroker:
 class BrokerThread:
     """An EmbeddedBroker in its own thread and event loop, for callers without a lasting loop."""
 
-    def __init__(self, port: int = 0) -> None:
-        self._broker = EmbeddedBroker(port)
+    def __init__(self, port: int = 0, *, gate: Gate | None = None) -> None:
+        self._broker = EmbeddedBroker(port, gate=gate)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._failure: BaseException | None = None
@@ -317,8 +429,8 @@ class BrokerThread:
             await self._broker.stop()
 
 
-def run_broker_in_thread(port: int = 0) -> BrokerThread:
+def run_broker_in_thread(port: int = 0, *, gate: Gate | None = None) -> BrokerThread:
     """Start an EmbeddedBroker in a dedicated thread with its own event loop and return it."""
-    thread = BrokerThread(port)
+    thread = BrokerThread(port, gate=gate)
     thread.start()
     return thread

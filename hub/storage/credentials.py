@@ -1,17 +1,115 @@
-"""Whether a device has live MQTT credentials in the hub's store, as far as this site keeps one.
+"""Device credentials SQL: the salted hash of each device's MQTT password, issued and revoked.
 
-The hub issues a device's MQTT username (its device id, which is also its client id) and
-password into `device_credentials`; the broker then admits the device only with those.
-A site whose schema has no such store leaves authentication to its broker, and this
-module says so instead of guessing.
+Every change is announced on this schema's credentials channel (NOTIFY), so a broker that
+asks the hub (the embedded one) drops a revoked or rotated device's connection at once.
+`device_credentials` (below) says in words whether a device has live credentials, for
+`carehub vendor-check`; a schema without the table (older than migration 009) leaves
+authentication to its broker, and it says so instead of guessing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
+import psycopg
 from psycopg import AsyncConnection
+from psycopg.rows import class_row
+
+from hub.errors import StorageError
+
+_NOTIFY = "SELECT pg_notify(left('carehub_credentials_' || current_schema(), 63), %s)"
+
+
+def credentials_channel(schema: str) -> str:
+    """The NOTIFY channel on which this schema's rotated and revoked devices are announced."""
+    return f"carehub_credentials_{schema}"[:63]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAccount:
+    """A device as a broker sees it: its ids, where it sits, and its password's hash."""
+
+    device_id: str
+    facility_id: str
+    zone_id: str | None
+    secret_hash: str | None
+    issued_at: datetime | None
+    revoked_at: datetime | None
+
+
+_ACCOUNT = (
+    "SELECT d.id AS device_id, d.facility_id, d.zone_id, c.secret_hash, c.issued_at,"
+    " c.revoked_at FROM devices d LEFT JOIN device_credentials c ON c.device_id = d.id"
+)
+
+
+async def find_account(conn: AsyncConnection[Any], device_id: str) -> DeviceAccount | None:
+    """A registered device with its credentials (hash None: never issued, or revoked)."""
+    try:
+        async with conn.cursor(row_factory=class_row(DeviceAccount)) as cur:
+            await cur.execute(f"{_ACCOUNT} WHERE d.id = %s", (device_id,))
+            return await cur.fetchone()
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot read device credentials: {exc}") from exc
+
+
+async def active_accounts(conn: AsyncConnection[Any]) -> list[DeviceAccount]:
+    """Every device whose credentials are in force, by id."""
+    try:
+        async with conn.cursor(row_factory=class_row(DeviceAccount)) as cur:
+            await cur.execute(f"{_ACCOUNT} WHERE c.secret_hash IS NOT NULL ORDER BY d.id")
+            return await cur.fetchall()
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot read device credentials: {exc}") from exc
+
+
+async def store_secret(
+    conn: AsyncConnection[Any], device_id: str, secret_hash: str, actor: str, *, rotate: bool
+) -> bool:
+    """Store a new hash for the device; False when it has credentials and `rotate` is off.
+
+    With `rotate`, the old password stops working as the transaction commits.
+    """
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO device_credentials (device_id, secret_hash, issued_by)"
+                " VALUES (%s, %s, %s)"
+                " ON CONFLICT (device_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash,"
+                "  issued_at = now(), issued_by = EXCLUDED.issued_by,"
+                "  rotations = device_credentials.rotations"
+                "   + (device_credentials.secret_hash IS NOT NULL)::int,"
+                "  revoked_at = NULL, revoked_by = NULL"
+                " WHERE %s OR device_credentials.secret_hash IS NULL"
+                " RETURNING 1",
+                (device_id, secret_hash, actor, rotate),
+            )
+            stored = await cur.fetchone() is not None
+            if stored:
+                await conn.execute(_NOTIFY, (device_id,))
+            return stored
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot store device credentials: {exc}") from exc
+
+
+async def revoke_secret(conn: AsyncConnection[Any], device_id: str, actor: str) -> bool:
+    """Revoke the device's credentials; False when it had none in force."""
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "UPDATE device_credentials SET secret_hash = NULL, revoked_at = now(),"
+                " revoked_by = %s WHERE device_id = %s AND secret_hash IS NOT NULL RETURNING 1",
+                (actor, device_id),
+            )
+            revoked = await cur.fetchone() is not None
+            if revoked:
+                await conn.execute(_NOTIFY, (device_id,))
+            return revoked
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot revoke device credentials: {exc}") from exc
+
 
 CREDENTIALS_TABLE = "device_credentials"
 

@@ -127,9 +127,52 @@ async def _migrate(conn: psycopg.AsyncConnection[object], settings: Settings) ->
             logger.info(
                 "applied migration %s to schema %s", migration.version, settings.database_schema
             )
+        await apply_retention(conn, settings)
         return applied
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
+
+# The tables whose rows CAREHUB_RETENTION_DAYS bounds (SPEC §7, PIPL).
+RETAINED_TABLES = ("readings", "events")
+
+
+async def apply_retention(conn: psycopg.AsyncConnection[object], settings: Settings) -> None:
+    """Make TimescaleDB's retention policies say CAREHUB_RETENTION_DAYS, at every start.
+
+    The first migration sets them; a setting changed later must reach an existing
+    database too. On plain PostgreSQL the timer leader deletes what is older instead
+    (hub/timers.py), so there is nothing to store here.
+    """
+    if await storage_flavour(conn) != "timescale":
+        return
+    for table in RETAINED_TABLES:
+        cur = await conn.execute(
+            "SELECT (config->>'drop_after')::interval = make_interval(days => %s)"
+            " FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
+            " AND hypertable_schema = current_schema() AND hypertable_name = %s",
+            (settings.retention_days, table),
+        )
+        row = await cur.fetchone()
+        if row is not None and row[0]:  # type: ignore[index]
+            continue
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT remove_retention_policy(%s::regclass, if_exists => true)", (table,)
+                )
+                await conn.execute(
+                    "SELECT add_retention_policy(%s::regclass, make_interval(days => %s))",
+                    (table, settings.retention_days),
+                )
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot set the retention of {table}: {exc}") from exc
+        logger.info(
+            "retention of %s in schema %s set to %d days",
+            table,
+            settings.database_schema,
+            settings.retention_days,
+        )
 
 
 async def _use_timescale(conn: psycopg.AsyncConnection[object], settings: Settings) -> bool:

@@ -407,3 +407,74 @@ async def register_pending(
         type,
         extra={"device_id": device_id, "facility_id": facility_id},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class UnplacedDevice:
+    """A registered device with credentials but no zone yet: waiting for its manager to place it."""
+
+    device_id: str
+    facility_id: str
+    type: str
+    # When the device was last heard, if ever (it may be connected and quiet).
+    last_seen: datetime | None
+    credentials_issued_at: datetime
+
+
+async def list_unplaced(
+    conn: psycopg.AsyncConnection[Any], facility_id: str | None = None
+) -> list[UnplacedDevice]:
+    """Devices with credentials in force and no zone, at one facility or everywhere."""
+    try:
+        async with conn.cursor(row_factory=class_row(UnplacedDevice)) as cur:
+            await cur.execute(
+                "SELECT d.id AS device_id, d.facility_id, d.type, s.last_seen,"
+                " c.issued_at AS credentials_issued_at"
+                " FROM devices d JOIN device_credentials c ON c.device_id = d.id"
+                " LEFT JOIN device_state s ON s.device_id = d.id"
+                " WHERE d.zone_id IS NULL AND c.secret_hash IS NOT NULL"
+                " AND (%(facility)s::text IS NULL OR d.facility_id = %(facility)s)"
+                " ORDER BY s.last_seen DESC NULLS LAST, d.id",
+                {"facility": facility_id},
+            )
+            return await cur.fetchall()
+    except psycopg.Error as exc:
+        raise _storage_error(exc) from exc
+
+
+async def place_device(
+    conn: psycopg.AsyncConnection[Any], device_id: str, zone_id: str
+) -> DeviceInfo:
+    """Put a registered device in a zone of its facility; running hubs reload the registry."""
+    if not _ID.fullmatch(zone_id):
+        raise RegistryError(f"{zone_id[:80]!r} is not a zone id")
+    try:
+        async with conn.transaction():
+            device = await find_device(conn, device_id)
+            if device is None:
+                raise RegistryError(f"no device {device_id!r}")
+            if not await zone_exists(conn, device.facility_id, zone_id):
+                raise RegistryError(_zone_missing(zone_id, device.facility_id))
+            await conn.execute(
+                "UPDATE devices SET zone_id = %s WHERE id = %s", (zone_id, device_id)
+            )
+            await conn.execute("SELECT pg_notify(%s, 'devices')", (NOTIFY_CHANNEL,))
+    except psycopg.Error as exc:
+        raise _storage_error(exc) from exc
+    return device
+
+
+async def without_credentials(
+    conn: psycopg.AsyncConnection[Any], device_ids: Sequence[str]
+) -> list[str]:
+    """Which of these registered devices have no credentials in force, in the order given."""
+    try:
+        cur = await conn.execute(
+            "SELECT d.id FROM devices d LEFT JOIN device_credentials c ON c.device_id = d.id"
+            " WHERE d.id = ANY(%s) AND c.secret_hash IS NULL",
+            (list(device_ids),),
+        )
+        found = {row[0] for row in await cur.fetchall()}
+    except psycopg.Error as exc:
+        raise _storage_error(exc) from exc
+    return [device_id for device_id in device_ids if device_id in found]

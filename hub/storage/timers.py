@@ -45,6 +45,18 @@ async def prune_old(conn: Connection, table: str, keep: str, batch: int) -> int:
     return cur.rowcount
 
 
+async def prune_past_retention(conn: Connection, table: str, days: int, batch: int) -> int:
+    """Delete at most `batch` rows of readings or events older than `days` (plain tables)."""
+    if table not in ("readings", "events"):
+        raise ValueError(f"{table} has no retention")
+    cur = await conn.execute(
+        f"DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table}"
+        " WHERE ts < now() - make_interval(days => %s) LIMIT %s)",
+        (days, batch),
+    )
+    return cur.rowcount
+
+
 async def devices_to_check(
     conn: Connection, now: datetime, heartbeat_factor: float, battery_threshold: float
 ) -> list[DeviceSnapshot]:

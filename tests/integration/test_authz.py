@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from hub.auth import principal_for_token
+from hub.credentials import issue
 from hub.models import AlertDecision
 from hub.notify import add_webhook
 from hub.runtime import Hub
@@ -125,6 +126,24 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/pending-devices"): Case(ADMIN_ONLY),
     ("GET", "/api/v1/dead-letters"): Case(ADMIN_ONLY),
     ("GET", "/api/v1/access-log"): Case(ADMIN_ONLY),
+    # A facility's device setup: its manager and admins (rotate: each call issues anew).
+    ("POST", "/api/v1/devices/{device_id}/credentials"): Case(
+        expect(401, 201, 403, 403, 201, 403, 403), body={"rotate": True}
+    ),
+    ("DELETE", "/api/v1/devices/{device_id}/credentials"): Case(
+        expect(401, 204, 403, 403, 204, 403, 403), fresh="credentials"
+    ),
+    ("POST", "/api/v1/devices/{device_id}/place"): Case(MANAGER_ONLY, body={"zone_id": "class-a"}),
+    ("GET", "/api/v1/devices-unplaced"): Case(MANAGER_ONLY),
+    # EMQX's hooks take EMQX's token, not an account's; off (404) unless it is configured.
+    ("POST", "/api/v1/broker/emqx/authn"): Case(
+        expect(401, 404, 404, 404, 404, 404, 404),
+        body={"username": "oc-1", "password": "x", "clientid": "oc-1"},
+    ),
+    ("POST", "/api/v1/broker/emqx/authz"): Case(
+        expect(401, 404, 404, 404, 404, 404, 404),
+        body={"username": "oc-1", "clientid": "oc-1", "topic": "t", "action": "publish"},
+    ),
 }
 
 
@@ -174,6 +193,9 @@ async def call(api: Api, method: str, path: str, case: Case, who: str) -> int:
         values["alert_id"] = await new_alert(api.hub)
     if case.fresh == "webhook":
         values["webhook_id"] = await new_webhook(api.hub)
+    if case.fresh == "credentials":
+        async with await connect_db(api.hub.settings) as conn:
+            await issue(conn, "oc-1", "test", rotate=True)
     url = path.format(**values)
     headers: dict[str, str] = {}
     if who != ANONYMOUS:

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench.mqtt import connect_packet
 from hub.runtime import Hub
 from tests.child_process import ChildOutput, clean_env, start_demo
 from tests.fix_hub import connect_db, wait_for
@@ -87,6 +89,17 @@ def test_demo_runs_the_whole_stack_on_free_ports_and_stops_on_ctrl_c(
     assert facilities == 3
     assert devices > 3 * 3  # every facility has sensors, buttons and counters
     assert resolved > 20  # the month's alerts, answered by the facilities' staff
+    # Authentication is on: each simulated device has its own credentials, and a client
+    # without any is refused (CONNACK return code 5, not authorized).
+    with psycopg.connect(database_url, options="-c search_path=carehub") as conn:
+        issued = conn.execute(
+            "SELECT count(*) FROM device_credentials WHERE secret_hash IS NOT NULL"
+        ).fetchone()
+    assert issued == (devices,)
+    with socket.create_connection(("127.0.0.1", broker_port), 5) as probe:
+        probe.sendall(connect_packet("anonymous-probe"))
+        connack = probe.recv(4)
+    assert connack[:1] == b"\x20" and connack[3:4] == b"\x05", connack
 
     child.send_signal(signal.SIGINT)
     try:
@@ -157,6 +170,8 @@ async def test_simulate_registers_its_district_and_its_devices_are_stored(
     child = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "hub.cli", "simulate", "--facilities", "2"),
         *("--duration", "12", "--time-scale", "120", "--scenario", "fall", "--scenario", "garbage"),
+        # The suite's broker has one account, the hub's (tests/fix_services.py).
+        "--shared-account",
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

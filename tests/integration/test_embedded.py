@@ -35,8 +35,8 @@ class Target:
 
     def client(self, identifier: str, *, persistent: bool = False) -> aiomqtt.Client:
         """A client; a persistent one keeps its session (and its unacked messages) when away."""
-        host, port = self.url.removeprefix("mqtt://").rsplit(":", 1)
-        options: dict[str, Any] = {}
+        target = mqtt.parse_mqtt_url(self.url)
+        options: dict[str, Any] = {"username": target.username, "password": target.password}
         if self.protocol == 5:
             options["protocol"] = aiomqtt.ProtocolVersion.V5
             options["clean_start"] = not persistent
@@ -46,7 +46,7 @@ class Target:
         else:
             options["protocol"] = aiomqtt.ProtocolVersion.V311
             options["clean_session"] = not persistent
-        return mqtt.Client(host, int(port), identifier=identifier, **options)
+        return mqtt.Client(target.host, target.port, identifier=identifier, **options)
 
     def hub_client(self, identifier: str) -> aiomqtt.Client:
         """A client that consumes as the hub does: persistent session, acks by hand."""

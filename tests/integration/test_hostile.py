@@ -847,7 +847,14 @@ async def _raw_publish(settings: Settings, topic: bytes, payload: bytes) -> bool
     target = settings.mqtt
     reader, writer = await asyncio.open_connection(target.host, target.port)
     try:
-        writer.write(connect_packet(f"raw-{uuid.uuid4().hex[:8]}", keepalive_s=30))
+        writer.write(
+            connect_packet(
+                f"raw-{uuid.uuid4().hex[:8]}",
+                username=target.username,
+                password=target.password,
+                keepalive_s=30,
+            )
+        )
         connack = await asyncio.wait_for(reader.readexactly(4), 5)
         assert connack[0] == 0x20 and connack[3] == 0, f"broker refused the connection: {connack!r}"
         writer.write(publish_packet(topic, payload, qos=1, packet_id=1))

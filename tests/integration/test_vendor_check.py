@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.credentials import issue, revoke
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings
 from hub.storage.credentials import device_credentials
@@ -62,10 +63,23 @@ def vendor(sim: SimulatedDevice) -> tuple[list[Prompt], Callable[[Prompt], None]
 
 
 async def check(
-    hub: Hub, db: DB, device_id: str, faults: Faults | None = None, *, event_qos: int = 1
+    hub: Hub,
+    db: DB,
+    device_id: str,
+    faults: Faults | None = None,
+    *,
+    event_qos: int = 1,
+    credentials: bool = True,
 ) -> Report:
-    """Run the check on one simulated device (heartbeat_s = HEARTBEAT_S) and return its report."""
+    """Run the check on one simulated device (heartbeat_s = HEARTBEAT_S) and return its report.
+
+    The device has credentials in the hub's store unless `credentials` is off (the suite's
+    broker admits every test client through the hub's account, so the device connects
+    either way; the clause judges the store)."""
     await db.execute("UPDATE devices SET heartbeat_s = %s WHERE id = %s", (HEARTBEAT_S, device_id))
+    if credentials:
+        async with await connect(hub.settings) as conn:
+            await issue(conn, device_id, "test", rotate=True)
     sim = simulated(hub.settings, device_id, faults, event_qos=event_qos)
     shown, act = vendor(sim)
     async with background_task(sim.run()):
@@ -85,12 +99,12 @@ async def check(
 async def test_a_good_device_of_each_type_passes_every_clause(
     running_hub: Hub, db: DB, device_id: str
 ) -> None:
-    """A device that keeps the contract passes; credentials are plainly not checked here."""
+    """A device that keeps the contract passes every clause, its credentials included."""
     report = await check(running_hub, db, device_id)
     verdicts = {result.clause: result.verdict for result in report.clauses}
     assert report.passed, report.as_json()
-    assert verdicts["credentials"] == "not_checked"
-    assert "not checked" in report.clause("credentials").summary
+    assert verdicts["credentials"] == "pass"
+    assert "has live MQTT credentials" in report.clause("credentials").summary
     expected_press = "not_applicable" if device_id == "oc-1" else "pass"
     assert verdicts["test_press"] == expected_press
     assert {verdicts[c] for c in ("topics", "status", "heartbeat", "seq", "ts", "payload")} == {
@@ -203,21 +217,21 @@ async def test_a_payload_of_the_wrong_type_fails_the_payload_and_so_the_heartbea
 async def test_credentials_are_judged_from_the_hubs_store_when_there_is_one(
     running_hub: Hub, db: DB
 ) -> None:
-    """No store: not managed; a store without the device: none; issued: live; revoked: none."""
+    """Never issued: none; issued: live; revoked: none; a schema without the store (older
+    than its migration): not managed."""
     async with await connect(running_hub.settings) as conn:
-        assert (await device_credentials(conn, "eb-1")).verdict == "not_managed"
-        await conn.execute(
-            "CREATE TABLE device_credentials (device_id text PRIMARY KEY, revoked_at timestamptz)"
-        )
         missing = await device_credentials(conn, "eb-1")
         assert missing.verdict == "none"
         assert "carehub devices credentials eb-1" in missing.detail
-        await conn.execute("INSERT INTO device_credentials (device_id) VALUES ('eb-1')")
+        await issue(conn, "eb-1", "test")
         assert (await device_credentials(conn, "eb-1")).verdict == "live"
-        await conn.execute("UPDATE device_credentials SET revoked_at = now()")
+        await revoke(conn, "eb-1", "test")
         assert (await device_credentials(conn, "eb-1")).verdict == "none"
-    report = await check(running_hub, db, "oc-1")
+    report = await check(running_hub, db, "oc-1", credentials=False)
     assert report.failed == ["credentials"], report.as_json()
+    async with await connect(running_hub.settings) as conn:
+        await conn.execute("DROP TABLE device_credentials")
+        assert (await device_credentials(conn, "eb-1")).verdict == "not_managed"
 
 
 async def _carehub(settings: Settings, *args: str, **env: str) -> tuple[int, str, str]:
@@ -274,7 +288,7 @@ async def test_the_command_prints_the_report_clause_by_clause(running_hub: Hub, 
     assert lines[0].startswith(f"Watching {running_hub.settings.topic_root}/v1/+/eb-1/#")
     assert any(line.startswith(">>> Within the next 3 s, make a test call") for line in lines)
     verdicts = [line.split("  ", 1)[0].strip() for line in lines if line[:4] in VERDICT_STARTS]
-    assert verdicts == ["NOT CHECKED", "PASS", "FAIL", "PASS", "PASS", "PASS", "PASS", "FAIL"]
+    assert verdicts == ["PASS", "PASS", "FAIL", "PASS", "PASS", "PASS", "PASS", "FAIL"]
     assert "-> no test press arrived during the watch" in out
     assert lines[-1] == (
         "result: FAIL (2 of 8 clauses: retained status and last will, a test press answered on ack)"
@@ -287,6 +301,8 @@ VERDICT_STARTS = ("PASS", "FAIL", "NOT ", "N/A ")
 async def _check_by_command(hub: Hub, db: DB, *options: str) -> tuple[int, str, str]:
     """`carehub vendor-check eb-1` for 3 s on a good device whose vendor does nothing."""
     await db.execute("UPDATE devices SET heartbeat_s = %s WHERE id = 'eb-1'", (HEARTBEAT_S,))
+    async with await connect(hub.settings) as conn:
+        await issue(conn, "eb-1", "test")
     sim = simulated(hub.settings, "eb-1")
     async with background_task(sim.run()):
         await asyncio.wait_for(sim.connected.wait(), 15)

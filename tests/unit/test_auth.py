@@ -36,13 +36,15 @@ def test_staff_and_managers_see_their_facility_only() -> None:
 
 
 def test_staff_acknowledge_attend_and_resolve_and_managers_also_configure() -> None:
-    """SPEC §7: staff act on alerts; managers also snooze and configure rules and webhooks."""
+    """SPEC §7: staff act on alerts; managers also snooze, configure rules and webhooks, and
+    set up their facility's devices (credentials, placement)."""
     assert {a for a in ACTIONS if STAFF.may(a)} == {"read", "comment", "ack", "attend", "resolve"}
     assert {a for a in ACTIONS if MANAGER.may(a)} - {a for a in ACTIONS if STAFF.may(a)} == {
         "snooze",
         "kpis",
         "report",
         "configure",
+        "devices",
     }
     assert not MANAGER.may("registry")
     assert set(PERMISSIONS) == {"admin", "regulator", "manager", "staff"}

@@ -227,6 +227,70 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/devices/{device_id}/credentials": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Issue or rotate a device's MQTT credentials
+         * @description The device's username and client id are its id; the password is in this answer only. A device that has credentials gets 409 unless `rotate` is true; after a rotation the old password stops working and a device connected with it is disconnected.
+         */
+        post: operations["post_credentials_api_v1_devices__device_id__credentials_post"];
+        /**
+         * Revoke a device's MQTT credentials
+         * @description The device is disconnected and cannot connect again until it is issued new credentials. 404 when it has none in force.
+         */
+        delete: operations["delete_credentials_api_v1_devices__device_id__credentials_delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/devices/{device_id}/place": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Place a device in a zone
+         * @description Put a device (for example one waiting in /devices-unplaced) in a zone of its facility; 404 names a zone the facility does not have.
+         */
+        post: operations["place_device_api_v1_devices__device_id__place_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/devices-unplaced": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Devices waiting to be placed
+         * @description Devices with credentials in force but no zone yet, most recently heard first; a manager sees their own facility's.
+         */
+        get: operations["list_unplaced_api_v1_devices_unplaced_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/alerts": {
         parameters: {
             query?: never;
@@ -555,6 +619,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/broker/emqx/authn": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * EMQX HTTP authentication
+         * @description allow (with the account's `acl`) for the hub's own account and for a device whose username and client id are its id and whose password is in force; deny otherwise (anonymous too). Never a superuser.
+         */
+        post: operations["emqx_authn_api_v1_broker_emqx_authn_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/broker/emqx/authz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * EMQX HTTP authorization
+         * @description allow when the topic is within the account's grant (a device: its own event, telemetry and status out, its own ack and rejected in); deny otherwise, and for a device whose credentials were revoked since it connected.
+         */
+        post: operations["emqx_authz_api_v1_broker_emqx_authz_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/config": {
         parameters: {
             query?: never;
@@ -795,6 +899,32 @@ export interface components {
             note: string;
         };
         /**
+         * Credentials
+         * @description A device's MQTT credentials: shown once, never stored by the hub in the clear.
+         */
+        Credentials: {
+            /** Device Id */
+            device_id: string;
+            /**
+             * Username
+             * @description the MQTT username; the client id must be the same
+             */
+            username: string;
+            /** Password */
+            password: string;
+        };
+        /**
+         * CredentialsIn
+         * @description Issue a device's credentials, or with `rotate` replace those in force.
+         */
+        CredentialsIn: {
+            /**
+             * Rotate
+             * @default false
+             */
+            rotate: boolean;
+        };
+        /**
          * DeadLetter
          * @description A refused message and why (its payload as text, at most 16 KiB).
          */
@@ -875,6 +1005,82 @@ export interface components {
             items: components["schemas"]["Device"][];
             /** Next */
             next: string | null;
+        };
+        /**
+         * EmqxAcl
+         * @description One rule of an authentication answer's `acl` (EMQX 5.5+ format).
+         */
+        EmqxAcl: {
+            /**
+             * Permission
+             * @enum {string}
+             */
+            permission: "allow" | "deny";
+            /**
+             * Action
+             * @enum {string}
+             */
+            action: "publish" | "subscribe" | "all";
+            /** Topic */
+            topic: string;
+        };
+        /**
+         * EmqxAuthnIn
+         * @description What EMQX sends on each CONNECT (the body template of the README's configuration).
+         */
+        EmqxAuthnIn: {
+            /** Username */
+            username?: string | null;
+            /** Password */
+            password?: string | null;
+            /** Clientid */
+            clientid?: string | null;
+        };
+        /**
+         * EmqxAuthnOut
+         * @description allow with the account's topics, deny, or ignore (not ours: the next authenticator).
+         */
+        EmqxAuthnOut: {
+            /**
+             * Result
+             * @enum {string}
+             */
+            result: "allow" | "deny" | "ignore";
+            /**
+             * Is Superuser
+             * @default false
+             */
+            is_superuser: boolean;
+            /** Acl */
+            acl?: components["schemas"]["EmqxAcl"][] | null;
+        };
+        /**
+         * EmqxAuthzIn
+         * @description What EMQX sends on each PUBLISH and SUBSCRIBE it authorizes.
+         */
+        EmqxAuthzIn: {
+            /** Username */
+            username?: string | null;
+            /** Clientid */
+            clientid?: string | null;
+            /** Topic */
+            topic: string;
+            /**
+             * Action
+             * @description publish or subscribe
+             */
+            action: string;
+        };
+        /**
+         * EmqxAuthzOut
+         * @description allow, deny, or ignore (not ours).
+         */
+        EmqxAuthzOut: {
+            /**
+             * Result
+             * @enum {string}
+             */
+            result: "allow" | "deny" | "ignore";
         };
         /**
          * ErrorBody
@@ -1106,6 +1312,14 @@ export interface components {
             next: string | null;
         };
         /**
+         * PlaceIn
+         * @description The zone of the device's facility to place it in.
+         */
+        PlaceIn: {
+            /** Zone Id */
+            zone_id: string;
+        };
+        /**
          * PublicConfig
          * @description What a dashboard needs before sign-in.
          */
@@ -1245,6 +1459,35 @@ export interface components {
             minutes: number;
             /** Reason */
             reason: string;
+        };
+        /**
+         * UnplacedDevice
+         * @description A registered device with credentials but no zone yet: waiting for its manager to place it.
+         */
+        UnplacedDevice: {
+            /** Device Id */
+            device_id: string;
+            /** Facility Id */
+            facility_id: string;
+            /** Type */
+            type: string;
+            /** Last Seen */
+            last_seen: string | null;
+            /**
+             * Credentials Issued At
+             * Format: date-time
+             */
+            credentials_issued_at: string;
+        };
+        /**
+         * UnplacedList
+         * @description A page of devices with credentials but no zone, waiting for their manager.
+         */
+        UnplacedList: {
+            /** Items */
+            items: components["schemas"]["UnplacedDevice"][];
+            /** Next */
+            next: string | null;
         };
         /**
          * Webhook
@@ -1840,6 +2083,295 @@ export interface operations {
                 };
             };
             /** @description from not before to, or too many buckets */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the caller's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such object in the caller's scope */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a parameter or the body is invalid (`field`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    post_credentials_api_v1_devices__device_id__credentials_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the device's id */
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CredentialsIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Credentials"];
+                };
+            };
+            /** @description a bad body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the caller's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such object in the caller's scope */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the device already has credentials */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a parameter or the body is invalid (`field`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_credentials_api_v1_devices__device_id__credentials_delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the device's id */
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the caller's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such object in the caller's scope */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a parameter or the body is invalid (`field`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    place_device_api_v1_devices__device_id__place_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the device's id */
+                device_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlaceIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Device"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the caller's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such object in the caller's scope */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a parameter or the body is invalid (`field`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_unplaced_api_v1_devices_unplaced_get: {
+        parameters: {
+            query?: {
+                /** @description items per page, 1..500 */
+                limit?: number;
+                /** @description the `next` of the previous page of this list; any other value is a 400 (`field`: query.cursor) */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UnplacedList"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3178,6 +3710,144 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AccessLogList"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the caller's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such object in the caller's scope */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a parameter or the body is invalid (`field`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    emqx_authn_api_v1_broker_emqx_authn_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EmqxAuthnIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EmqxAuthnOut"];
+                };
+            };
+            /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no token, or an expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the caller's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such object in the caller's scope */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a parameter or the body is invalid (`field`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    emqx_authz_api_v1_broker_emqx_authz_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EmqxAuthzIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EmqxAuthzOut"];
                 };
             };
             /** @description a value the hub cannot take, or a body that is not UTF-8 JSON */
