@@ -138,6 +138,17 @@ class ClauseResult:
         if len(self.evidence) < MAX_EVIDENCE:
             self.evidence.append(evidence)
 
+    def conclude(self, *, broken: str, judged: int, unjudged: str, ok: str) -> None:
+        """Say `broken` if a message failed; else not checked (`unjudged`) if `judged` is 0;
+        else `ok`."""
+        if self.verdict == "fail":
+            self.summary = broken
+        elif judged == 0:
+            self.verdict = "not_checked"
+            self.summary = unjudged
+        else:
+            self.summary = ok
+
     def as_json(self) -> dict[str, Any]:
         """The verdict as a JSON object."""
         return {
@@ -416,24 +427,22 @@ class Judge:
 
     def _topics(self) -> None:
         result = self.results["topics"]
-        if result.verdict == "fail":
-            result.summary = f"{result.failures} message(s) on a topic the contract does not have"
-        elif self.messages == 0:
-            result.verdict = "not_checked"
-            result.summary = "the device sent nothing to judge"
-        else:
-            own = topics.topic(self.root, self.device.facility_id, self.device.id, "…")
-            result.summary = f"all {self.messages} message(s) on {own} (event, telemetry, status)"
+        own = topics.topic(self.root, self.device.facility_id, self.device.id, "…")
+        result.conclude(
+            broken=f"{result.failures} message(s) on a topic the contract does not have",
+            judged=self.messages,
+            unjudged="the device sent nothing to judge",
+            ok=f"all {self.messages} message(s) on {own} (event, telemetry, status)",
+        )
 
     def _simple(self, clause: Clause, ok: str, *, only_live: bool = False) -> None:
         result = self.results[clause]
-        if result.verdict == "fail":
-            result.summary = f"{result.failures} message(s) break it"
-        elif self._accepted == 0:
-            result.verdict = "not_checked"
-            result.summary = "no message the hub accepts arrived to judge"
-        else:
-            result.summary = ok + (" (during the watch)" if only_live else "")
+        result.conclude(
+            broken=f"{result.failures} message(s) break it",
+            judged=self._accepted,
+            unjudged="no message the hub accepts arrived to judge",
+            ok=ok + (" (during the watch)" if only_live else ""),
+        )
 
     def _status(
         self,
