@@ -723,15 +723,14 @@ async def _will_phase(
     def said(online: bool, after: int) -> Callable[[], bool]:
         return lambda: any(s[1] is online for s in judge.statuses[after:])
 
+    def problem(payload: str, why: str) -> None:
+        problems.append(Evidence(status_topic, payload, datetime.now().astimezone(), why))
+
     if not await watch.until(said(False, seen), will_wait_s):
-        problems.append(
-            Evidence(
-                status_topic,
-                "",
-                datetime.now().astimezone(),
-                f"no offline status within {will_wait_s:.0f} s of the power cut: connect with"
-                ' a last will of {"online": false} on status, qos 1, retained',
-            )
+        problem(
+            "",
+            f"no offline status within {will_wait_s:.0f} s of the power cut: connect with"
+            ' a last will of {"online": false} on status, qos 1, retained',
         )
         return WillOutcome(tuple(problems), tuple(notes))
     offline_at = next(at for at, online, _ in judge.statuses[seen:] if online is False)
@@ -739,14 +738,10 @@ async def _will_phase(
     back = len(judge.statuses)
     retained = await read_retained(settings, status_topic)
     if retained is None or _online(retained[0]) is None:
-        problems.append(
-            Evidence(
-                status_topic,
-                quote(retained[0]) if retained else "",
-                datetime.now().astimezone(),
-                "the last will is not retained: a screen that connects later still cannot"
-                " tell the device is offline (set the will's retain flag)",
-            )
+        problem(
+            quote(retained[0]) if retained else "",
+            "the last will is not retained: a screen that connects later still cannot"
+            " tell the device is offline (set the will's retain flag)",
         )
     elif _online(retained[0]) is False:
         notes.append("the will is retained")
@@ -756,14 +751,10 @@ async def _will_phase(
         f"Power {device.id} up again. Waiting up to {will_wait_s:.0f} s for it to say online.",
     )
     if not await watch.until(said(True, back), will_wait_s):
-        problems.append(
-            Evidence(
-                status_topic,
-                "",
-                datetime.now().astimezone(),
-                f"no online status within {will_wait_s:.0f} s of power coming back: publish"
-                ' {"online": true}, retained, on every connection',
-            )
+        problem(
+            "",
+            f"no online status within {will_wait_s:.0f} s of power coming back: publish"
+            ' {"online": true}, retained, on every connection',
         )
     else:
         notes.append("it said online again when it came back")
