@@ -42,7 +42,7 @@ from bench.load import (
     count_readings,
     drain_readings,
     register_fleet,
-    telemetry_publishers,
+    telemetry_load,
 )
 from hub.errors import HubError
 from hub.settings import Settings
@@ -347,10 +347,7 @@ async def _run_with_hub(
     duration_s = plan.duration_s
     await hubs[0].wait_ready()
     rss_start = _rss(hubs[0])
-    load = TelemetryLoad()
-    publishers = telemetry_publishers(
-        settings, fleet, rate=plan.rate, connections=min(plan.connections, len(fleet)), load=load
-    )
+    load, publishers = telemetry_load(settings, fleet, rate=plan.rate, connections=plan.connections)
     for publisher in publishers:
         await publisher.connect()
     publishing = Publishing(publishers, load)
