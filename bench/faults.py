@@ -42,7 +42,7 @@ from bench.load import (
     count_readings,
     drain_readings,
     register_fleet,
-    telemetry_publishers,
+    telemetry_load,
 )
 from hub.errors import HubError
 from hub.settings import Settings
@@ -240,6 +240,17 @@ class Publishing:
             await asyncio.sleep(RECONNECT_S)
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one run offers: for how long, how fast, the cut's length, how many devices."""
+
+    duration_s: float
+    rate: float
+    cut_s: float
+    devices: int
+    connections: int
+
+
 def run_faults_bench(
     settings: Settings,
     *,
@@ -257,27 +268,11 @@ def run_faults_bench(
             f"--cut {cut_s:g} s does not fit in --duration {duration_s:g} s: the cut begins at "
             f"{CUT_AT:.0%} of the run and must end before it does"
         )
-    return asyncio.run(
-        _bench(
-            settings,
-            duration_s=duration_s,
-            rate=rate,
-            cut_s=cut_s,
-            device_count=devices,
-            connections=connections,
-        )
-    )
+    return asyncio.run(_bench(settings, _Plan(duration_s, rate, cut_s, devices, connections)))
 
 
-async def _bench(
-    settings: Settings,
-    *,
-    duration_s: float,
-    rate: float,
-    cut_s: float,
-    device_count: int,
-    connections: int,
-) -> int:
+async def _bench(settings: Settings, plan: _Plan) -> int:
+    duration_s, rate, cut_s, device_count = plan.duration_s, plan.rate, plan.cut_s, plan.devices
     with tempfile.TemporaryDirectory(prefix="carehub-bench-faults-") as scratch:
         workdir = Path(scratch)
         broker = PrivateBroker(workdir)
@@ -304,18 +299,7 @@ async def _bench(
             async with direct.database() as conn:
                 fleet = bench_fleet(device_count)
                 await register_fleet(conn, fleet)
-                await _run(
-                    conn,
-                    relayed,
-                    workdir,
-                    broker,
-                    relay,
-                    fleet=fleet,
-                    duration_s=duration_s,
-                    rate=rate,
-                    cut_s=cut_s,
-                    connections=connections,
-                )
+                await _run(conn, relayed, workdir, broker, relay, fleet=fleet, plan=plan)
         finally:
             await relay.cut()
             await broker.stop()
@@ -337,28 +321,14 @@ async def _run(
     relay: DatabaseRelay,
     *,
     fleet: Sequence[tuple[str, str, str]],
-    duration_s: float,
-    rate: float,
-    cut_s: float,
-    connections: int,
+    plan: _Plan,
 ) -> None:
     hub_dir = workdir / "hub"
     hub_dir.mkdir()
     # Every hub process of the run; the last is the one running.
     hubs = [harness.HubProcess(settings, hub_dir)]
     try:
-        await _run_with_hub(
-            conn,
-            settings,
-            hubs,
-            broker,
-            relay,
-            fleet=fleet,
-            duration_s=duration_s,
-            rate=rate,
-            cut_s=cut_s,
-            connections=connections,
-        )
+        await _run_with_hub(conn, settings, hubs, broker, relay, fleet=fleet, plan=plan)
     finally:
         for hub in hubs:
             hub.stop()
@@ -372,17 +342,12 @@ async def _run_with_hub(
     relay: DatabaseRelay,
     *,
     fleet: Sequence[tuple[str, str, str]],
-    duration_s: float,
-    rate: float,
-    cut_s: float,
-    connections: int,
+    plan: _Plan,
 ) -> None:
+    duration_s = plan.duration_s
     await hubs[0].wait_ready()
     rss_start = _rss(hubs[0])
-    load = TelemetryLoad()
-    publishers = telemetry_publishers(
-        settings, fleet, rate=rate, connections=min(connections, len(fleet)), load=load
-    )
+    load, publishers = telemetry_load(settings, fleet, rate=plan.rate, connections=plan.connections)
     for publisher in publishers:
         await publisher.connect()
     publishing = Publishing(publishers, load)
@@ -392,7 +357,7 @@ async def _run_with_hub(
     sender = asyncio.create_task(publishing.run(started, until))
     try:
         faults = await _strike(
-            conn, settings, hubs, broker, relay, load, started, duration_s, cut_s
+            conn, settings, hubs, broker, relay, load, started, duration_s, plan.cut_s
         )
         await sender
     finally:

@@ -31,7 +31,7 @@ from bench.load import (
     drain_readings,
     register_fleet,
     stored_readings,
-    telemetry_publishers,
+    telemetry_load,
 )
 from hub.errors import HubError
 from hub.settings import Settings
@@ -116,10 +116,7 @@ async def _load_and_report(
     rate: float,
     connections: int,
 ) -> None:
-    load = TelemetryLoad()
-    publishers = telemetry_publishers(
-        settings, fleet, rate=rate, connections=connections, load=load
-    )
+    load, publishers = telemetry_load(settings, fleet, rate=rate, connections=connections)
     for publisher in publishers:
         await publisher.connect()
     loop = asyncio.get_running_loop()

@@ -35,7 +35,7 @@ from bench.load import (
     close_load,
     register_fleet,
     stored_readings,
-    telemetry_publishers,
+    telemetry_load,
 )
 from bench.mqtt import (
     PINGREQ_PACKET,
@@ -305,10 +305,7 @@ async def _press_and_report(
     rate: float,
     presses_per_s: float,
 ) -> None:
-    load = TelemetryLoad()
-    publishers = telemetry_publishers(
-        settings, fleet, rate=rate, connections=min(CONNECTIONS, len(fleet)), load=load
-    )
+    load, publishers = telemetry_load(settings, fleet, rate=rate, connections=CONNECTIONS)
     presses = _Presses()
     pressers = [
         _Button(

@@ -276,18 +276,15 @@ class TelemetryPublisher(RawConnection):
         return len(self._inflight)
 
 
-def telemetry_publishers(
-    settings: Settings,
-    fleet: Sequence[BenchDevice],
-    *,
-    rate: float,
-    connections: int,
-    load: TelemetryLoad,
-) -> list[TelemetryPublisher]:
-    """The fleet over `connections` publishers, each at a rate in proportion to its devices."""
+def telemetry_load(
+    settings: Settings, fleet: Sequence[BenchDevice], *, rate: float, connections: int
+) -> tuple[TelemetryLoad, list[TelemetryPublisher]]:
+    """A new load's tally, and the fleet over at most `connections` publishers counting into
+    it, each at a rate in proportion to its devices."""
+    load = TelemetryLoad()
     size = math.ceil(len(fleet) / connections)
     # So every device sends alike, whichever connection it is on.
-    return [
+    publishers = [
         TelemetryPublisher(
             n,
             settings.mqtt,
@@ -299,6 +296,7 @@ def telemetry_publishers(
         )
         for n, i in enumerate(range(0, len(fleet), size))
     ]
+    return load, publishers
 
 
 async def close_load(

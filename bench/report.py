@@ -46,6 +46,8 @@ _KINDS: dict[str, tuple[int, str, str | None]] = {
 _LATCHED_DISPOSITIONS = ("real", "false_alarm", "test", "other")
 _LATCHED_WEIGHTS = (55, 30, 10, 5)
 _CLASS_ZONE = COUNTER[2]
+# The columns every readings and events row starts with.
+_MESSAGE_KEY = ("ts", "device_id", "seq", "facility_id", "zone_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,33 +107,10 @@ async def seed_month(
         conn,
         [
             ("alerts", columns, alerts),
-            (
-                "readings",
-                (
-                    "ts",
-                    "device_id",
-                    "seq",
-                    "facility_id",
-                    "zone_id",
-                    "received_at",
-                    "count",
-                    "staff",
-                    "payload",
-                ),
-                readings,
-            ),
+            ("readings", (*_MESSAGE_KEY, "received_at", "count", "staff", "payload"), readings),
             (
                 "events",
-                (
-                    "ts",
-                    "device_id",
-                    "seq",
-                    "facility_id",
-                    "zone_id",
-                    "event",
-                    "received_at",
-                    "payload",
-                ),
+                (*_MESSAGE_KEY, "event", "received_at", "payload"),
                 _test_calls(rng, facility_ids, end),
             ),
             (
@@ -186,52 +165,14 @@ def _lifecycle(
         return raised + timedelta(seconds=int(seconds))
 
     latched = priority == "high"
+    # Up to last_raised_at, every row alike: raised once, now resolved.
+    head = (facility_id, zone, device, subject, kind, priority, latched, "resolved", raised, raised)
     if not latched:
         resolved = at(rng.randint(60, 7200))
         if rng.random() < 0.8:  # the condition ended: the system closes it
-            return (
-                facility_id,
-                zone,
-                device,
-                subject,
-                kind,
-                priority,
-                False,
-                "resolved",
-                raised,
-                raised,
-                None,
-                None,
-                None,
-                None,
-                resolved,
-                "system",
-                "self_resolved",
-                None,
-                None,
-            )
+            return (*head, None, None, None, None, resolved, "system", "self_resolved", None, None)
         disposition = rng.choice(("false_alarm", "false_alarm", "real", "other"))
-        return (
-            facility_id,
-            zone,
-            device,
-            subject,
-            kind,
-            priority,
-            False,
-            "resolved",
-            raised,
-            raised,
-            at(30),
-            staff,
-            None,
-            None,
-            resolved,
-            staff,
-            disposition,
-            None,
-            None,
-        )
+        return (*head, at(30), staff, None, None, resolved, staff, disposition, None, None)
     draw = rng.random()
     ack_s: int | None
     if draw < 0.80:
@@ -248,16 +189,7 @@ def _lifecycle(
     overdue = at(180) if ack_s is None or ack_s > 180 else None
     renotified = at(60) if ack_s is None or ack_s > 60 else None
     return (
-        facility_id,
-        zone,
-        device,
-        subject,
-        kind,
-        priority,
-        True,
-        "resolved",
-        raised,
-        raised,
+        *head,
         None if ack_s is None else at(ack_s),
         None if ack_s is None else staff,
         at(attend_s),

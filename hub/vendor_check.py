@@ -138,6 +138,17 @@ class ClauseResult:
         if len(self.evidence) < MAX_EVIDENCE:
             self.evidence.append(evidence)
 
+    def conclude(self, *, broken: str, judged: int, unjudged: str, ok: str) -> None:
+        """Say `broken` if a message failed; else not checked (`unjudged`) if `judged` is 0;
+        else `ok`."""
+        if self.verdict == "fail":
+            self.summary = broken
+        elif judged == 0:
+            self.verdict = "not_checked"
+            self.summary = unjudged
+        else:
+            self.summary = ok
+
     def as_json(self) -> dict[str, Any]:
         """The verdict as a JSON object."""
         return {
@@ -416,24 +427,22 @@ class Judge:
 
     def _topics(self) -> None:
         result = self.results["topics"]
-        if result.verdict == "fail":
-            result.summary = f"{result.failures} message(s) on a topic the contract does not have"
-        elif self.messages == 0:
-            result.verdict = "not_checked"
-            result.summary = "the device sent nothing to judge"
-        else:
-            own = topics.topic(self.root, self.device.facility_id, self.device.id, "…")
-            result.summary = f"all {self.messages} message(s) on {own} (event, telemetry, status)"
+        own = topics.topic(self.root, self.device.facility_id, self.device.id, "…")
+        result.conclude(
+            broken=f"{result.failures} message(s) on a topic the contract does not have",
+            judged=self.messages,
+            unjudged="the device sent nothing to judge",
+            ok=f"all {self.messages} message(s) on {own} (event, telemetry, status)",
+        )
 
     def _simple(self, clause: Clause, ok: str, *, only_live: bool = False) -> None:
         result = self.results[clause]
-        if result.verdict == "fail":
-            result.summary = f"{result.failures} message(s) break it"
-        elif self._accepted == 0:
-            result.verdict = "not_checked"
-            result.summary = "no message the hub accepts arrived to judge"
-        else:
-            result.summary = ok + (" (during the watch)" if only_live else "")
+        result.conclude(
+            broken=f"{result.failures} message(s) break it",
+            judged=self._accepted,
+            unjudged="no message the hub accepts arrived to judge",
+            ok=ok + (" (during the watch)" if only_live else ""),
+        )
 
     def _status(
         self,
@@ -714,15 +723,14 @@ async def _will_phase(
     def said(online: bool, after: int) -> Callable[[], bool]:
         return lambda: any(s[1] is online for s in judge.statuses[after:])
 
+    def problem(payload: str, why: str) -> None:
+        problems.append(Evidence(status_topic, payload, datetime.now().astimezone(), why))
+
     if not await watch.until(said(False, seen), will_wait_s):
-        problems.append(
-            Evidence(
-                status_topic,
-                "",
-                datetime.now().astimezone(),
-                f"no offline status within {will_wait_s:.0f} s of the power cut: connect with"
-                ' a last will of {"online": false} on status, qos 1, retained',
-            )
+        problem(
+            "",
+            f"no offline status within {will_wait_s:.0f} s of the power cut: connect with"
+            ' a last will of {"online": false} on status, qos 1, retained',
         )
         return WillOutcome(tuple(problems), tuple(notes))
     offline_at = next(at for at, online, _ in judge.statuses[seen:] if online is False)
@@ -730,14 +738,10 @@ async def _will_phase(
     back = len(judge.statuses)
     retained = await read_retained(settings, status_topic)
     if retained is None or _online(retained[0]) is None:
-        problems.append(
-            Evidence(
-                status_topic,
-                quote(retained[0]) if retained else "",
-                datetime.now().astimezone(),
-                "the last will is not retained: a screen that connects later still cannot"
-                " tell the device is offline (set the will's retain flag)",
-            )
+        problem(
+            quote(retained[0]) if retained else "",
+            "the last will is not retained: a screen that connects later still cannot"
+            " tell the device is offline (set the will's retain flag)",
         )
     elif _online(retained[0]) is False:
         notes.append("the will is retained")
@@ -747,14 +751,10 @@ async def _will_phase(
         f"Power {device.id} up again. Waiting up to {will_wait_s:.0f} s for it to say online.",
     )
     if not await watch.until(said(True, back), will_wait_s):
-        problems.append(
-            Evidence(
-                status_topic,
-                "",
-                datetime.now().astimezone(),
-                f"no online status within {will_wait_s:.0f} s of power coming back: publish"
-                ' {"online": true}, retained, on every connection',
-            )
+        problem(
+            "",
+            f"no online status within {will_wait_s:.0f} s of power coming back: publish"
+            ' {"online": true}, retained, on every connection',
         )
     else:
         notes.append("it said online again when it came back")

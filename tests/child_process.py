@@ -12,12 +12,35 @@ from typing import IO
 
 import pytest
 
+from hub.settings import Settings
+
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without the test run's CAREHUB_* settings, plus `extra`."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CAREHUB_")}
     env.update(extra)
     return env
+
+
+def database_env(settings: Settings) -> dict[str, str]:
+    """The CAREHUB_* settings that point a child `carehub` at this test's database."""
+    return {
+        "CAREHUB_DATABASE_URL": settings.database_url,
+        "CAREHUB_DATABASE_SCHEMA": settings.database_schema,
+    }
+
+
+def run_carehub(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    """`carehub ARGS` run to its end in a clean environment plus `env`; its UTF-8 output."""
+    return subprocess.run(
+        [sys.executable, "-m", "hub.cli", *args],
+        env=clean_env(PYTHONIOENCODING="utf-8", **env),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        check=False,
+    )
 
 
 def start_demo(data_dir: Path, *options: str) -> subprocess.Popen[str]:

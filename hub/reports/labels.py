@@ -184,6 +184,11 @@ def word(lang: Language, key: str, **values: object) -> str:
     return text.format(**values) if values else text
 
 
+def words(lang: Language, *keys: str) -> tuple[str, ...]:
+    """The report's texts for `keys` in `lang`, in their order: a table's header."""
+    return tuple(word(lang, key) for key in keys)
+
+
 def coded(lang: Language, prefix: str, value: str | None) -> str:
     """A code's words (`kind.sos` -> 紧急呼叫); the code itself when it has none."""
     if value is None:

@@ -13,7 +13,7 @@ from datetime import date, datetime
 from functools import partial
 from typing import Literal
 
-from hub.reports.labels import ALERT_KINDS, Language, coded, word
+from hub.reports.labels import ALERT_KINDS, Language, coded, word, words
 from hub.reports.monthly import MonthlyReport, day_span
 from hub.storage.kpis import ACK_FAST_S, ACK_SLOW_S, Kpis
 from hub.storage.reports import RESPONSE_BINS_S, FacilityFigures
@@ -170,21 +170,22 @@ def _summary(report: MonthlyReport, lang: Language) -> Section:
 def _ranking(report: MonthlyReport, lang: Language) -> Section:
     w = partial(word, lang)
     broken = {chain.facility_id for chain in report.chains if not chain.intact}
-    header = (
-        w("rank"),
-        w("id"),
-        w("name"),
-        w("kind"),
-        w("high_alerts"),
-        w("ack60"),
-        w("ack180"),
-        w("overdue_calls"),
-        w("staff_ratio_breaches"),
-        w("false_share"),
-        w("devices_online"),
-        w("devices_total"),
-        w("buttons_untested"),
-        w("s.audit"),
+    header = words(
+        lang,
+        "rank",
+        "id",
+        "name",
+        "kind",
+        "high_alerts",
+        "ack60",
+        "ack180",
+        "overdue_calls",
+        "staff_ratio_breaches",
+        "false_share",
+        "devices_online",
+        "devices_total",
+        "buttons_untested",
+        "s.audit",
     )
     rows: list[tuple[Cell, ...]] = [
         (
@@ -269,16 +270,17 @@ def _bin_label(low: int, high: int | None) -> str:
 def _response(report: MonthlyReport, lang: Language) -> Section:
     w = partial(word, lang)
     k = report.figures.kpis
-    header = (
-        w("id"),
-        w("name"),
-        w("high_alerts"),
-        w("ack60"),
-        w("ack180"),
-        w("ack_median"),
-        w("ack_p90"),
-        w("attend_median"),
-        w("attend_p90"),
+    header = words(
+        lang,
+        "id",
+        "name",
+        "high_alerts",
+        "ack60",
+        "ack180",
+        "ack_median",
+        "ack_p90",
+        "attend_median",
+        "attend_p90",
     )
 
     def row(ident: str, name: str, figures: Kpis | FacilityFigures) -> tuple[Cell, ...]:
@@ -319,17 +321,18 @@ def _time(value: datetime | None, report: MonthlyReport) -> datetime | None:
 
 def _overdue(report: MonthlyReport, lang: Language) -> Section:
     w = partial(word, lang)
-    header = (
-        w("facility"),
-        w("zone"),
-        w("device"),
-        w("kind"),
-        w("raised"),
-        w("acknowledged"),
-        w("acknowledged_by"),
-        w("attended"),
-        w("resolved"),
-        w("disposition"),
+    header = words(
+        lang,
+        "facility",
+        "zone",
+        "device",
+        "kind",
+        "raised",
+        "acknowledged",
+        "acknowledged_by",
+        "attended",
+        "resolved",
+        "disposition",
     )
     rows: list[tuple[Cell, ...]] = [
         (
@@ -491,14 +494,15 @@ def _staff_ratio(report: MonthlyReport, lang: Language) -> Section:
 
 def _audit(report: MonthlyReport, lang: Language) -> Section:
     w = partial(word, lang)
-    header = (
-        w("id"),
-        w("name"),
-        w("chain_status"),
-        w("chain_rows"),
-        w("chain_last_id"),
-        w("chain_last_hash"),
-        w("chain_problem"),
+    header = words(
+        lang,
+        "id",
+        "name",
+        "chain_status",
+        "chain_rows",
+        "chain_last_id",
+        "chain_last_hash",
+        "chain_problem",
     )
     rows: list[tuple[Cell, ...]] = [
         (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from bench.dashboard import seed_registry
 from bench.report import previous_month, seed_month
@@ -28,6 +28,15 @@ def _pdf_text(path: Path) -> str:
     if tool is None:
         return ""
     return subprocess.run([tool, str(path), "-"], capture_output=True, check=True).stdout.decode()
+
+
+async def _download(page: Page, control: Locator, target: Path) -> str:
+    """Click `control`, save what downloads at `target`; the file name the page suggested."""
+    async with page.expect_download() as download_info:
+        await control.click()
+    download = await download_info.value
+    await download.save_as(target)
+    return download.suggested_filename
 
 
 async def test_regulator_downloads_the_monthly_report(
@@ -49,12 +58,8 @@ async def test_regulator_downloads_the_monthly_report(
     await expect(page.locator(".exports").get_by_test_id("export-csv")).to_be_visible()
     await expect(page.get_by_test_id("report-month")).to_have_value(month)
 
-    async with page.expect_download() as download_info:
-        await button.click()
-    download = await download_info.value
-    assert download.suggested_filename == f"carehub-report-{month}.pdf"
     pdf = tmp_path / "report.pdf"
-    await download.save_as(pdf)
+    assert await _download(page, button, pdf) == f"carehub-report-{month}.pdf"
     assert pdf.read_bytes().startswith(b"%PDF-")
     text = await asyncio.to_thread(_pdf_text, pdf)
     if text:  # poppler-utils installed (scripts/ensure-chromium installs it)
@@ -64,26 +69,17 @@ async def test_regulator_downloads_the_monthly_report(
         assert "基准机构 1" in flat
 
     # The CSV beside it still downloads (both forms share one download path).
-    async with page.expect_download() as download_info:
-        await page.get_by_test_id("export-csv").click()
-    download = await download_info.value
-    assert re.fullmatch(
-        r"carehub-kpis-\d{4}-\d\d-\d\d-\d{4}-\d\d-\d\d\.csv", download.suggested_filename
-    )
     csv_path = tmp_path / "kpis.csv"
-    await download.save_as(csv_path)
+    csv_name = await _download(page, page.get_by_test_id("export-csv"), csv_path)
+    assert re.fullmatch(r"carehub-kpis-\d{4}-\d\d-\d\d-\d{4}-\d\d-\d\d\.csv", csv_name)
     assert csv_path.read_text(encoding="utf-8-sig").startswith("figure,value")
 
     # English, one click away: the report follows the screen's language.
     await page.get_by_test_id("lang-toggle").click()
     await expect(button).to_have_text("Download the monthly report")
     await page.get_by_test_id("report-format").select_option("xlsx")
-    async with page.expect_download() as download_info:
-        await button.click()
-    download = await download_info.value
-    assert download.suggested_filename == f"carehub-report-{month}.xlsx"
     xlsx = tmp_path / "report.xlsx"
-    await download.save_as(xlsx)
+    assert await _download(page, button, xlsx) == f"carehub-report-{month}.xlsx"
     book = openpyxl.load_workbook(io.BytesIO(xlsx.read_bytes()))
     assert book.sheetnames[:2] == ["Summary", "Facilities ranked"]
     ranked = [row[2] for row in book["Facilities ranked"].iter_rows(values_only=True)]

@@ -9,21 +9,20 @@ database alone must keep one open alert per device and count each press once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hub.runtime import Hub, run_hub
+from hub.runtime import run_hub
 from hub.settings import Settings
+from tests.child_process import database_env, run_carehub
 from tests.fix_hub import DB, FACILITY, now_ts, raw_client, wait_for
+from tests.hub_pair import two_hubs
 from tests.samples import sos_decision
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
@@ -44,31 +43,14 @@ async def _register_buttons(db: DB, count: int, prefix: str = "eb-b") -> list[st
     return ids
 
 
-@contextlib.asynccontextmanager
-async def _two_hubs(settings: Settings, tmp_path: Path) -> AsyncIterator[list[Hub]]:
-    shared = settings.mqtt_protocol == 5 and bool(os.environ.get("CAREHUB_TEST_MQTT_URL"))
-    hubs: list[Hub] = []
-    async with contextlib.AsyncExitStack() as stack:
-        for name in ("a", "b"):
-            each = settings.model_copy(
-                update={
-                    "mqtt_client_id": f"{settings.mqtt_client_id}-{name}",
-                    "mqtt_shared_group": f"g{settings.topic_root}" if shared else None,
-                    "spool_dir": tmp_path / f"spool-{name}",
-                }
-            )
-            hub = await stack.enter_async_context(run_hub(each))
-            await hub.wait_connected(15)
-            hubs.append(hub)
-        yield hubs
-
-
 async def test_two_hubs_keep_one_open_alert_per_device_through_a_burst_of_presses(
     migrated: Settings, db: DB, tmp_path: Path
 ) -> None:
     """1,000 presses over 200 buttons, two hubs: 200 open sos alerts counting 1,000."""
     buttons = await _register_buttons(db, BUTTONS)
-    async with _two_hubs(migrated, tmp_path) as hubs:
+    # A shared subscription wants MQTT 5, and a broker other than the embedded one.
+    shared = migrated.mqtt_protocol == 5 and bool(os.environ.get("CAREHUB_TEST_MQTT_URL"))
+    async with two_hubs(migrated, tmp_path, shared=shared) as hubs:
         for hub in hubs:
             await hub.pipeline.devices.reload()
         async with raw_client(migrated, "presses") as client:
@@ -168,19 +150,7 @@ async def test_a_flood_of_offline_devices_reaches_the_live_feed_grouped_and_all_
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREHUB_")}
-    env.update(
-        CAREHUB_DATABASE_URL=settings.database_url,
-        CAREHUB_DATABASE_SCHEMA=settings.database_schema,
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "hub.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_carehub(*args, **database_env(settings))
 
 
 async def test_audit_verify_and_rules_import_from_the_command_line(

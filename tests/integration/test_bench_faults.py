@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 
 import pytest
 
 from bench.faults import run_faults_bench
 from hub.settings import load_settings
+from tests.bench_output import NUMBER, number, report_line
 
 pytestmark = [
     pytest.mark.db,
@@ -18,8 +18,6 @@ pytestmark = [
         reason="the fault bench runs a Mosquitto of its own: apt-get install mosquitto",
     ),
 ]
-
-_NUMBER = r"[\d,]+"
 
 
 def test_fault_bench_survives_all_three_faults_and_loses_nothing(
@@ -33,21 +31,17 @@ def test_fault_bench_survives_all_three_faults_and_loses_nothing(
     report = capsys.readouterr().out
     assert code == 0, report
     for fault in ("broker restart", "hub SIGKILL", "database cut 4 s"):
-        line = re.search(
+        report_line(
+            report,
             rf"^fault +{fault} +at +[\d.]+ s, over at +[\d.]+ s; hub ready [\d.]+ s later, "
             r"caught up ([\d.]+) s later$",
-            report,
-            re.MULTILINE,
         )
-        assert line is not None, (fault, report)
-    offered = re.search(rf"^offered .*: ({_NUMBER}) sent, ({_NUMBER}) PUBACKed", report, re.M)
-    assert offered is not None, report
-    assert int(offered.group(2).replace(",", "")) > 0, report
-    assert re.search(r"^lost +0 ", report, re.MULTILINE), report
-    assert re.search(r"^duplicated +0 ", report, re.MULTILINE), report
+    offered = report_line(report, rf"^offered .*: ({NUMBER}) sent, ({NUMBER}) PUBACKed")
+    assert number(offered.group(2)) > 0, report
+    report_line(report, r"^lost +0 ")
+    report_line(report, r"^duplicated +0 ")
     # The database cut made the hub spool, and the replay stored it.
-    spooled = re.search(rf"^hub counters spooled ({_NUMBER}), replayed ({_NUMBER})", report, re.M)
-    assert spooled is not None, report
-    assert int(spooled.group(1).replace(",", "")) > 0, report
+    spooled = report_line(report, rf"^hub counters spooled ({NUMBER}), replayed ({NUMBER})")
+    assert number(spooled.group(1)) > 0, report
     assert spooled.group(1) == spooled.group(2), report
-    assert re.search(r"^PASS ", report, re.MULTILINE), report
+    report_line(report, r"^PASS ")

@@ -9,6 +9,7 @@ import pytest
 
 from bench.latency import run_latency_bench
 from hub.settings import load_settings
+from tests.bench_output import NUMBER, number, report_line
 from tests.fix_services import MQTT_URL_ENV
 
 pytestmark = [
@@ -23,7 +24,6 @@ pytestmark = [
     ),
 ]
 
-_NUMBER = r"[\d,]+"
 _SPREAD = r"p50 [\d.]+ ms, p99 [\d.]+ ms, max [\d.]+ ms \(n=[\d,]+\)"
 
 
@@ -37,30 +37,25 @@ def test_latency_bench_prints_its_figures_and_every_press_is_acked(
 
     report = capsys.readouterr().out
     assert code == 0, report
-    presses = re.search(
-        rf"^presses +({_NUMBER}) sent .*; ({_NUMBER}) `received` acks; ({_NUMBER}) missing",
-        report,
-        re.MULTILINE,
+    presses = report_line(
+        report, rf"^presses +({NUMBER}) sent .*; ({NUMBER}) `received` acks; ({NUMBER}) missing"
     )
-    assert presses is not None, report
-    sent, acked, missing = (int(group.replace(",", "")) for group in presses.groups())
+    sent, acked, missing = (number(group) for group in presses.groups())
     assert sent > 0, report
     assert (acked, missing) == (sent, 0), report
-    assert re.search(rf"^commit +press→alert committed +{_SPREAD}", report, re.MULTILINE), report
-    assert re.search(rf"^ack +press→`received` ack +{_SPREAD}", report, re.MULTILINE), report
+    report_line(report, rf"^commit +press→alert committed +{_SPREAD}")
+    report_line(report, rf"^ack +press→`received` ack +{_SPREAD}")
     # Where the time goes inside the hub, from its own /metrics: every stage saw every press.
     for stage in ("rule decided", "alert transaction", "ack handed over ", "→PUBACK"):
-        line = re.search(
-            rf"^  hub stage +.*{re.escape(stage)}.* p50 [\d.]+ ms, p90 [\d.]+ ms, p99 [\d.]+ ms"
-            rf" \(({_NUMBER})\)$",
+        line = report_line(
             report,
-            re.MULTILINE,
+            rf"^  hub stage +.*{re.escape(stage)}.* p50 [\d.]+ ms, p90 [\d.]+ ms, p99 [\d.]+ ms"
+            rf" \(({NUMBER})\)$",
         )
-        assert line is not None, (stage, report)
-        assert int(line.group(1).replace(",", "")) >= sent, report
-    assert re.search(r"^telemetry +[\d,.]+ msgs/s offered .* stored while pressing", report, re.M)
-    assert re.search(r"^hub CPU +[\d.]+ % of one core", report, re.MULTILINE), report
-    assert re.search(r"^hub RSS +peak [\d.]+ MB", report, re.MULTILINE), report
+        assert number(line.group(1)) >= sent, report
+    report_line(report, r"^telemetry +[\d,.]+ msgs/s offered .* stored while pressing")
+    report_line(report, r"^hub CPU +[\d.]+ % of one core")
+    report_line(report, r"^hub RSS +peak [\d.]+ MB")
     # The verdict is printed either way; the target itself is never a test failure.
-    assert re.search(r"^(PASS|MISS) +", report, re.MULTILINE), report
+    report_line(report, r"^(PASS|MISS) +")
     assert "generator    error" not in report, report

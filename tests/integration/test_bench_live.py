@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from bench.live import run_live_bench
 from hub.settings import load_settings
+from tests.bench_output import NUMBER, number, report_line
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
 _SPREAD = r"p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms \(n=([\d,]+)\)"
-
-
-def _number(text: str) -> int:
-    return int(text.replace(",", ""))
 
 
 def test_live_bench_prints_its_figures_and_every_client_gets_every_change(
@@ -30,26 +25,21 @@ def test_live_bench_prints_its_figures_and_every_client_gets_every_change(
 
     report = capsys.readouterr().out
     assert code == 0, report
-    clients = re.search(r"^clients +(\d+) connected in [\d.]+ s; (\d+) closed early", report, re.M)
-    assert clients is not None, report
+    clients = report_line(report, r"^clients +(\d+) connected in [\d.]+ s; (\d+) closed early")
     assert clients.groups() == ("3", "0"), report
-    changes = re.search(r"^changes +([\d,]+) committed", report, re.M)
-    assert changes is not None, report
-    committed = _number(changes.group(1))
+    committed = number(report_line(report, rf"^changes +({NUMBER}) committed").group(1))
     assert committed >= 10, report
-    delivered = re.search(
-        r"^delivered +([\d,]+) of ([\d,]+) messages .*; lost ([\d,]+)", report, re.M
+    delivered = report_line(
+        report, rf"^delivered +({NUMBER}) of ({NUMBER}) messages .*; lost ({NUMBER})"
     )
-    assert delivered is not None, report
-    got, expected, lost = (_number(group) for group in delivered.groups())
+    got, expected, lost = (number(group) for group in delivered.groups())
     assert (got, expected, lost) == (3 * committed, 3 * committed, 0), report
-    latency = re.search(rf"^latency +commit→client {_SPREAD}", report, re.M)
-    assert latency is not None, report
+    latency = report_line(report, rf"^latency +commit→client {_SPREAD}")
     p50, p99, worst = (float(group) for group in latency.groups()[:3])
     assert 0 <= p50 <= p99 <= worst, report
-    assert _number(latency.group(4)) == got, report
-    assert re.search(r"^hub CPU +[\d.]+ % of one core", report, re.M), report
-    assert re.search(r"^hub RSS +peak [\d.]+ MB", report, re.M), report
+    assert number(latency.group(4)) == got, report
+    report_line(report, r"^hub CPU +[\d.]+ % of one core")
+    report_line(report, r"^hub RSS +peak [\d.]+ MB")
     # The verdict is printed either way; the target itself is never a test failure.
-    assert re.search(r"^(PASS|FAIL) +", report, re.M), report
+    report_line(report, r"^(PASS|FAIL) +")
     assert "driver       error" not in report, report

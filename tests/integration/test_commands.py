@@ -20,7 +20,7 @@ import pytest
 
 from bench.mqtt import connect_packet
 from hub.runtime import Hub
-from tests.child_process import ChildOutput, clean_env, start_demo
+from tests.child_process import ChildOutput, clean_env, run_carehub, start_demo
 from tests.fix_hub import connect_db, wait_for
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
@@ -209,14 +209,7 @@ def test_simulate_refuses_an_unknown_scenario() -> None:
 
 def _carehub(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Run `carehub ARGS` in a clean environment with these settings; its result."""
-    return subprocess.run(
-        [sys.executable, "-m", "hub.cli", *args],
-        env=clean_env(**settings_env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_carehub(*args, timeout=60, **settings_env)
 
 
 def _doctor(settings_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

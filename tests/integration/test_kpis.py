@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +16,7 @@ from psycopg.types.json import Jsonb
 from hub.errors import QueryError
 from hub.settings import Settings
 from hub.storage.kpis import FalseAlarms, Percentiles, district_kpis, facility_kpis
+from tests.child_process import database_env, run_carehub
 from tests.fix_hub import DB, FACILITY, OTHER_FACILITY, connect_db
 
 pytestmark = [pytest.mark.db]
@@ -320,21 +319,7 @@ async def test_unknown_scopes_and_bad_periods_are_refused(migrated: Settings) ->
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREHUB_")}
-    env.update(
-        CAREHUB_DATABASE_URL=settings.database_url,
-        CAREHUB_DATABASE_SCHEMA=settings.database_schema,
-        PYTHONIOENCODING="utf-8",
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "hub.cli", "kpis", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=60,
-        check=False,
-    )
+    return run_carehub("kpis", *args, **database_env(settings))
 
 
 async def test_kpis_command_prints_a_table_json_and_refusals(migrated: Settings) -> None:

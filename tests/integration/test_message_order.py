@@ -23,11 +23,11 @@ import pytest
 from hub.alerts import AlertStore
 from hub.models import AlertDecision, Reading
 from hub.rules import decision
-from hub.runtime import Hub, run_hub
 from hub.settings import Settings
 from hub.storage.pool import create_pool
 from hub.storage.writer import STATE_FIELDS, BatchWriter
 from tests.fix_hub import CHINA, DB, FACILITY, connect_db, raw_client, rows, wait_for
+from tests.hub_pair import two_hubs
 from tests.private_broker import private_mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
@@ -235,26 +235,6 @@ PER_TICK = 40
 FALLS = 30
 
 
-@contextlib.asynccontextmanager
-async def _two_hubs_sharing(settings: Settings, tmp_path: Path) -> AsyncIterator[list[Hub]]:
-    hubs: list[Hub] = []
-    async with contextlib.AsyncExitStack() as stack:
-        for name in ("a", "b"):
-            each = settings.model_copy(
-                update={
-                    "mqtt_client_id": f"{settings.mqtt_client_id}-{name}",
-                    "mqtt_shared_group": f"g{settings.topic_root}",
-                    "spool_dir": tmp_path / f"spool-{name}",
-                    # Different cadences, so the two hubs' batches close out of step.
-                    "batch_interval_ms": 5 if name == "a" else 40,
-                }
-            )
-            hub = await stack.enter_async_context(run_hub(each))
-            await hub.wait_connected(15)
-            hubs.append(hub)
-        yield hubs
-
-
 def _counter_message(seq: int) -> dict[str, Any]:
     body: dict[str, Any] = {
         "ts": (BASE + timedelta(seconds=seq // PER_TICK)).isoformat(),
@@ -275,7 +255,13 @@ async def test_two_hubs_on_one_shared_subscription_keep_one_fast_devices_order(
         settings = migrated.model_copy(update={"mqtt_url": url, "mqtt_protocol": 5})
         async with (
             await connect_db(settings) as db,
-            _two_hubs_sharing(settings, tmp_path) as hubs,
+            # Different cadences, so the two hubs' batches close out of step.
+            two_hubs(
+                settings,
+                tmp_path,
+                shared=True,
+                each=({"batch_interval_ms": 5}, {"batch_interval_ms": 40}),
+            ) as hubs,
         ):
             for hub in hubs:
                 await hub.pipeline.devices.reload()

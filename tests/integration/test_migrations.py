@@ -9,10 +9,7 @@ the extension preloaded; elsewhere they are skipped with the reason.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +26,7 @@ from hub.settings import Settings
 from hub.storage.migrate import load_migrations, migrate, storage_flavour
 from hub.storage.pool import create_pool
 from hub.storage.writer import BatchWriter
+from tests.child_process import run_carehub
 from tests.fix_hub import DB, FACILITY, build_settings, register_site, rows
 
 pytestmark = [pytest.mark.db]
@@ -253,18 +251,6 @@ async def test_hubs_starting_together_apply_each_migration_once(
 # --- the `carehub migrate` command --------------------------------------------------------
 
 
-def _carehub(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {key: value for key, value in os.environ.items() if not key.startswith("CAREHUB_")}
-    return subprocess.run(
-        [sys.executable, "-m", "hub.cli", *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def _unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -281,14 +267,14 @@ async def test_carehub_migrate_command_applies_then_reports_up_to_date(
         "CAREHUB_DATABASE_SCHEMA": db_schema,
         "CAREHUB_TIMESCALEDB": "off",
     }
-    first = await asyncio.to_thread(_carehub, "migrate", **env)
+    first = await asyncio.to_thread(run_carehub, "migrate", **env)
     assert first.returncode == 0, first.stderr
     assert db_schema in first.stdout
     for version in PLAIN_VERSIONS:
         assert version in first.stdout
     assert "Traceback" not in first.stderr
 
-    again = await asyncio.to_thread(_carehub, "migrate", **env)
+    again = await asyncio.to_thread(run_carehub, "migrate", **env)
     assert again.returncode == 0, again.stderr
     assert db_schema in again.stdout
     assert "up to date" in again.stdout or "nothing" in again.stdout
@@ -301,7 +287,7 @@ async def test_carehub_migrate_command_applies_then_reports_up_to_date(
 async def test_carehub_migrate_command_explains_an_unreachable_database() -> None:
     """No database at the URL: exit status 1 and one line saying so, not a traceback."""
     url = f"postgresql://postgres@127.0.0.1:{_unused_port()}/carehub?connect_timeout=3"
-    result = await asyncio.to_thread(_carehub, "migrate", CAREHUB_DATABASE_URL=url)
+    result = await asyncio.to_thread(run_carehub, "migrate", CAREHUB_DATABASE_URL=url)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "database" in result.stderr.lower()
@@ -515,7 +501,7 @@ async def test_timescaledb_on_without_a_usable_extension_fails_clearly_and_creat
     assert await cur.fetchone() == (0,)
 
     result = await asyncio.to_thread(
-        _carehub,
+        run_carehub,
         "migrate",
         CAREHUB_DATABASE_URL=database_url,
         CAREHUB_DATABASE_SCHEMA=db_schema,

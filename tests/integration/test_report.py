@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import shutil
 import statistics
 import subprocess
-import sys
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +25,7 @@ from hub.reports.monthly import MonthlyReport, build_report, month_period
 from hub.reports.sections import sections
 from hub.settings import Settings
 from hub.storage.kpis import district_kpis
+from tests.child_process import database_env, run_carehub
 from tests.fix_api import Api
 from tests.fix_hub import DB, connect_db
 
@@ -385,21 +384,7 @@ async def test_a_facility_a_quiet_month_and_bad_months(migrated: Settings) -> No
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREHUB_")}
-    env.update(
-        CAREHUB_DATABASE_URL=settings.database_url,
-        CAREHUB_DATABASE_SCHEMA=settings.database_schema,
-        PYTHONIOENCODING="utf-8",
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "hub.cli", "report", "monthly", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        check=False,
-    )
+    return run_carehub("report", "monthly", *args, **database_env(settings))
 
 
 async def test_report_command_writes_both_formats_and_prints_the_time(
@@ -407,19 +392,11 @@ async def test_report_command_writes_both_formats_and_prints_the_time(
 ) -> None:
     """`carehub report monthly` writes the file, says what and how long; refusals exit 1."""
     await _seeded(migrated)
+    district_month = ("--district", DISTRICT, "--month", MONTH)
     for fmt in ("pdf", "xlsx"):
         target = tmp_path / f"report.{fmt}"
         done = await asyncio.to_thread(
-            _cli,
-            migrated,
-            "--district",
-            DISTRICT,
-            "--month",
-            MONTH,
-            "--format",
-            fmt,
-            "-o",
-            str(target),
+            _cli, migrated, *district_month, "--format", fmt, "-o", str(target)
         )
         assert done.returncode == 0, done.stderr
         assert f"wrote {target} ({fmt}," in done.stdout
@@ -448,7 +425,7 @@ async def test_report_command_writes_both_formats_and_prints_the_time(
     for args, code, message in (
         (("--district", "龙湾区", "--month", MONTH), 1, "no facility in district '龙湾区'"),
         (("--district", DISTRICT, "--month", "2026/11"), 1, "month: expected YYYY-MM"),
-        (("--district", DISTRICT, "--month", MONTH, "--format", "docx"), 2, "invalid choice"),
+        ((*district_month, "--format", "docx"), 2, "invalid choice"),
         (("--district", DISTRICT, "--facility", "x", "--month", MONTH), 2, "not allowed with"),
         (("--month", MONTH), 2, "one of the arguments --district --facility is required"),
     ):
@@ -456,14 +433,7 @@ async def test_report_command_writes_both_formats_and_prints_the_time(
         assert done.returncode == code, done.stderr
         assert message in done.stderr
     unwritable = await asyncio.to_thread(
-        _cli,
-        migrated,
-        "--district",
-        DISTRICT,
-        "--month",
-        MONTH,
-        "-o",
-        str(tmp_path / "no" / "x.pdf"),
+        _cli, migrated, *district_month, "-o", str(tmp_path / "no" / "x.pdf")
     )
     assert unwritable.returncode == 1
     assert "cannot write" in unwritable.stderr
