@@ -465,6 +465,8 @@ def _acl_set(acls: Sequence[dict[str, Any]]) -> set[tuple[str, str, bool]]:
 
 # A sync that failed at start (the broker not up yet) is tried again this often.
 SYNC_RETRY_S = 30.0
+# A stage runs for the hub's life: the broker's accounts are checked again this often.
+RESYNC_S = 300.0
 
 
 def site_brokers(settings: Settings) -> tuple[MosquittoAccounts, ...]:
@@ -484,7 +486,15 @@ async def sync_registry(settings: Settings) -> SyncReport | None:
 
 
 async def keep_in_step(settings: Settings) -> None:
-    """At hub start: sync once, retrying until the broker answers; then return."""
+    """Sync at hub start, retrying until the broker answers, then again every RESYNC_S.
+
+    Issues, rotations and revocations are told to the broker as they happen; the periodic
+    pass mends what those could not reach (a broker restored from an old security file, a
+    change made while it was down). Without a dynamic-security broker there is nothing to do.
+    """
+    if not site_brokers(settings):
+        await asyncio.Event().wait()
+    first = True
     while True:
         try:
             report = await sync_registry(settings)
@@ -495,7 +505,10 @@ async def keep_in_step(settings: Settings) -> None:
             )
             await asyncio.sleep(SYNC_RETRY_S)
             continue
-        if report is not None:
+        changed = report is not None and bool(
+            report.created_roles or report.updated_roles or report.deleted
+        )
+        if report is not None and (first or changed):
             logger.info(
                 "broker accounts in step: %d devices, %d roles created, %d updated, %d deleted",
                 report.in_step,
@@ -503,4 +516,5 @@ async def keep_in_step(settings: Settings) -> None:
                 len(report.updated_roles),
                 len(report.deleted),
             )
-        return
+        first = False
+        await asyncio.sleep(RESYNC_S)
