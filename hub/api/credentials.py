@@ -6,6 +6,8 @@ the answer once and never again.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -34,6 +36,19 @@ async def _own_device(conn: Any, principal: Principal, device_id: str) -> dict[s
     return row
 
 
+@contextlib.asynccontextmanager
+async def _device_connection(
+    hub: HubDep, principal: Principal, device_id: str
+) -> AsyncIterator[Any]:
+    """A connection once the device is found in the caller's scope; CredentialError as HTTP."""
+    async with connection(hub) as conn:
+        await _own_device(conn, principal, device_id)
+        try:
+            yield conn
+        except CredentialError as exc:
+            raise ApiError(_STATUS[exc.code], str(exc)) from exc
+
+
 def _actor(principal: Principal) -> str:
     return f"api:{principal.username}"
 
@@ -53,14 +68,10 @@ async def post_credentials(
     device_id: DeviceId, body: CredentialsIn, hub: HubDep, principal: DeviceManager
 ) -> dict[str, str]:
     """Issue credentials."""
-    async with connection(hub) as conn:
-        await _own_device(conn, principal, device_id)
-        try:
-            issued = await issue(
-                conn, device_id, _actor(principal), rotate=body.rotate, brokers=hub.brokers
-            )
-        except CredentialError as exc:
-            raise ApiError(_STATUS[exc.code], str(exc)) from exc
+    async with _device_connection(hub, principal, device_id) as conn:
+        issued = await issue(
+            conn, device_id, _actor(principal), rotate=body.rotate, brokers=hub.brokers
+        )
     return issued.as_json()
 
 
@@ -76,12 +87,8 @@ async def delete_credentials(
     device_id: DeviceId, hub: HubDep, principal: DeviceManager
 ) -> Response:
     """Revoke credentials."""
-    async with connection(hub) as conn:
-        await _own_device(conn, principal, device_id)
-        try:
-            await revoke(conn, device_id, _actor(principal), brokers=hub.brokers)
-        except CredentialError as exc:
-            raise ApiError(_STATUS[exc.code], str(exc)) from exc
+    async with _device_connection(hub, principal, device_id) as conn:
+        await revoke(conn, device_id, _actor(principal), brokers=hub.brokers)
     return Response(status_code=204)
 
 
@@ -96,8 +103,7 @@ async def place_device(
     device_id: DeviceId, body: PlaceIn, hub: HubDep, principal: DeviceManager
 ) -> dict[str, Any]:
     """Place a device."""
-    async with connection(hub) as conn:
-        await _own_device(conn, principal, device_id)
+    async with _device_connection(hub, principal, device_id) as conn:
         try:
             await registry.place_device(conn, device_id, body.zone_id)
         except RegistryError as exc:
