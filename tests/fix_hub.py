@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from devices import mqtt, topics
+from hub.clock import ManualClock
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings, load_settings
 from hub.storage.migrate import migrate
@@ -161,6 +162,22 @@ async def running_hub(migrated: Settings) -> AsyncIterator[Hub]:
     """A hub running in this event loop, connected and subscribed."""
     async with run_hub(migrated) as hub:
         await hub.wait_connected(15)
+        yield hub
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The hub's clock, moved forward by the test."""
+    return ManualClock()
+
+
+@contextlib.asynccontextmanager
+async def clocked_hub(settings: Settings, clock: ManualClock) -> AsyncIterator[Hub]:
+    """A hub on `clock`, connected, its live feed listening and its timers leading."""
+    async with run_hub(settings, clock=clock) as hub:
+        await hub.wait_connected(15)
+        await asyncio.wait_for(hub.live.listening.wait(), 15)
+        await asyncio.wait_for(hub.timers.leader.wait(), 15)
         yield hub
 
 

@@ -17,11 +17,10 @@ from playwright.async_api import Browser, Page, expect
 
 from hub.auth import add_user
 from hub.clock import ManualClock
-from hub.runtime import run_hub
 from hub.settings import Settings
 from tests.e2e.conftest import DISTRICT, PASSWORD, SCREEN, Site, screenshot, sign_in
 from tests.fix_api import asgi_on
-from tests.fix_hub import FACILITY, connect_db, fake_device, wait_for
+from tests.fix_hub import FACILITY, clocked_hub, connect_db, fake_device, wait_for
 from tests.fix_live import serve_running
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
@@ -31,20 +30,12 @@ FLOOD_DEVICES = 13
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    """The hub's clock, moved forward by the test."""
-    return ManualClock()
-
-
-@pytest.fixture
 async def clocked_site(migrated: Settings, clock: ManualClock) -> AsyncIterator[Site]:
     """The hub on the test's clock, serving the dashboards, with a regulator and a nurse."""
-    async with run_hub(migrated, clock=clock) as hub:
-        await hub.wait_connected(15)
-        async with serve_running(hub, asgi_on(hub)) as server:
-            await add_user(hub.pool, "regulator", "regulator", PASSWORD, district=DISTRICT)
-            await add_user(hub.pool, "nurse", "staff", PASSWORD, facility_id=FACILITY)
-            yield Site(hub, f"http://127.0.0.1:{server.port}")
+    async with clocked_hub(migrated, clock) as hub, serve_running(hub, asgi_on(hub)) as server:
+        await add_user(hub.pool, "regulator", "regulator", PASSWORD, district=DISTRICT)
+        await add_user(hub.pool, "nurse", "staff", PASSWORD, facility_id=FACILITY)
+        yield Site(hub, f"http://127.0.0.1:{server.port}")
 
 
 async def _post_as(site: Site, username: str, path: str, body: dict[str, object]) -> None:
