@@ -72,6 +72,25 @@ def build_settings(
     return load_settings(**values)
 
 
+# Nothing listens on this port: a test that only migrates never talks to a broker.
+NO_BROKER = "mqtt://127.0.0.1:1"
+
+
+def database_only_settings(
+    database_url: str, schema: str, topic_root: str, tmp_path: Path, **overrides: Any
+) -> Settings:
+    """Settings for a test of the database alone (migrations, retention): no broker."""
+    return build_settings(
+        mqtt_url=NO_BROKER,
+        mqtt_protocol=5,
+        database_url=database_url,
+        schema=schema,
+        topic_root=topic_root,
+        spool_dir=tmp_path / "spool",
+        **overrides,
+    )
+
+
 @pytest.fixture
 def hub_settings(
     mqtt_url: str,
