@@ -130,6 +130,16 @@ async def rows(db: DB, query: str, *params: object) -> list[tuple[Any, ...]]:
     return await cur.fetchall()
 
 
+async def register_buttons(db: DB, device_ids: list[str], heartbeat_s: int = 60) -> None:
+    """Register more emergency buttons in room-101 of FACILITY (the site's first)."""
+    async with db.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO devices (id, facility_id, type, zone_id, heartbeat_s)"
+            " VALUES (%s, %s, 'emergency_button', 'room-101', %s)",
+            [(device_id, FACILITY, heartbeat_s) for device_id in device_ids],
+        )
+
+
 async def register_site(settings: Settings) -> None:
     """Register two facilities, zones and one device of each type at the first."""
     async with await connect_db(settings) as conn:

@@ -20,7 +20,14 @@ from hub.clock import ManualClock
 from hub.settings import Settings
 from tests.e2e.conftest import DISTRICT, PASSWORD, SCREEN, Site, screenshot, sign_in
 from tests.fix_api import asgi_on
-from tests.fix_hub import FACILITY, clocked_hub, connect_db, fake_device, wait_for
+from tests.fix_hub import (
+    FACILITY,
+    clocked_hub,
+    connect_db,
+    fake_device,
+    register_buttons,
+    wait_for,
+)
 from tests.fix_live import serve_running
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
@@ -107,12 +114,7 @@ async def test_a_flood_collapses_to_one_line_that_expands_to_every_alert(
     settings = site.hub.settings
     ids = [f"eb-flood-{n:02d}" for n in range(1, FLOOD_DEVICES + 1)]
     async with await connect_db(settings) as db:
-        for device_id in ids:
-            await db.execute(
-                "INSERT INTO devices (id, facility_id, type, zone_id, heartbeat_s)"
-                " VALUES (%s, %s, 'emergency_button', 'room-101', 60)",
-                (device_id, FACILITY),
-            )
+        await register_buttons(db, ids)
         # As an import does: the running hub reloads its device cache.
         await db.execute("SELECT pg_notify('carehub_registry', 'devices')")
     page = await browser.new_page(viewport=SCREEN)
