@@ -19,14 +19,13 @@ from hub.api.errors import ERROR_RESPONSES, error_responses, not_found
 from hub.api.models import Credentials, CredentialsIn, PlaceIn, UnplacedList
 from hub.auth import Principal
 from hub.credentials import issue, revoke
-from hub.errors import ApiError, CredentialError, RegistryError
+from hub.errors import ApiError, RegistryError
 from hub.storage import api_queries, registry
 from hub.wire import Device, device_json
 
 router = APIRouter(tags=["devices"], responses=ERROR_RESPONSES)
 
 DeviceManager = Annotated[Principal, Depends(require("devices"))]
-_STATUS = {"not_found": 404, "conflict": 409, "invalid": 400}
 
 
 async def _own_device(conn: Any, principal: Principal, device_id: str) -> dict[str, Any]:
@@ -40,13 +39,10 @@ async def _own_device(conn: Any, principal: Principal, device_id: str) -> dict[s
 async def _device_connection(
     hub: HubDep, principal: Principal, device_id: str
 ) -> AsyncIterator[Any]:
-    """A connection once the device is found in the caller's scope; CredentialError as HTTP."""
+    """A connection, once the device is found in the caller's scope."""
     async with connection(hub) as conn:
         await _own_device(conn, principal, device_id)
-        try:
-            yield conn
-        except CredentialError as exc:
-            raise ApiError(_STATUS[exc.code], str(exc)) from exc
+        yield conn
 
 
 def _actor(principal: Principal) -> str:
