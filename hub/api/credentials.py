@@ -13,26 +13,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 
-from hub.api.common import AfterId, DeviceId, Limit, page
+from hub.api.common import AfterId, DeviceId, Limit, page, visible_device
 from hub.api.deps import HubDep, connection, require
-from hub.api.errors import ERROR_RESPONSES, error_responses, not_found
+from hub.api.errors import ERROR_RESPONSES, error_responses
 from hub.api.models import Credentials, CredentialsIn, PlaceIn, UnplacedList
 from hub.auth import Principal
 from hub.credentials import issue, revoke
 from hub.errors import ApiError, RegistryError
-from hub.storage import api_queries, registry
+from hub.storage import registry
 from hub.wire import Device, device_json
 
 router = APIRouter(tags=["devices"], responses=ERROR_RESPONSES)
 
 DeviceManager = Annotated[Principal, Depends(require("devices"))]
-
-
-async def _own_device(conn: Any, principal: Principal, device_id: str) -> dict[str, Any]:
-    row = await api_queries.get_device(conn, device_id)
-    if row is None or not principal.sees_facility(row["facility_id"], row["district"]):
-        raise not_found(f"device {device_id!r}")
-    return row
 
 
 @contextlib.asynccontextmanager
@@ -41,7 +34,7 @@ async def _device_connection(
 ) -> AsyncIterator[Any]:
     """A connection, once the device is found in the caller's scope."""
     async with connection(hub) as conn:
-        await _own_device(conn, principal, device_id)
+        await visible_device(conn, principal, device_id)
         yield conn
 
 
@@ -104,7 +97,7 @@ async def place_device(
             await registry.place_device(conn, device_id, body.zone_id)
         except RegistryError as exc:
             raise ApiError(404, str(exc), "body.zone_id") from exc
-        row = await _own_device(conn, principal, device_id)
+        row = await visible_device(conn, principal, device_id)
     return device_json(row)
 
 
