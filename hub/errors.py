@@ -47,22 +47,23 @@ class RuleError(HubError):
     """A rule override is invalid; the message names the facility, zone, kind and field."""
 
 
-class AlertError(HubError):
-    """An alert action cannot be taken: `code` is not_found, conflict or invalid."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class AuthError(HubError):
-    """Signing in or managing an account failed: `code` is unauthorized, invalid, not_found
-    or conflict; `field` names the bad input when there is one."""
+class CodedError(HubError):
+    """An error with a `code` (invalid, not_found, conflict, ...) that says what kind of
+    refusal it is, and `field` naming the bad input when there is one."""
 
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.field = field
+
+
+class AlertError(CodedError):
+    """An alert action cannot be taken: `code` is not_found, conflict or invalid."""
+
+
+class AuthError(CodedError):
+    """Signing in or managing an account failed: `code` is unauthorized, invalid, not_found
+    or conflict; `field` names the bad input when there is one."""
 
 
 class SignInLimitError(AuthError):
@@ -76,32 +77,28 @@ class SignInLimitError(AuthError):
         self.locked = locked
 
 
-class CredentialError(HubError):
+class CredentialError(CodedError):
     """Device credentials cannot be issued or revoked as asked: `code` is not_found,
     conflict or invalid, and the message says what to do instead."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class BrokerAdminError(HubError):
     """The broker's account store (Mosquitto dynamic security) refused or did not answer."""
 
 
-class QueryError(HubError):
+class QueryError(CodedError):
     """A report cannot be computed as asked: `code` is not_found or invalid."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class CursorError(QueryError):
     """A `cursor` parameter this API did not hand out."""
 
     def __init__(self) -> None:
-        super().__init__("invalid", "cursor: not a cursor this list returned; start without one")
+        super().__init__(
+            "invalid",
+            "cursor: not a cursor this list returned; start without one",
+            "query.cursor",
+        )
 
 
 class NotifyError(HubError):

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from devices import mqtt, topics
+from hub.clock import ManualClock
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings, load_settings
 from hub.storage.migrate import migrate
@@ -71,6 +72,25 @@ def build_settings(
     return load_settings(**values)
 
 
+# Nothing listens on this port: a test that only migrates never talks to a broker.
+NO_BROKER = "mqtt://127.0.0.1:1"
+
+
+def database_only_settings(
+    database_url: str, schema: str, topic_root: str, tmp_path: Path, **overrides: Any
+) -> Settings:
+    """Settings for a test of the database alone (migrations, retention): no broker."""
+    return build_settings(
+        mqtt_url=NO_BROKER,
+        mqtt_protocol=5,
+        database_url=database_url,
+        schema=schema,
+        topic_root=topic_root,
+        spool_dir=tmp_path / "spool",
+        **overrides,
+    )
+
+
 @pytest.fixture
 def hub_settings(
     mqtt_url: str,
@@ -108,6 +128,16 @@ async def rows(db: DB, query: str, *params: object) -> list[tuple[Any, ...]]:
     """Every row of a query."""
     cur = await db.execute(query.encode(), params or None)
     return await cur.fetchall()
+
+
+async def register_buttons(db: DB, device_ids: list[str], heartbeat_s: int = 60) -> None:
+    """Register more emergency buttons in room-101 of FACILITY (the site's first)."""
+    async with db.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO devices (id, facility_id, type, zone_id, heartbeat_s)"
+            " VALUES (%s, %s, 'emergency_button', 'room-101', %s)",
+            [(device_id, FACILITY, heartbeat_s) for device_id in device_ids],
+        )
 
 
 async def register_site(settings: Settings) -> None:
@@ -161,6 +191,22 @@ async def running_hub(migrated: Settings) -> AsyncIterator[Hub]:
     """A hub running in this event loop, connected and subscribed."""
     async with run_hub(migrated) as hub:
         await hub.wait_connected(15)
+        yield hub
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The hub's clock, moved forward by the test."""
+    return ManualClock()
+
+
+@contextlib.asynccontextmanager
+async def clocked_hub(settings: Settings, clock: ManualClock) -> AsyncIterator[Hub]:
+    """A hub on `clock`, connected, its live feed listening and its timers leading."""
+    async with run_hub(settings, clock=clock) as hub:
+        await hub.wait_connected(15)
+        await asyncio.wait_for(hub.live.listening.wait(), 15)
+        await asyncio.wait_for(hub.timers.leader.wait(), 15)
         yield hub
 
 

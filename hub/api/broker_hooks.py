@@ -17,20 +17,25 @@ from hub.acl import Grant
 from hub.api.deps import HubDep, TokenDep
 from hub.api.errors import ERROR_RESPONSES
 from hub.api.models import EmqxAuthnIn, EmqxAuthnOut, EmqxAuthzIn, EmqxAuthzOut
+from hub.credentials import DeviceAuthority
 from hub.errors import ApiError
 
 router = APIRouter(tags=["broker"], responses=ERROR_RESPONSES)
 
 
-async def _emqx(hub: HubDep, token: TokenDep) -> None:
+async def _emqx(hub: HubDep, token: TokenDep) -> DeviceAuthority:
+    """The hub's device authority, for EMQX with the hook token, once the hub is up."""
     expected = hub.settings.emqx_hook_token
     if expected is None:
         raise ApiError(404, "the EMQX endpoints are off: set CAREHUB_EMQX_HOOK_TOKEN")
     if not hmac.compare_digest(token.encode(), expected.encode()):
         raise ApiError(401, "not the token of CAREHUB_EMQX_HOOK_TOKEN")
+    if hub.authority is None:
+        raise ApiError(503, "the hub is starting")
+    return hub.authority
 
 
-Emqx = Annotated[None, Depends(_emqx)]
+Emqx = Annotated[DeviceAuthority, Depends(_emqx)]
 
 
 def _acl(grant: Grant) -> list[dict[str, str]]:
@@ -53,11 +58,9 @@ def _acl(grant: Grant) -> list[dict[str, str]]:
     "device whose username and client id are its id and whose password is in force; "
     "deny otherwise (anonymous too). Never a superuser.",
 )
-async def emqx_authn(body: EmqxAuthnIn, hub: HubDep, _: Emqx) -> dict[str, Any]:
+async def emqx_authn(body: EmqxAuthnIn, authority: Emqx) -> dict[str, Any]:
     """EMQX authentication."""
-    if hub.authority is None:
-        raise ApiError(503, "the hub is starting")
-    grant = await hub.authority.authenticate(body.username, body.password, body.clientid)
+    grant = await authority.authenticate(body.username, body.password, body.clientid)
     if grant is None:
         return {"result": "deny", "is_superuser": False}
     return {"result": "allow", "is_superuser": False, "acl": _acl(grant)}
@@ -71,11 +74,9 @@ async def emqx_authn(body: EmqxAuthnIn, hub: HubDep, _: Emqx) -> dict[str, Any]:
     "event, telemetry and status out, its own ack and rejected in); deny otherwise, and "
     "for a device whose credentials were revoked since it connected.",
 )
-async def emqx_authz(body: EmqxAuthzIn, hub: HubDep, _: Emqx) -> dict[str, str]:
+async def emqx_authz(body: EmqxAuthzIn, authority: Emqx) -> dict[str, str]:
     """EMQX authorization."""
-    if hub.authority is None:
-        raise ApiError(503, "the hub is starting")
-    grant = await hub.authority.authorize(body.username, body.clientid)
+    grant = await authority.authorize(body.username, body.clientid)
     if grant is None or body.action not in ("publish", "subscribe"):
         return {"result": "deny"}
     allowed = (

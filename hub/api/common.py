@@ -132,6 +132,17 @@ async def visible_facility(
     return row
 
 
+async def visible_device(
+    conn: AsyncConnection[Any], principal: Principal, device_id: str
+) -> dict[str, Any]:
+    """The device's row when the caller sees its facility; 404 otherwise (existence not
+    revealed)."""
+    row = await api_queries.get_device(conn, device_id)
+    if row is None or not principal.sees_facility(row["facility_id"], row["district"]):
+        raise not_found(f"device {device_id!r}")
+    return row
+
+
 District = Annotated[str | None, Query(max_length=128, description="a district's name")]
 
 

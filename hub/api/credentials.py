@@ -6,32 +6,36 @@ the answer once and never again.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 
-from hub.api.common import AfterId, DeviceId, Limit, page
+from hub.api.common import AfterId, DeviceId, Limit, page, visible_device
 from hub.api.deps import HubDep, connection, require
-from hub.api.errors import ERROR_RESPONSES, error_responses, not_found
+from hub.api.errors import ERROR_RESPONSES, error_responses
 from hub.api.models import Credentials, CredentialsIn, PlaceIn, UnplacedList
 from hub.auth import Principal
 from hub.credentials import issue, revoke
-from hub.errors import ApiError, CredentialError, RegistryError
-from hub.storage import api_queries, registry
+from hub.errors import ApiError, RegistryError
+from hub.storage import registry
 from hub.wire import Device, device_json
 
 router = APIRouter(tags=["devices"], responses=ERROR_RESPONSES)
 
 DeviceManager = Annotated[Principal, Depends(require("devices"))]
-_STATUS = {"not_found": 404, "conflict": 409, "invalid": 400}
 
 
-async def _own_device(conn: Any, principal: Principal, device_id: str) -> dict[str, Any]:
-    row = await api_queries.get_device(conn, device_id)
-    if row is None or not principal.sees_facility(row["facility_id"], row["district"]):
-        raise not_found(f"device {device_id!r}")
-    return row
+@contextlib.asynccontextmanager
+async def _device_connection(
+    hub: HubDep, principal: Principal, device_id: str
+) -> AsyncIterator[Any]:
+    """A connection, once the device is found in the caller's scope."""
+    async with connection(hub) as conn:
+        await visible_device(conn, principal, device_id)
+        yield conn
 
 
 def _actor(principal: Principal) -> str:
@@ -53,14 +57,10 @@ async def post_credentials(
     device_id: DeviceId, body: CredentialsIn, hub: HubDep, principal: DeviceManager
 ) -> dict[str, str]:
     """Issue credentials."""
-    async with connection(hub) as conn:
-        await _own_device(conn, principal, device_id)
-        try:
-            issued = await issue(
-                conn, device_id, _actor(principal), rotate=body.rotate, brokers=hub.brokers
-            )
-        except CredentialError as exc:
-            raise ApiError(_STATUS[exc.code], str(exc)) from exc
+    async with _device_connection(hub, principal, device_id) as conn:
+        issued = await issue(
+            conn, device_id, _actor(principal), rotate=body.rotate, brokers=hub.brokers
+        )
     return issued.as_json()
 
 
@@ -76,12 +76,8 @@ async def delete_credentials(
     device_id: DeviceId, hub: HubDep, principal: DeviceManager
 ) -> Response:
     """Revoke credentials."""
-    async with connection(hub) as conn:
-        await _own_device(conn, principal, device_id)
-        try:
-            await revoke(conn, device_id, _actor(principal), brokers=hub.brokers)
-        except CredentialError as exc:
-            raise ApiError(_STATUS[exc.code], str(exc)) from exc
+    async with _device_connection(hub, principal, device_id) as conn:
+        await revoke(conn, device_id, _actor(principal), brokers=hub.brokers)
     return Response(status_code=204)
 
 
@@ -96,13 +92,12 @@ async def place_device(
     device_id: DeviceId, body: PlaceIn, hub: HubDep, principal: DeviceManager
 ) -> dict[str, Any]:
     """Place a device."""
-    async with connection(hub) as conn:
-        await _own_device(conn, principal, device_id)
+    async with _device_connection(hub, principal, device_id) as conn:
         try:
             await registry.place_device(conn, device_id, body.zone_id)
         except RegistryError as exc:
             raise ApiError(404, str(exc), "body.zone_id") from exc
-        row = await _own_device(conn, principal, device_id)
+        row = await visible_device(conn, principal, device_id)
     return device_json(row)
 
 

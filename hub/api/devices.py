@@ -18,9 +18,10 @@ from hub.api.common import (
     log_regulator_read,
     page,
     period,
+    visible_device,
 )
 from hub.api.deps import HubDep, Reader, connection
-from hub.api.errors import ERROR_RESPONSES, error_responses, not_found
+from hub.api.errors import ERROR_RESPONSES, error_responses
 from hub.api.models import Bucket, DeviceList, Readings
 from hub.auth import Principal
 from hub.errors import ApiError
@@ -70,9 +71,7 @@ async def _visible_device(
 ) -> dict[str, Any]:
     """The device, when the caller sees its facility; a regulator's read is logged."""
     async with connection(hub) as conn:
-        row = await api_queries.get_device(conn, device_id)
-        if row is None or not principal.sees_facility(row["facility_id"], row["district"]):
-            raise not_found(f"device {device_id!r}")
+        row = await visible_device(conn, principal, device_id)
         await log_regulator_read(conn, principal, request, row["facility_id"])
     return row
 

@@ -16,13 +16,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from hub.errors import (
-    AlertError,
     ApiError,
-    AuthError,
-    CursorError,
+    CodedError,
     HubError,
     NotifyError,
-    QueryError,
     RuleError,
     SignInLimitError,
     StorageError,
@@ -44,7 +41,7 @@ CODES = {
     500: "internal",
     503: "unavailable",
 }
-# HubError codes (AlertError, QueryError, AuthError) as HTTP statuses.
+# CodedError codes (alerts, accounts, credentials, queries) as HTTP statuses.
 _STATUS_OF_CODE = {
     "invalid": 400,
     "not_found": 404,
@@ -185,14 +182,10 @@ def install_error_handlers(app: FastAPI) -> None:
         # The message, never the input: it may be huge, or somebody else's junk.
         return error_response(422, f"{field}: {first.get('msg', 'invalid')}", field)
 
-    @app.exception_handler(AlertError)
-    async def _alert_error(_request: Request, exc: AlertError) -> JSONResponse:
-        return error_response(_STATUS_OF_CODE.get(exc.code, 400), str(exc))
-
-    @app.exception_handler(QueryError)
-    async def _query_error(_request: Request, exc: QueryError) -> JSONResponse:
-        field = "query.cursor" if isinstance(exc, CursorError) else None
-        return error_response(_STATUS_OF_CODE.get(exc.code, 400), str(exc), field)
+    @app.exception_handler(CodedError)
+    async def _coded_error(_request: Request, exc: CodedError) -> JSONResponse:
+        # Alerts, accounts, credentials and queries: the code says the status.
+        return error_response(_STATUS_OF_CODE.get(exc.code, 400), str(exc), exc.field)
 
     @app.exception_handler(SignInLimitError)
     async def _sign_in_limited(_request: Request, exc: SignInLimitError) -> JSONResponse:
@@ -207,10 +200,6 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=429,
             headers={"Retry-After": str(exc.retry_after_s)},
         )
-
-    @app.exception_handler(AuthError)
-    async def _auth_error(_request: Request, exc: AuthError) -> JSONResponse:
-        return error_response(_STATUS_OF_CODE.get(exc.code, 400), str(exc), exc.field)
 
     @app.exception_handler(RuleError)
     async def _rule_error(_request: Request, exc: RuleError) -> JSONResponse:

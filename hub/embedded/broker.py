@@ -29,7 +29,6 @@ import logging
 import socket
 import threading
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, Self
 
 from amqtt.broker import Broker
@@ -358,12 +357,7 @@ class EmbeddedBroker:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc_info: object) -> None:
         await self.stop()
 
 

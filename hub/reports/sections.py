@@ -15,8 +15,8 @@ from typing import Literal
 
 from hub.reports.labels import ALERT_KINDS, Language, coded, word, words
 from hub.reports.monthly import MonthlyReport, day_span
-from hub.storage.kpis import ACK_FAST_S, ACK_SLOW_S, Kpis
-from hub.storage.reports import RESPONSE_BINS_S, FacilityFigures
+from hub.storage.kpis import ACK_FAST_S, ACK_SLOW_S, ResponseFigures
+from hub.storage.reports import RESPONSE_BINS_S
 
 # Care-line practice targets (SPEC §4).
 TARGET_60S = 0.975
@@ -283,7 +283,7 @@ def _response(report: MonthlyReport, lang: Language) -> Section:
         "attend_p90",
     )
 
-    def row(ident: str, name: str, figures: Kpis | FacilityFigures) -> tuple[Cell, ...]:
+    def row(ident: str, name: str, figures: ResponseFigures) -> tuple[Cell, ...]:
         times = (figures.time_to_ack, figures.time_to_attend)
         return (
             ident,

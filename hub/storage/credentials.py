@@ -72,43 +72,48 @@ async def store_secret(
 
     With `rotate`, the old password stops working as the transaction commits.
     """
-    try:
-        async with conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO device_credentials (device_id, secret_hash, issued_by)"
-                " VALUES (%s, %s, %s)"
-                " ON CONFLICT (device_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash,"
-                "  issued_at = now(), issued_by = EXCLUDED.issued_by,"
-                "  rotations = device_credentials.rotations"
-                "   + (device_credentials.secret_hash IS NOT NULL)::int,"
-                "  revoked_at = NULL, revoked_by = NULL"
-                " WHERE %s OR device_credentials.secret_hash IS NULL"
-                " RETURNING 1",
-                (device_id, secret_hash, actor, rotate),
-            )
-            stored = await cur.fetchone() is not None
-            if stored:
-                await conn.execute(_NOTIFY, (device_id,))
-            return stored
-    except psycopg.Error as exc:
-        raise StorageError(f"cannot store device credentials: {exc}") from exc
+    return await _change_and_notify(
+        conn,
+        device_id,
+        "store",
+        "INSERT INTO device_credentials (device_id, secret_hash, issued_by)"
+        " VALUES (%s, %s, %s)"
+        " ON CONFLICT (device_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash,"
+        "  issued_at = now(), issued_by = EXCLUDED.issued_by,"
+        "  rotations = device_credentials.rotations"
+        "   + (device_credentials.secret_hash IS NOT NULL)::int,"
+        "  revoked_at = NULL, revoked_by = NULL"
+        " WHERE %s OR device_credentials.secret_hash IS NULL"
+        " RETURNING 1",
+        (device_id, secret_hash, actor, rotate),
+    )
 
 
 async def revoke_secret(conn: AsyncConnection[Any], device_id: str, actor: str) -> bool:
     """Revoke the device's credentials; False when it had none in force."""
+    return await _change_and_notify(
+        conn,
+        device_id,
+        "revoke",
+        "UPDATE device_credentials SET secret_hash = NULL, revoked_at = now(),"
+        " revoked_by = %s WHERE device_id = %s AND secret_hash IS NOT NULL RETURNING 1",
+        (actor, device_id),
+    )
+
+
+async def _change_and_notify(
+    conn: AsyncConnection[Any], device_id: str, verb: str, query: str, params: tuple[object, ...]
+) -> bool:
+    """Run one credentials change; when it touched a row, tell every hub in the same commit."""
     try:
         async with conn.transaction():
-            cur = await conn.execute(
-                "UPDATE device_credentials SET secret_hash = NULL, revoked_at = now(),"
-                " revoked_by = %s WHERE device_id = %s AND secret_hash IS NOT NULL RETURNING 1",
-                (actor, device_id),
-            )
-            revoked = await cur.fetchone() is not None
-            if revoked:
+            cur = await conn.execute(query, params)
+            changed = await cur.fetchone() is not None
+            if changed:
                 await conn.execute(_NOTIFY, (device_id,))
-            return revoked
+            return changed
     except psycopg.Error as exc:
-        raise StorageError(f"cannot revoke device credentials: {exc}") from exc
+        raise StorageError(f"cannot {verb} device credentials: {exc}") from exc
 
 
 CREDENTIALS_TABLE = "device_credentials"

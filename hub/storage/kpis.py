@@ -87,13 +87,9 @@ class ZoneOccupancy:
 
 
 @dataclass(frozen=True, slots=True)
-class Kpis:
-    """The KPIs of one scope: alert figures over [start, end), device and people figures now."""
+class ResponseFigures:
+    """How high alerts were answered over a period: the KPIs' and each report row's."""
 
-    scope: Scope
-    start: datetime
-    end: datetime
-    now: datetime
     # High-priority alerts raised in the period, and how many were acknowledged in time
     # (one never acknowledged counts as late); shares are None when there were none.
     high_alerts: int
@@ -106,6 +102,32 @@ class Kpis:
     time_to_attend: Percentiles
     overdue_calls: int
     staff_ratio_breaches: int
+
+
+def response_figures(alerts: dict[str, Any]) -> dict[str, Any]:
+    """The ResponseFigures fields from a row of alert_figures_sql (absent counts are 0)."""
+    high = int(alerts.get("high_alerts", 0))
+    return {
+        "high_alerts": high,
+        "ack_within_60s": int(alerts.get("ack_fast", 0)),
+        "ack_within_180s": int(alerts.get("ack_slow", 0)),
+        "ack_within_60s_share": alerts["ack_fast"] / high if high else None,
+        "ack_within_180s_share": alerts["ack_slow"] / high if high else None,
+        "time_to_ack": percentiles(alerts.get("time_to_ack")),
+        "time_to_attend": percentiles(alerts.get("time_to_attend")),
+        "overdue_calls": int(alerts.get("overdue_calls", 0)),
+        "staff_ratio_breaches": int(alerts.get("staff_ratio_breaches", 0)),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Kpis(ResponseFigures):
+    """The KPIs of one scope: alert figures over [start, end), device and people figures now."""
+
+    scope: Scope
+    start: datetime
+    end: datetime
+    now: datetime
     # Over alerts raised in the period and since resolved by staff (not `self_resolved`);
     # the shares are of those judged.
     false_alarms_by_kind: tuple[FalseAlarms, ...]
@@ -311,21 +333,12 @@ async def _kpis(
         raise StorageError(f"cannot compute the KPIs of {kind} {name!r}: {exc}") from exc
     if alerts is None or devices is None:  # aggregates without GROUP BY return one row
         raise StorageError(f"the KPI queries of {kind} {name!r} returned no row")
-    high = int(alerts["high_alerts"])
     return Kpis(
         scope=Scope(kind, name, tuple(row["id"] for row in facilities)),
         start=start,
         end=end,
         now=now,
-        high_alerts=high,
-        ack_within_60s=int(alerts["ack_fast"]),
-        ack_within_180s=int(alerts["ack_slow"]),
-        ack_within_60s_share=alerts["ack_fast"] / high if high else None,
-        ack_within_180s_share=alerts["ack_slow"] / high if high else None,
-        time_to_ack=percentiles(alerts["time_to_ack"]),
-        time_to_attend=percentiles(alerts["time_to_attend"]),
-        overdue_calls=int(alerts["overdue_calls"]),
-        staff_ratio_breaches=int(alerts["staff_ratio_breaches"]),
+        **response_figures(alerts),
         false_alarms_by_kind=_false_alarms(false_alarms, per_device=False),
         false_alarms_by_device=_false_alarms(false_alarms, per_device=True),
         devices_total=int(devices["total"]),

@@ -21,13 +21,13 @@ from hub.errors import StorageError
 from hub.storage.kpis import (
     FalseAlarms,
     Kpis,
-    Percentiles,
+    ResponseFigures,
     alert_figures_sql,
     device_figures_sql,
     district_kpis,
     facility_kpis,
     kpi_params,
-    percentiles,
+    response_figures,
 )
 
 # Upper edges, in seconds, of the response-time distribution's bins; the last bin is open.
@@ -36,7 +36,7 @@ WORST_DEVICES = 10
 
 
 @dataclass(frozen=True, slots=True)
-class FacilityFigures:
+class FacilityFigures(ResponseFigures):
     """One facility's row of the report: its alert figures, devices and occupancy."""
 
     id: str
@@ -45,15 +45,6 @@ class FacilityFigures:
     capacity: int
     alerts: int
     calls: int
-    high_alerts: int
-    ack_within_60s: int
-    ack_within_180s: int
-    ack_within_60s_share: float | None
-    ack_within_180s_share: float | None
-    time_to_ack: Percentiles
-    time_to_attend: Percentiles
-    overdue_calls: int
-    staff_ratio_breaches: int
     # Resolved and judged by staff (not self-resolved), and of those false alarms.
     judged: int
     false_alarms: int
@@ -367,7 +358,6 @@ def _facility(
     occupancy: tuple[int, float] | tuple[None, None],
 ) -> FacilityFigures:
     a = alerts or {}
-    high = int(a.get("high_alerts", 0))
     judged = int(a.get("judged", 0))
     false_alarms = int(a.get("false_alarms", 0))
     return FacilityFigures(
@@ -377,15 +367,7 @@ def _facility(
         capacity=int(registry["capacity"]),
         alerts=int(a.get("alerts", 0)),
         calls=calls,
-        high_alerts=high,
-        ack_within_60s=int(a.get("ack_fast", 0)),
-        ack_within_180s=int(a.get("ack_slow", 0)),
-        ack_within_60s_share=a["ack_fast"] / high if high else None,
-        ack_within_180s_share=a["ack_slow"] / high if high else None,
-        time_to_ack=percentiles(a.get("time_to_ack")),
-        time_to_attend=percentiles(a.get("time_to_attend")),
-        overdue_calls=int(a.get("overdue_calls", 0)),
-        staff_ratio_breaches=int(a.get("staff_ratio_breaches", 0)),
+        **response_figures(a),
         judged=judged,
         false_alarms=false_alarms,
         false_alarm_share=false_alarms / judged if judged else None,

@@ -17,11 +17,17 @@ from playwright.async_api import Browser, Page, expect
 
 from hub.auth import add_user
 from hub.clock import ManualClock
-from hub.runtime import run_hub
 from hub.settings import Settings
 from tests.e2e.conftest import DISTRICT, PASSWORD, SCREEN, Site, screenshot, sign_in
 from tests.fix_api import asgi_on
-from tests.fix_hub import FACILITY, connect_db, fake_device, wait_for
+from tests.fix_hub import (
+    FACILITY,
+    clocked_hub,
+    connect_db,
+    fake_device,
+    register_buttons,
+    wait_for,
+)
 from tests.fix_live import serve_running
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
@@ -31,20 +37,12 @@ FLOOD_DEVICES = 13
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    """The hub's clock, moved forward by the test."""
-    return ManualClock()
-
-
-@pytest.fixture
 async def clocked_site(migrated: Settings, clock: ManualClock) -> AsyncIterator[Site]:
     """The hub on the test's clock, serving the dashboards, with a regulator and a nurse."""
-    async with run_hub(migrated, clock=clock) as hub:
-        await hub.wait_connected(15)
-        async with serve_running(hub, asgi_on(hub)) as server:
-            await add_user(hub.pool, "regulator", "regulator", PASSWORD, district=DISTRICT)
-            await add_user(hub.pool, "nurse", "staff", PASSWORD, facility_id=FACILITY)
-            yield Site(hub, f"http://127.0.0.1:{server.port}")
+    async with clocked_hub(migrated, clock) as hub, serve_running(hub, asgi_on(hub)) as server:
+        await add_user(hub.pool, "regulator", "regulator", PASSWORD, district=DISTRICT)
+        await add_user(hub.pool, "nurse", "staff", PASSWORD, facility_id=FACILITY)
+        yield Site(hub, f"http://127.0.0.1:{server.port}")
 
 
 async def _post_as(site: Site, username: str, path: str, body: dict[str, object]) -> None:
@@ -116,12 +114,7 @@ async def test_a_flood_collapses_to_one_line_that_expands_to_every_alert(
     settings = site.hub.settings
     ids = [f"eb-flood-{n:02d}" for n in range(1, FLOOD_DEVICES + 1)]
     async with await connect_db(settings) as db:
-        for device_id in ids:
-            await db.execute(
-                "INSERT INTO devices (id, facility_id, type, zone_id, heartbeat_s)"
-                " VALUES (%s, %s, 'emergency_button', 'room-101', 60)",
-                (device_id, FACILITY),
-            )
+        await register_buttons(db, ids)
         # As an import does: the running hub reloads its device cache.
         await db.execute("SELECT pg_notify('carehub_registry', 'devices')")
     page = await browser.new_page(viewport=SCREEN)

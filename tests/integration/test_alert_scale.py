@@ -21,7 +21,7 @@ import pytest
 from hub.runtime import run_hub
 from hub.settings import Settings
 from tests.child_process import database_env, run_carehub
-from tests.fix_hub import DB, FACILITY, now_ts, raw_client, wait_for
+from tests.fix_hub import DB, FACILITY, now_ts, raw_client, register_buttons, wait_for
 from tests.hub_pair import two_hubs
 from tests.samples import sos_decision
 
@@ -34,12 +34,7 @@ TAKEOVER_S = 15.0
 
 async def _register_buttons(db: DB, count: int, prefix: str = "eb-b") -> list[str]:
     ids = [f"{prefix}{n:03d}" for n in range(count)]
-    async with db.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO devices (id, facility_id, type, zone_id, heartbeat_s)"
-            " VALUES (%s, %s, 'emergency_button', 'room-101', 300)",
-            [(device_id, FACILITY) for device_id in ids],
-        )
+    await register_buttons(db, ids, heartbeat_s=300)
     return ids
 
 

@@ -16,27 +16,27 @@ import pytest
 from hub.alerts.audit import verify_audit
 from hub.clock import ManualClock
 from hub.errors import AlertError
-from hub.runtime import Hub, run_hub
+from hub.runtime import Hub
 from hub.settings import Settings
-from tests.fix_hub import DB, FACILITY, FakeDevice, escalation_marks, fake_device, rows, wait_for
+from tests.fix_hub import (
+    DB,
+    FACILITY,
+    FakeDevice,
+    clocked_hub,
+    escalation_marks,
+    fake_device,
+    rows,
+    wait_for,
+)
 from tests.samples import sos_decision
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    """The hub's clock, moved forward by the test."""
-    return ManualClock()
-
-
-@pytest.fixture
 async def hub(migrated: Settings, clock: ManualClock) -> AsyncIterator[Hub]:
     """A hub on the test's schema with the test's clock, its timers and live feed running."""
-    async with run_hub(migrated, clock=clock) as running:
-        await running.wait_connected(15)
-        await asyncio.wait_for(running.live.listening.wait(), 15)
-        await asyncio.wait_for(running.timers.leader.wait(), 15)
+    async with clocked_hub(migrated, clock) as running:
         yield running
 
 

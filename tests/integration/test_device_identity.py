@@ -152,6 +152,21 @@ async def _embedded_stage(base: Settings) -> AsyncIterator[Stage]:
         await authority.close()
 
 
+async def _mosquitto_site(base: Settings, site: SiteMosquitto) -> Settings:
+    """The hub's settings for the site Mosquitto, its schema migrated and the site registered."""
+    settings = base.model_copy(
+        update={
+            "mqtt_url": site.mqtt_url,
+            "mqtt_admin_url": site.admin_url,
+            "mqtt_protocol": 5,
+            "topic_root": site.root,
+        }
+    )
+    await migrate(settings)
+    await register_site(settings)
+    return settings
+
+
 @pytest.fixture(params=["embedded", "mosquitto"])
 async def stage(request: pytest.FixtureRequest, hub_settings: Settings) -> AsyncIterator[Stage]:
     """The embedded broker gated by the hub's store, then the site Mosquitto; site migrated."""
@@ -162,16 +177,7 @@ async def stage(request: pytest.FixtureRequest, hub_settings: Settings) -> Async
             yield embedded
         return
     site: SiteMosquitto = request.getfixturevalue("site_mosquitto")
-    settings = hub_settings.model_copy(
-        update={
-            "mqtt_url": site.mqtt_url,
-            "mqtt_admin_url": site.admin_url,
-            "mqtt_protocol": 5,
-            "topic_root": site.root,
-        }
-    )
-    await migrate(settings)
-    await register_site(settings)
+    settings = await _mosquitto_site(hub_settings, site)
 
     async def restart() -> None:
         await asyncio.to_thread(site.restart)
@@ -386,16 +392,7 @@ async def test_the_hub_puts_a_lost_device_role_back_at_start(
 ) -> None:
     """A device role removed at the broker is recreated when the hub starts; its device
     connects and publishes again."""
-    settings = hub_settings.model_copy(
-        update={
-            "mqtt_url": site_mosquitto.mqtt_url,
-            "mqtt_admin_url": site_mosquitto.admin_url,
-            "mqtt_protocol": 5,
-            "topic_root": site_mosquitto.root,
-        }
-    )
-    await migrate(settings)
-    await register_site(settings)
+    settings = await _mosquitto_site(hub_settings, site_mosquitto)
     stage = Stage("mosquitto", settings, restart=_no_restart)
     device_id = await _device_id(stage)
     password = await stage.issue(device_id)

@@ -27,7 +27,7 @@ from hub.storage.migrate import load_migrations, migrate, storage_flavour
 from hub.storage.pool import create_pool
 from hub.storage.writer import BatchWriter
 from tests.child_process import run_carehub
-from tests.fix_hub import DB, FACILITY, build_settings, register_site, rows
+from tests.fix_hub import DB, FACILITY, database_only_settings, register_site, rows
 
 pytestmark = [pytest.mark.db]
 
@@ -155,16 +155,8 @@ def settings_for(database_url: str, db_schema: str, tmp_path: Path) -> SettingsF
     """Settings for this test's schema, with a TimescaleDB mode and overrides of its own."""
 
     def build(timescaledb: str, **overrides: Any) -> Settings:
-        return build_settings(
-            # Migrations never talk to the broker; nothing listens on this port.
-            mqtt_url="mqtt://127.0.0.1:1",
-            mqtt_protocol=5,
-            database_url=database_url,
-            schema=db_schema,
-            topic_root="migrations",
-            spool_dir=tmp_path / "spool",
-            timescaledb=timescaledb,
-            **overrides,
+        return database_only_settings(
+            database_url, db_schema, "migrations", tmp_path, timescaledb=timescaledb, **overrides
         )
 
     return build

@@ -134,12 +134,6 @@ def refused_url() -> str:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    """The notifier's clock, moved forward by the test."""
-    return ManualClock()
-
-
-@pytest.fixture
 def settings(migrated: Settings) -> Settings:
     """The hub's settings with a short HTTP timeout and 4 tries per notice."""
     return migrated.model_copy(update={"notify_timeout_s": 2.0, "notify_max_attempts": 4})

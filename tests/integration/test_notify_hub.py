@@ -18,7 +18,7 @@ import pytest
 from hub.notify import add_webhook
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings
-from tests.fix_hub import FACILITY, connect_db, fake_device, wait_for
+from tests.fix_hub import FACILITY, connect_db, fake_device, register_buttons, wait_for
 from tests.integration.test_notify import Endpoint, refused_url, serving
 
 pytestmark = [pytest.mark.db, pytest.mark.mqtt]
@@ -37,12 +37,7 @@ def settings(migrated: Settings) -> Settings:
 async def hub_with_buttons(settings: Settings) -> AsyncIterator[Hub]:
     """Register five more buttons, then run the hub (it reads the registry at start)."""
     async with await connect_db(settings) as conn:
-        for button in BUTTONS:
-            await conn.execute(
-                "INSERT INTO devices (id, facility_id, type, zone_id, heartbeat_s)"
-                " VALUES (%s, %s, 'emergency_button', 'room-101', 60)",
-                (button, FACILITY),
-            )
+        await register_buttons(conn, BUTTONS)
     async with run_hub(settings) as hub:
         await hub.wait_connected(15)
         yield hub

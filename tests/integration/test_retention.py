@@ -11,7 +11,7 @@ import pytest
 from hub.runtime import run_hub
 from hub.settings import Settings
 from hub.storage.migrate import migrate
-from tests.fix_hub import FACILITY, build_settings, connect_db, register_site, rows
+from tests.fix_hub import FACILITY, connect_db, database_only_settings, register_site, rows
 from tests.integration.test_migrations import NO_TIMESCALE, timescale_unusable
 
 pytestmark = [pytest.mark.db, pytest.mark.mqtt]
@@ -66,15 +66,8 @@ async def test_timescaledb_policies_follow_the_setting_at_the_next_start(
     why = timescale_unusable(database_url)
     if why is not None:
         pytest.skip(NO_TIMESCALE.format(why=why))
-    settings = build_settings(
-        mqtt_url="mqtt://127.0.0.1:1",
-        mqtt_protocol=5,
-        database_url=database_url,
-        schema=db_schema,
-        topic_root="retention",
-        spool_dir=tmp_path / "spool",
-        timescaledb="on",
-        retention_days=400,
+    settings = database_only_settings(
+        database_url, db_schema, "retention", tmp_path, timescaledb="on", retention_days=400
     )
     await migrate(settings)
     await migrate(_settings(settings, retention_days=30))

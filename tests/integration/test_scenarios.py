@@ -8,7 +8,6 @@ times and escalation need no waiting.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -19,13 +18,13 @@ import pytest
 
 from hub.cli.simulate import register_district
 from hub.clock import ManualClock
-from hub.runtime import Hub, run_hub
+from hub.runtime import Hub
 from hub.settings import Settings
 from simulators import scenarios
 from simulators.device import SimulatedDevice
 from simulators.district import District, build_district
 from simulators.fleet import Fleet
-from tests.fix_hub import DB, background_task, escalation_marks, wait_for
+from tests.fix_hub import DB, background_task, clocked_hub, escalation_marks, wait_for
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
@@ -53,12 +52,9 @@ async def site(
         time_scale=60.0,
         seed=11,
     )
-    async with run_hub(migrated, clock=clock) as hub:
-        await hub.wait_connected(15)
-        await asyncio.wait_for(hub.timers.leader.wait(), 15)
-        async with background_task(fleet.run()):
-            await fleet.wait_online(share=1.0, timeout_s=30)
-            yield hub, fleet, clock
+    async with clocked_hub(migrated, clock) as hub, background_task(fleet.run()):
+        await fleet.wait_online(share=1.0, timeout_s=30)
+        yield hub, fleet, clock
 
 
 def chosen(fleet: Fleet, report: scenarios.ScenarioReport) -> SimulatedDevice:
