@@ -158,7 +158,14 @@ class DatabaseRelay:
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+            host, port = self._target
+            if host.startswith("/"):
+                # A unix-socket server (the embedded PostgreSQL): libpq's socket file name.
+                upstream_reader, upstream_writer = await asyncio.open_unix_connection(
+                    f"{host}/.s.PGSQL.{port}"
+                )
+            else:
+                upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
         except OSError:
             writer.transport.abort()
             return
