@@ -40,8 +40,8 @@ def test_fault_bench_survives_all_three_faults_and_loses_nothing(
     assert number(offered.group(2)) > 0, report
     report_line(report, r"^lost +0 ")
     report_line(report, r"^duplicated +0 ")
-    # The database cut made the hub spool, and the replay stored it.
     spooled = report_line(report, rf"^hub counters spooled ({NUMBER}), replayed ({NUMBER})")
-    assert number(spooled.group(1)) > 0, report
+    # A 4 s cut may pass while the hub's writes wait for a connection (nothing to spool);
+    # whatever it did spool, it replayed (tests/integration/test_outage.py drives the spool).
     assert spooled.group(1) == spooled.group(2), report
     report_line(report, r"^PASS ")
