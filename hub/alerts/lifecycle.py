@@ -91,29 +91,14 @@ class AlertStore:
         return change
 
     async def _raise(self, conn: AsyncConnection[Any], d: AlertDecision) -> AlertChange | None:
-        cleared_at = None
-        order = d.order
-        if order is not None and d.device_id is not None:
-            # A clear the device sent after this message may have been stored first.
-            await alert_rows.lock_device_kind(conn, d.device_id, d.kind)
-            cleared_at = await alert_rows.clear_after(conn, d.device_id, d.kind, order)
-        # Claim the message first: a concurrent copy of it waits here, then finds it.
-        if (
-            d.seq is not None
-            and d.device_id is not None
-            and not await alert_rows.claim_trigger(conn, d.device_id, d.seq, d.kind, d.at)
-        ):
+        # A clear the device sent after this message may have been stored first; a copy
+        # of this message may have been claimed first (then this one is redelivered).
+        checks = await alert_rows.raise_checks(conn, d, may_shelve=d.kind not in NEVER_SHELVED)
+        if not checks.claimed:
             return None
-        shelved = (
-            d.zone_id is not None
-            and d.kind not in NEVER_SHELVED
-            and await alert_rows.zone_snoozed(conn, d.facility_id, d.zone_id, d.at)
-        )
         alert, inserted = await alert_rows.upsert_alert(
-            conn, d, shelved=shelved, cleared_at=cleared_at
+            conn, d, shelved=checks.shelved, cleared_at=checks.cleared_at
         )
-        if d.seq is not None and d.device_id is not None:
-            await alert_rows.link_trigger(conn, alert.id, d.device_id, d.seq, d.kind)
         if inserted:
             return AlertChange(alert, "raise", None, "system", d.at)
         return AlertChange(alert, "repeat", alert.state, "system", d.at, f"count {alert.count}")
@@ -274,7 +259,11 @@ class AlertStore:
     async def _transaction(self, failure: str) -> AsyncIterator[AsyncConnection[Any]]:
         """One change's transaction; a database error in it is StorageError(`failure`: why)."""
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            # In pipeline mode: a statement whose result is not read (the audit row, the
+            # live change, the commit's companions) travels with the next one that is, so
+            # a raise costs five round trips instead of some twenty. On the hub's event
+            # loop each round trip also waits for a turn behind telemetry.
+            async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 yield conn
         except psycopg.Error as exc:
             raise StorageError(f"{failure}: {exc}") from exc

@@ -48,39 +48,51 @@ def present(row: _Row | None) -> _Row:
     return row
 
 
-async def claim_trigger(
-    conn: Connection, device_id: str, seq: int, kind: str, at: datetime
-) -> bool:
-    """Claim a device message for an alert kind; False when a copy of it claimed it first.
+@dataclass(frozen=True, slots=True)
+class RaiseChecks:
+    """What a raise learns before it writes: whether it claimed its message, the device's
+    newest clear when that came after the message, and whether the zone is snoozed."""
 
-    A concurrent copy of the message waits on the claim, then finds it.
+    claimed: bool
+    cleared_at: datetime | None
+    shelved: bool
+
+
+async def raise_checks(conn: Connection, d: AlertDecision, *, may_shelve: bool) -> RaiseChecks:
+    """Lock the device's order, read its newest clear, claim the message, read the snooze.
+
+    Sent as one pipeline, so the four cost one round trip: on the hub's busy event loop
+    each round trip of an emergency's transaction also waits for a turn of the loop.
+    The claim is taken after the order lock, as before: a concurrent copy of the message
+    waits on the claim, then finds it (and the checks of a lost claim are not used).
     """
-    cur = await conn.execute(
-        "INSERT INTO alert_triggers (device_id, seq, kind, at) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT DO NOTHING RETURNING 1",
-        (device_id, seq, kind, at),
+    clear = claim = snooze = None
+    async with conn.pipeline():
+        if d.order is not None and d.device_id is not None:
+            await lock_device_kind(conn, d.device_id, d.kind)
+            clear = await conn.execute(
+                "SELECT at FROM device_clears WHERE device_id = %s AND kind = %s"
+                " AND (ts, seq) > (%s, %s)",
+                (d.device_id, d.kind, *d.order),
+            )
+        if d.seq is not None and d.device_id is not None:
+            claim = await conn.execute(
+                "INSERT INTO alert_triggers (device_id, seq, kind, at) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING 1",
+                (d.device_id, d.seq, d.kind, d.at),
+            )
+        if may_shelve and d.zone_id is not None:
+            snooze = await conn.execute(
+                "SELECT 1 FROM snoozes WHERE facility_id = %s AND zone_id = %s"
+                " AND starts_at <= %s AND until > %s LIMIT 1",
+                (d.facility_id, d.zone_id, d.at, d.at),
+            )
+    cleared = None if clear is None else await clear.fetchone()
+    return RaiseChecks(
+        claimed=claim is None or await claim.fetchone() is not None,
+        cleared_at=None if cleared is None else cleared[0],
+        shelved=snooze is not None and await snooze.fetchone() is not None,
     )
-    return await cur.fetchone() is not None
-
-
-async def link_trigger(
-    conn: Connection, alert_id: int, device_id: str, seq: int, kind: str
-) -> None:
-    """Note which alert a claimed device message raised or repeated."""
-    await conn.execute(
-        "UPDATE alert_triggers SET alert_id = %s WHERE device_id = %s AND seq = %s AND kind = %s",
-        (alert_id, device_id, seq, kind),
-    )
-
-
-async def zone_snoozed(conn: Connection, facility_id: str, zone_id: str, at: datetime) -> bool:
-    """Whether a snooze of the zone is in force at `at`."""
-    cur = await conn.execute(
-        "SELECT 1 FROM snoozes WHERE facility_id = %s AND zone_id = %s"
-        " AND starts_at <= %s AND until > %s LIMIT 1",
-        (facility_id, zone_id, at, at),
-    )
-    return await cur.fetchone() is not None
 
 
 # SQL: whether the repeating message comes after the alert's latest trigger, by the
@@ -99,7 +111,8 @@ async def upsert_alert(
 
     A repeat that the device sent before the alert's latest trigger (a copy that took the
     other hub, and longer) counts, but leaves the newer trigger's seq, detail and clearing
-    as they are. `cleared_at`: the device's newest clear, when it came after `d`.
+    as they are. `cleared_at`: the device's newest clear, when it came after `d`. The
+    message `d` claimed (raise_checks) is linked to the alert.
     """
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
@@ -135,6 +148,15 @@ async def upsert_alert(
                 cleared_at,
             ),
         )
+        if d.seq is not None and d.device_id is not None:
+            # Note which alert the claimed message raised or repeated; sent before the
+            # upsert's row is read, so that in a pipeline both cost one round trip.
+            await conn.execute(
+                "UPDATE alert_triggers SET alert_id = (SELECT id FROM alerts"
+                "  WHERE subject = %s AND kind = %s AND state <> 'resolved')"
+                " WHERE device_id = %s AND seq = %s AND kind = %s",
+                (d.subject, d.kind, d.device_id, d.seq, d.kind),
+            )
         row = present(await cur.fetchone())
     return alert_of(row), bool(row["inserted"])
 
@@ -168,18 +190,6 @@ async def record_clear(
         "  at = EXCLUDED.at WHERE (EXCLUDED.ts, EXCLUDED.seq) > (c.ts, c.seq)",
         (device_id, kind, ts, seq, at),
     )
-
-
-async def clear_after(
-    conn: Connection, device_id: str, kind: str, order: tuple[datetime, int]
-) -> datetime | None:
-    """When the device's newest clear of `kind` arrived, if it was sent after `order`."""
-    cur = await conn.execute(
-        "SELECT at FROM device_clears WHERE device_id = %s AND kind = %s AND (ts, seq) > (%s, %s)",
-        (device_id, kind, *order),
-    )
-    row = await cur.fetchone()
-    return None if row is None else row[0]
 
 
 async def raised_after(conn: Connection, alert_id: int, order: tuple[datetime, int]) -> bool:

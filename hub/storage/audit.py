@@ -43,29 +43,30 @@ class StoredAudit:
 
 
 async def lock_head(conn: Connection, facility_id: str, genesis_hash: str) -> str:
-    """The facility's last hash, its head locked for this transaction (opened if new)."""
-    await conn.execute(
-        "INSERT INTO audit_heads (facility_id, last_id, last_hash) VALUES (%s, 0, %s)"
-        " ON CONFLICT DO NOTHING",
-        (facility_id, genesis_hash),
-    )
+    """The facility's last hash, its head locked for this transaction (opened if new).
+
+    One statement: the no-op update of an existing head locks it, as FOR UPDATE would,
+    and a concurrent writer's head is read as that writer committed it.
+    """
     cur = await conn.execute(
-        "SELECT last_hash FROM audit_heads WHERE facility_id = %s FOR UPDATE", (facility_id,)
+        "INSERT INTO audit_heads AS h (facility_id, last_id, last_hash) VALUES (%s, 0, %s)"
+        " ON CONFLICT (facility_id) DO UPDATE SET last_id = h.last_id RETURNING last_hash",
+        (facility_id, genesis_hash),
     )
     return str(present(await cur.fetchone())[0])
 
 
 async def append(conn: Connection, entry: AuditEntry, prev_hash: str, digest: str) -> None:
-    """Store one row after `prev_hash` and move the facility's head to it."""
-    cur = await conn.execute(
-        "INSERT INTO alert_audit (facility_id, alert_id, at, actor, action, from_state, to_state,"
-        " note, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (*entry.as_row(), prev_hash, digest),
-    )
-    audit_id = present(await cur.fetchone())[0]
+    """Store one row after `prev_hash` and move the facility's head to it.
+
+    One statement whose result is not read: in a pipeline it costs no round trip of its own.
+    """
     await conn.execute(
-        "UPDATE audit_heads SET last_id = %s, last_hash = %s WHERE facility_id = %s",
-        (audit_id, digest, entry.facility_id),
+        "WITH row AS (INSERT INTO alert_audit (facility_id, alert_id, at, actor, action,"
+        " from_state, to_state, note, prev_hash, hash)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id)"
+        " UPDATE audit_heads SET last_id = row.id, last_hash = %s FROM row WHERE facility_id = %s",
+        (*entry.as_row(), prev_hash, digest, digest, entry.facility_id),
     )
 
 
