@@ -17,7 +17,7 @@ from hub.settings import Settings
 # Each bench's keywords, which the parser stores under the same names but for these two.
 # An option not given is left out, so the bench's own default (in its signature) applies.
 _OPTIONS = {
-    "ingest": ("duration_s", "devices", "rate", "connections", "hubs", "keep"),
+    "ingest": ("duration_s", "devices", "rate", "connections", "hubs", "keep", "find_max"),
     "latency": ("duration_s", "rate", "presses_per_s", "devices"),
     "live": ("clients", "rate", "duration_s", "devices"),
     "dashboard": ("facilities", "loads", "chromium", "keep"),
@@ -109,5 +109,11 @@ def register(sub: Subcommands) -> None:
     )
     bench.add_argument(
         "--keep", action="store_true", help="keep the bench schema (bench_<hex>) for inspection"
+    )
+    bench.add_argument(
+        "--find-max",
+        action="store_true",
+        help="ingest: a ramp from --rate (default 5,000 msgs/s), a fifth more every --duration "
+        "(default 20 s), until a step loses a message; prints the highest rate held",
     )
     bench.set_defaults(handler=_cmd_bench)

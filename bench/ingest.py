@@ -14,6 +14,7 @@ import itertools
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -44,27 +45,55 @@ TARGET_RSS_BYTES = 400 * harness.MB
 RATE_TOLERANCE = 0.01
 # More hubs than this on one machine measure the scheduler, not the hub.
 MAX_HUBS = 16
+# --find-max: the ramp's first offered rate, its growth per step, its ceiling, and each
+# step's length. A step is held when nothing of it is lost and the hub kept up: it stored
+# at least this share of what was offered over the step's steady window.
+RAMP_START = 5_000.0
+RAMP_GROWTH = 1.2
+RAMP_CEILING = 80_000.0
+RAMP_STEP_S = 20.0
+RAMP_KEPT_UP = 0.97
+RAMP_WARMUP_S = 5.0
 
 
 def run_bench(
     settings: Settings,
     which: str,
     *,
-    duration_s: float = 60.0,
+    duration_s: float | None = None,
     devices: int = 10_000,
-    rate: float = TARGET_RATE,
+    rate: float | None = None,
     connections: int = CONNECTIONS,
     hubs: int = 1,
     keep: bool = False,
+    find_max: bool = False,
+    ceiling: float = RAMP_CEILING,
 ) -> int:
-    """Run one benchmark and print its figures; 0 even when a target is missed."""
+    """Run one benchmark and print its figures; 0 even when a target is missed.
+
+    `find_max`: instead of one rate, a ramp from `rate` (default 5,000) that grows by a
+    fifth every `duration_s` (default 20 s) until a step loses messages or falls behind,
+    or the next would pass `ceiling`; it prints the highest rate held.
+    """
     if which != "ingest":
         raise HubError(f"unknown benchmark {which!r}; only `ingest` is built")
+    if duration_s is None:
+        duration_s = RAMP_STEP_S if find_max else 60.0
+    if rate is None:
+        rate = RAMP_START if find_max else TARGET_RATE
     if duration_s <= 0 or devices < 1 or rate <= 0 or connections < 1 or hubs < 1:
         raise HubError("--duration, --devices, --rate, --connections and --hubs must be positive")
     if hubs > MAX_HUBS:
         raise HubError(f"--hubs {hubs}: at most {MAX_HUBS} hub processes on one machine")
     connections = min(connections, devices)
+    if find_max:
+        if hubs != 1:
+            raise HubError("--find-max ramps one hub process; leave out --hubs")
+        return asyncio.run(
+            _bench_find_max(
+                settings, duration_s, devices, ramp_rates(rate, ceiling), connections, keep=keep
+            )
+        )
     return asyncio.run(
         _bench_ingest(settings, duration_s, devices, rate, connections, hubs=hubs, keep=keep)
     )
@@ -293,3 +322,179 @@ def _report_hub(
         f"spooled {counters.get('carehub_spooled_messages_total', 0.0):,.0f}, "
         f"duplicates {counters.get('carehub_messages_duplicate_total', 0.0):,.0f}"
     )
+
+
+# -- --find-max: the highest rate held -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RampStep:
+    """One step of the ramp: what was offered, what was stored, what was lost."""
+
+    asked: float
+    offered: float
+    stored: float
+    lost: int
+    forgone: float
+    p99_ms: float | None
+
+    @property
+    def held(self) -> bool:
+        """Nothing lost, the offer made in full, and the hub kept up with it."""
+        return self.lost == 0 and self.forgone < 1 and self.stored >= self.offered * RAMP_KEPT_UP
+
+
+def ramp_rates(start: float, ceiling: float = RAMP_CEILING) -> list[float]:
+    """The offered rates of the ramp: from `start`, a fifth more each step, to the ceiling."""
+    rates = [start]
+    while rates[-1] * RAMP_GROWTH <= ceiling:
+        # Three significant figures: rates that read well at any scale.
+        rates.append(float(f"{rates[-1] * RAMP_GROWTH:.3g}"))
+    return rates
+
+
+async def _bench_find_max(
+    settings: Settings,
+    step_s: float,
+    device_count: int,
+    rates: Sequence[float],
+    connections: int,
+    *,
+    keep: bool,
+) -> int:
+    run = harness.BenchRun.new(settings)
+    print(
+        f"carehub bench ingest --find-max: {device_count} devices over {connections} "
+        f"connections, QoS 1 telemetry offered at {rates[0]:,.0f} msgs/s, then a fifth more "
+        f"every {step_s:g} s until a step loses a message or falls behind\n"
+        f"  broker {settings.mqtt.host}:{settings.mqtt.port}, schema {run.schema}, "
+        f"topic root {run.root}",
+        flush=True,
+    )
+    async with run.database(keep=keep) as conn:
+        fleet = bench_fleet(device_count)
+        await register_fleet(conn, fleet)
+        async with run.hubs(1) as (hub,):
+            steps = await _ramp(
+                conn,
+                hub,
+                run.settings,
+                fleet=fleet,
+                rates=rates,
+                step_s=step_s,
+                connections=connections,
+            )
+            _report_ramp(steps, hub)
+    return 0
+
+
+async def _ramp(
+    conn: psycopg.AsyncConnection[Any],
+    hub: harness.HubProcess,
+    settings: Settings,
+    *,
+    fleet: Sequence[BenchDevice],
+    rates: Sequence[float],
+    step_s: float,
+    connections: int,
+) -> list[RampStep]:
+    """Offer each rate in turn on the same connections; stop after the first step not held.
+
+    Between steps the load pauses until the hub has stored all that was PUBACKed, so each
+    step starts level and its losses are its own.
+    """
+    load, publishers = telemetry_load(settings, fleet, rate=rates[0], connections=connections)
+    for publisher in publishers:
+        await publisher.connect()
+    readers = [asyncio.create_task(p.read_acks()) for p in publishers]
+    sampler = asyncio.create_task(hub.sample_forever())
+    loop = asyncio.get_running_loop()
+    steps: list[RampStep] = []
+    lost_before = 0
+    try:
+        # A warm-up first, not counted as a step: the hub's first seconds (its pool filling,
+        # its caches cold) would otherwise fail the first step at any rate.
+        for publisher in publishers:
+            publisher.set_rate(rates[0] / 2 * len(publisher.device_ids) / len(fleet))
+        started = loop.time()
+        async with asyncio.TaskGroup() as group:
+            for publisher in publishers:
+                group.create_task(publisher.publish(started, started + RAMP_WARMUP_S))
+        await drain_readings(conn, load.acked)
+        for rate in rates:
+            for publisher in publishers:
+                publisher.set_rate(rate * len(publisher.device_ids) / len(fleet))
+            sent_before, forgone_before = load.sent, load.forgone
+            wall_started = await harness.db_now(conn) + timedelta(seconds=0.1)
+            started = loop.time() + 0.1
+            async with asyncio.TaskGroup() as group:
+                for publisher in publishers:
+                    group.create_task(publisher.publish(started, started + step_s))
+            elapsed = loop.time() - started
+            wall_stopped = await harness.db_now(conn)
+            unconfirmed = sum([await publisher.settle() for publisher in publishers])
+            await drain_readings(conn, load.acked)
+            warmup = min(3.0, step_s * 0.15)
+            window_from = wall_started + timedelta(seconds=warmup)
+            window_s = max((wall_stopped - window_from).total_seconds(), 1e-3)
+            stored = await stored_readings(conn, window_from, wall_stopped)
+            lost_total = load.acked - stored.distinct + unconfirmed
+            step = RampStep(
+                asked=rate,
+                offered=(load.sent - sent_before) / elapsed,
+                stored=stored.window_rows / window_s,
+                lost=lost_total - lost_before,
+                forgone=load.forgone - forgone_before,
+                p99_ms=stored.p99_ms,
+            )
+            lost_before = lost_total
+            steps.append(step)
+            print(
+                f"step         {rate:>8,.0f} asked  {step.offered:>8,.0f} offered  "
+                f"{step.stored:>8,.0f} stored msgs/s  lost {step.lost:,}  "
+                f"p99 {_ms(step.p99_ms)}  {'held' if step.held else 'NOT held'}",
+                flush=True,
+            )
+            if not step.held:
+                break
+    except* (OSError, TimeoutError, HubError) as failed:
+        load.errors.extend(repr(exc) for exc in failed.exceptions)
+    finally:
+        sampler.cancel()
+        await close_load(publishers, readers, load)
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    for error in load.errors:
+        print(f"generator    error: {error}")
+    return steps
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f} ms"
+
+
+def _report_ramp(steps: Sequence[RampStep], hub: harness.HubProcess) -> None:
+    held = [step for step in steps if step.held]
+    print(f"hub RSS      peak {hub.peak_rss() / harness.MB:.1f} MB (VmHWM)")
+    if not held:
+        print("find-max     no step held: start lower with --rate")
+    else:
+        best = held[-1]
+        after = steps[len(held)] if len(held) < len(steps) else None
+        why = (
+            "the ramp's ceiling was reached"
+            if after is None
+            else f"the next step, {after.asked:,.0f} asked, "
+            + (
+                f"lost {after.lost:,}"
+                if after.lost
+                else "fell short of its offer"
+                if after.forgone >= 1
+                else f"stored only {after.stored:,.0f} msgs/s"
+            )
+        )
+        print(
+            f"find-max     highest rate held: {best.stored:,.0f} msgs/s stored of "
+            f"{best.offered:,.0f} offered, nothing lost ({why})"
+        )
+    hub.report_early_exit()

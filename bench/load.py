@@ -144,7 +144,7 @@ class TelemetryPublisher(RawConnection):
             for device_id, facility, _ in fleet
         ]
         self._tails = [telemetry_tail(kind, offset + i) for i, (_, _, kind) in enumerate(fleet)]
-        self._device_ids = [device_id for device_id, _, _ in fleet]
+        self.device_ids = [device_id for device_id, _, _ in fleet]
         # packet id -> the message's number (device = number % devices, seq = number // devices)
         self._inflight: dict[int, int] = {}
         self._room = asyncio.Event()
@@ -158,6 +158,10 @@ class TelemetryPublisher(RawConnection):
     async def connect(self) -> None:
         """Open the connection and wait for a successful CONNACK."""
         await self._open(10)
+
+    def set_rate(self, rate: float) -> None:
+        """Offer `rate` messages per second from the next publish() on (a ramp's next step)."""
+        self._rate = rate
 
     async def read_acks(self) -> None:
         """Count PUBACKs (in bulk) until the connection closes."""
@@ -260,8 +264,8 @@ class TelemetryPublisher(RawConnection):
         They are given up, not sent again: the broker took no responsibility for them (a
         real device would send them again; the bench only counts them apart).
         """
-        devices = len(self._device_ids)
-        lost = [(self._device_ids[n % devices], n // devices) for n in self._inflight.values()]
+        devices = len(self.device_ids)
+        lost = [(self.device_ids[n % devices], n // devices) for n in self._inflight.values()]
         self._inflight.clear()
         self._room.set()
         self._settled.set()
