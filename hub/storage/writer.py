@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,11 @@ _ROW_ERRORS = (
 
 # Rows a COPY writes between two turns of the event loop (see _copy_rows).
 COPY_YIELD_ROWS = 256
+
+# After a batch meets a reading already stored (a redelivery: a reconnect, a hub restart,
+# another hub's copy), batches go through the staging table for this long. Until then
+# readings are copied straight in, which spares the database a second pass over every row.
+STAGED_AFTER_REDELIVERY_S = 30.0
 
 # A dead letter keeps at most this much of a payload; its full size is recorded beside it.
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
@@ -229,19 +235,35 @@ def _fold_pending(rejections: Sequence[Rejection]) -> dict[str, _Pending]:
     return pending
 
 
+class _RedeliveredError(Exception):
+    """A reading copied straight into `readings` was stored already: stage the batch."""
+
+
 class BatchWriter:
-    """Writes batches of decoded messages; one transaction each, all or nothing."""
+    """Writes batches of decoded messages; one transaction each, all or nothing.
+
+    Readings are copied straight into `readings` while no redelivery is seen: a copy of a
+    stored message fails the COPY on its unique index, and the batch is written again
+    through the staging table, whose insert drops what is stored already.
+    """
 
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[object]], topic_root: str) -> None:
         self._pool = pool
         self._topic_root = topic_root
+        # monotonic time until which batches are staged (see STAGED_AFTER_REDELIVERY_S).
+        self._staged_until = 0.0
 
     async def write(self, items: Sequence[Decoded]) -> BatchResult:
         """Store a batch; raise StorageError when the database cannot take it now."""
         try:
             async with self._pool.connection() as conn:
                 try:
-                    return await self._write(conn, items)
+                    direct = time.monotonic() >= self._staged_until
+                    try:
+                        return await self._write(conn, items, direct=direct)
+                    except _RedeliveredError:
+                        self._staged_until = time.monotonic() + STAGED_AFTER_REDELIVERY_S
+                        return await self._write(conn, items, direct=False)
                 except _ROW_ERRORS:
                     # One hostile row (say, a \\u0000 that jsonb refuses) must not sink the
                     # batch: find it, turn it into a rejection, store the rest.
@@ -260,13 +282,13 @@ class BatchWriter:
         total = BatchResult()
         for item in items:
             try:
-                result = await self._write(conn, [item])
+                result = await self._write(conn, [item], direct=False)
             except _ROW_ERRORS as exc:
                 await conn.rollback()
                 if isinstance(item, Rejection):
                     raise
                 refused = _refusal(item, self._topic_root, str(exc).splitlines()[0])
-                result = await self._write(conn, [refused])
+                result = await self._write(conn, [refused], direct=False)
                 result.refused.append(refused)
             total.readings += result.readings
             total.events += result.events
@@ -275,7 +297,10 @@ class BatchWriter:
             total.refused.extend(result.refused)
         return total
 
-    async def _write(self, conn: AsyncConnection[object], items: Sequence[Decoded]) -> BatchResult:
+    async def _write(
+        self, conn: AsyncConnection[object], items: Sequence[Decoded], *, direct: bool
+    ) -> BatchResult:
+        """One batch in one transaction; `direct`: readings copied straight in, or raise."""
         readings = [i for i in items if isinstance(i, Reading)]
         events = [i for i in items if isinstance(i, Event)]
         statuses = [i for i in items if isinstance(i, StatusChange)]
@@ -284,7 +309,9 @@ class BatchWriter:
         async with conn.transaction():
             await conn.execute(_STAGING)
             async with conn.cursor() as cur:
-                if readings:
+                if readings and direct:
+                    result.readings = await _copy_new(cur, "readings", _READING_FIELDS, readings)
+                elif readings:
                     result.readings = await _stage_then_insert(
                         cur, "readings", _READING_FIELDS, readings
                     )
@@ -351,6 +378,34 @@ class BatchWriter:
         return result
 
 
+async def _copy_new(
+    cur: psycopg.AsyncCursor[Any],
+    table: str,
+    fields: tuple[str, ...],
+    messages: Sequence[Reading | Event],
+) -> int:
+    """COPY messages straight into `table`; all of them are new, or _RedeliveredError.
+
+    The unique index on (device_id, seq, ts) refuses a message stored already, and the
+    refusal aborts the transaction: the caller writes the batch again, staged.
+    """
+    columns = ", ".join((*fields, "payload"))
+    values = attrgetter(*fields)
+    try:
+        async with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            await _copy_rows(copy, _message_rows(values, messages))
+    except psycopg.errors.UniqueViolation as exc:
+        raise _RedeliveredError from exc
+    return len(messages)
+
+
+def _message_rows(
+    values: attrgetter[Any], messages: Sequence[Reading | Event]
+) -> Iterable[tuple[Any, ...]]:
+    """Each message's `values`, then its payload as JSON text: a row of readings or events."""
+    return ((*values(message), _encode_json(message.payload).decode()) for message in messages)
+
+
 async def _stage_then_insert(
     cur: psycopg.AsyncCursor[Any],
     table: str,
@@ -365,10 +420,7 @@ async def _stage_then_insert(
     columns = ", ".join((*fields, "payload"))
     values = attrgetter(*fields)
     async with cur.copy(f"COPY stage_{table} ({columns}) FROM STDIN") as copy:
-        await _copy_rows(
-            copy,
-            ((*values(message), _encode_json(message.payload).decode()) for message in messages),
-        )
+        await _copy_rows(copy, _message_rows(values, messages))
     await cur.execute(
         f"INSERT INTO {table} ({columns}) "
         f"SELECT {columns} FROM stage_{table} ON CONFLICT DO NOTHING"
