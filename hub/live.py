@@ -26,7 +26,7 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection
@@ -195,6 +195,19 @@ class LiveClient:
         return taken
 
 
+_Member = TypeVar("_Member")
+
+
+@contextlib.contextmanager
+def _member(members: set[_Member], member: _Member) -> Iterator[_Member]:
+    """`member` in `members` for the duration of a `with` block, however it ends."""
+    members.add(member)
+    try:
+        yield member
+    finally:
+        members.discard(member)
+
+
 @dataclass
 class _Flood:
     raised: deque[float] = field(default_factory=deque)
@@ -227,32 +240,13 @@ class LiveFeed:
         self.listening = asyncio.Event()
         self.delivered = 0
 
-    @contextlib.contextmanager
-    def subscribe(self) -> Iterator[Subscription]:
+    def subscribe(self) -> contextlib.AbstractContextManager[Subscription]:
         """A Subscription for the duration of a `with` block."""
-        subscription = Subscription()
-        self._subscribers.add(subscription)
-        try:
-            yield subscription
-        finally:
-            self._subscribers.discard(subscription)
+        return _member(self._subscribers, Subscription())
 
-    @contextlib.contextmanager
-    def connect(
-        self,
-        facilities: frozenset[str] | None,
-        queue_size: int,
-        *,
-        device_level: bool = False,
-        username: str | None = None,
-    ) -> Iterator[LiveClient]:
-        """A websocket client's LiveClient for the duration of a `with` block."""
-        client = LiveClient(facilities, queue_size, device_level=device_level, username=username)
-        self._clients.add(client)
-        try:
-            yield client
-        finally:
-            self._clients.discard(client)
+    def connect(self, client: LiveClient) -> contextlib.AbstractContextManager[LiveClient]:
+        """A websocket client's LiveClient, fed for the duration of a `with` block."""
+        return _member(self._clients, client)
 
     @property
     def clients(self) -> int:

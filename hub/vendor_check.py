@@ -19,7 +19,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -189,15 +189,9 @@ class Report:
 
     def as_json(self) -> dict[str, Any]:
         """The report as one JSON object (`carehub vendor-check --json`)."""
-        device = self.device
         return {
-            "device": {
-                "id": device.id,
-                "facility_id": device.facility_id,
-                "type": device.type,
-                "zone_id": device.zone_id,
-                "heartbeat_s": device.heartbeat_s,
-            },
+            # The registry's DeviceInfo, field for field.
+            "device": asdict(self.device),
             "passed": self.passed,
             "failed": self.failed,
             "watched": self.watched,

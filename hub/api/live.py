@@ -92,12 +92,13 @@ async def live(websocket: WebSocket, send: Send) -> None:
         return
     # Device-level deltas are for the screens of one facility, not a district's.
     device_level = principal.role in ("manager", "staff")
-    with hub.live.connect(
+    client = LiveClient(
         scope,
         hub.settings.live_client_queue,
         device_level=device_level,
         username=principal.username,
-    ) as client:
+    )
+    with hub.live.connect(client):
         try:
             floor = await _start(websocket, hub, principal, scope, since)
         except _DB_ERRORS as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, TypeVar
@@ -29,6 +30,26 @@ def refuse(reason: object) -> int:
     """Tell the operator on stderr why a command refused its input; the usage exit code."""
     print(f"carehub: {reason}", file=sys.stderr)
     return USAGE_ERROR
+
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+def refuses(*refused: type[Exception]) -> Callable[[Command], Command]:
+    """A command that answers the errors `refused` with refuse(): the operator's input was
+    turned down (exit 2), not the command broken (any other error, exit 1)."""
+
+    def wrap(command: Command) -> Command:
+        @functools.wraps(command)
+        def run(settings: Settings, args: argparse.Namespace) -> int:
+            try:
+                return command(settings, args)
+            except refused as exc:
+                return refuse(exc)
+
+        return run
+
+    return wrap
 
 
 def add_actions(sub: Subcommands, name: str, help_text: str) -> Subcommands:

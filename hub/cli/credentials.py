@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from psycopg import AsyncConnection
 
 from devices import topics
-from hub.cli.commands import Subcommands, add_actions, print_table, refuse, run_on_database
+from hub.cli.commands import Subcommands, add_actions, print_table, refuse, refuses, run_on_database
 from hub.cli.users import actor
 from hub.credentials import IssuedCredentials, issue, revoke
 from hub.credentials.dynsec import site_brokers, sync_registry, write_site
@@ -34,15 +34,13 @@ CREDENTIALS_HEADER = (
 )
 
 
+@refuses(CredentialError)
 def _cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
     brokers = site_brokers(settings)
-    try:
-        issued = run_on_database(
-            settings,
-            lambda conn: issue(conn, args.device_id, actor(), rotate=args.rotate, brokers=brokers),
-        )
-    except CredentialError as exc:
-        return refuse(exc)
+    issued = run_on_database(
+        settings,
+        lambda conn: issue(conn, args.device_id, actor(), rotate=args.rotate, brokers=brokers),
+    )
     if args.json:
         print(json.dumps(issued.as_json()))
         return 0
@@ -57,25 +55,19 @@ def _cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+@refuses(CredentialError)
 def _cmd_revoke(settings: Settings, args: argparse.Namespace) -> int:
     brokers = site_brokers(settings)
-    try:
-        run_on_database(
-            settings, lambda conn: revoke(conn, args.device_id, actor(), brokers=brokers)
-        )
-    except CredentialError as exc:
-        return refuse(exc)
+    run_on_database(settings, lambda conn: revoke(conn, args.device_id, actor(), brokers=brokers))
     print(f"device {args.device_id}: credentials revoked; it is disconnected and cannot reconnect")
     return 0
 
 
+@refuses(RegistryError)
 def _cmd_place(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        device = run_on_database(
-            settings, lambda conn: registry.place_device(conn, args.device_id, args.zone)
-        )
-    except RegistryError as exc:
-        return refuse(exc)
+    device = run_on_database(
+        settings, lambda conn: registry.place_device(conn, args.device_id, args.zone)
+    )
     print(f"device {args.device_id} placed in zone {args.zone} of {device.facility_id}")
     return 0
 
@@ -137,17 +129,15 @@ async def issue_for_new_devices(
     return issued_count
 
 
+@refuses(BrokerAdminError)
 def _cmd_broker_setup(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        site = write_site(
-            Path(args.dir),
-            port=args.port,
-            root=settings.topic_root,
-            plugin=args.plugin,
-            bind=args.bind,
-        )
-    except BrokerAdminError as exc:
-        return refuse(exc)
+    site = write_site(
+        Path(args.dir),
+        port=args.port,
+        root=settings.topic_root,
+        plugin=args.plugin,
+        bind=args.bind,
+    )
     print(
         f"wrote {site.config} and {site.security_file} (the hub's accounts; keep it private)\n"
         f"start the broker:\n  mosquitto -c {site.config}\n"
@@ -158,11 +148,9 @@ def _cmd_broker_setup(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+@refuses(BrokerAdminError)
 def _cmd_broker_sync(settings: Settings, _args: argparse.Namespace) -> int:
-    try:
-        report = asyncio.run(sync_registry(settings))
-    except BrokerAdminError as exc:
-        return refuse(exc)
+    report = asyncio.run(sync_registry(settings))
     if report is None:
         return refuse("CAREHUB_MQTT_ADMIN_URL is not set: there is no broker account store to sync")
     print(

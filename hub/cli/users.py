@@ -15,7 +15,7 @@ from hub.auth import (
     list_users,
     unlock_user,
 )
-from hub.cli.commands import Subcommands, add_actions, print_table, refuse, run_on_database
+from hub.cli.commands import Subcommands, add_actions, print_table, refuse, refuses, run_on_database
 from hub.errors import AuthError
 from hub.settings import Settings
 
@@ -89,22 +89,16 @@ def _cmd_users_list(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+@refuses(AuthError)
 def _cmd_users_disable(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        run_on_database(settings, lambda conn: disable_user(conn, args.name, actor=actor()))
-    except AuthError as exc:
-        return refuse(exc)
+    run_on_database(settings, lambda conn: disable_user(conn, args.name, actor=actor()))
     print(f"account {args.name} disabled; its tokens are revoked")
     return 0
 
 
+@refuses(AuthError)
 def _cmd_users_unlock(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        was_locked = run_on_database(
-            settings, lambda conn: unlock_user(conn, args.name, actor=actor())
-        )
-    except AuthError as exc:
-        return refuse(exc)
+    was_locked = run_on_database(settings, lambda conn: unlock_user(conn, args.name, actor=actor()))
     if was_locked:
         print(f"account {args.name} unlocked; its failed sign-ins are forgotten")
     else:

@@ -6,22 +6,19 @@ import argparse
 import json
 import sys
 
-from hub.cli.commands import Subcommands, add_actions, refuse, run_on_database
+from hub.cli.commands import Subcommands, add_actions, refuse, refuses, run_on_database
 from hub.notify import FORMATS, NotifyError, add_webhook, redact_url
 from hub.settings import Settings
 from hub.storage.notifications import disable_webhook, list_webhooks
 
 
+@refuses(NotifyError)
 def _cmd_webhooks_add(settings: Settings, args: argparse.Namespace) -> int:
     # A robot's secret is a credential: read from stdin, never from the command line.
     secret = sys.stdin.readline().strip() if args.secret_stdin else ""
-
-    try:
-        webhook_id = run_on_database(
-            settings, lambda conn: add_webhook(conn, args.facility, args.url, args.format, secret)
-        )
-    except NotifyError as exc:
-        return refuse(exc)
+    webhook_id = run_on_database(
+        settings, lambda conn: add_webhook(conn, args.facility, args.url, args.format, secret)
+    )
     print(f"webhook {webhook_id} added for {args.facility} ({args.format}, {redact_url(args.url)})")
     return 0
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from hub.storage.audit import AuditEntry
 from hub.storage.kpis import district_kpis
 from simulators import build_district
 from simulators.response import duty_username
-from tests.fix_hub import connect_db, rows
+from tests.fix_hub import DB, connect_db, rows
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 
@@ -29,6 +31,14 @@ async def registered(hub_settings: Settings, tmp_path: Path) -> Settings:
     """A migrated schema with an eight-facility simulated district registered."""
     await register_district(hub_settings, build_district(FACILITIES), tmp_path / "district")
     return hub_settings
+
+
+@contextlib.asynccontextmanager
+async def _chains_verified(settings: Settings) -> AsyncIterator[DB]:
+    """A connection to the test's database, once every facility's audit chain verified."""
+    async with await connect_db(settings) as db:
+        assert await verify_audit(db) == []
+        yield db
 
 
 async def _counts(settings: Settings) -> dict[str, int]:
@@ -154,8 +164,7 @@ async def test_the_kpis_show_a_month_of_sensible_figures(registered: Settings) -
 async def test_the_audit_chain_holds_and_live_changes_chain_on(registered: Settings) -> None:
     """verify finds nothing wrong; the heads point at the last rows; a live row follows them."""
     await ensure_history(registered, build_district(FACILITIES))
-    async with await connect_db(registered) as db:
-        assert await verify_audit(db) == []
+    async with _chains_verified(registered) as db:
         mismatched = await rows(
             db,
             "SELECT h.facility_id FROM audit_heads h JOIN (SELECT facility_id, max(id) AS id"
@@ -213,8 +222,7 @@ async def test_a_facility_with_live_rows_keeps_them_and_the_month_follows(
             )
     outcome = await ensure_history(registered, district)
     assert outcome.written
-    async with await connect_db(registered) as db:
-        assert await verify_audit(db) == []
+    async with _chains_verified(registered) as db:
         chain = await rows(
             db,
             "SELECT alert_id, prev_hash FROM alert_audit WHERE facility_id = %s"
@@ -234,8 +242,8 @@ async def test_two_demos_starting_at_once_write_the_month_once(registered: Setti
     assert sorted(o.written for o in outcomes) == [False, True]
     counts = await _counts(registered)
     assert counts["alerts"] == outcomes[0].history.alerts == outcomes[1].history.alerts
-    async with await connect_db(registered) as db:
-        assert await verify_audit(db) == []
+    async with _chains_verified(registered):
+        pass
 
 
 async def test_a_district_that_is_not_registered_is_refused_and_nothing_is_kept(
