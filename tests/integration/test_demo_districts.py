@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from hub.cli.demo import DEMO_PASSWORD, ensure_demo_accounts, regulator_accounts
+from hub.cli.demo import DEMO_PASSWORD, ensure_demo_accounts
 from hub.cli.demo_history import ensure_history
 from hub.cli.simulate import register_district
 from hub.runtime import run_hub
@@ -52,24 +52,6 @@ async def demo_district(hub_settings: Settings, tmp_path: Path) -> District:
     await ensure_demo_accounts(hub_settings, district)
     await ensure_history(hub_settings, district)
     return district
-
-
-def test_the_demo_splits_its_facilities_over_both_districts() -> None:
-    """20 facilities: 12 in 鹿城区 and 8 in 瓯海区, ids and addresses of their own district."""
-    district = build_demo_district(20)
-    assert district.districts == ("鹿城区", "瓯海区")
-    lucheng, ouhai = district.part("鹿城区"), district.part("瓯海区")
-    assert [f.id for f in lucheng.facilities] == [f"lc-{n:03d}" for n in range(1, 13)]
-    assert [f.id for f in ouhai.facilities] == [f"oh-{n:03d}" for n in range(1, 9)]
-    for part in (lucheng, ouhai):
-        for facility in part.facilities:
-            assert facility.address.startswith(f"浙江省温州市{part.name}"), facility
-        assert {d.facility_id for d in part.devices} == {f.id for f in part.facilities}
-    assert len({f.name for f in district.facilities}) == 20
-    assert regulator_accounts(district) == [("regulator", "鹿城区"), ("regulator-oh", "瓯海区")]
-    # The smallest demo that has both still has both.
-    assert build_demo_district(2).districts == ("鹿城区", "瓯海区")
-    assert build_demo_district(1).districts == ("鹿城区",)
 
 
 async def test_each_district_has_its_month_and_a_second_start_writes_nothing(
