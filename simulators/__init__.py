@@ -6,10 +6,15 @@ from devices.registry_files import DEVICE_COLUMNS, FACILITY_COLUMNS, ZONE_COLUMN
 from simulators.behaviour import SHANGHAI, SimClock, daily_fraction, format_ts
 from simulators.device import Link, SimulatedDevice
 from simulators.district import (
+    DEMO_DISTRICTS,
     Device,
     District,
     Facility,
+    build_demo_district,
     build_district,
+    build_districts,
+    demo_counts,
+    district_prefix,
 )
 from simulators.faults import Faults
 from simulators.fleet import Fleet
@@ -18,6 +23,7 @@ from simulators.scenarios import SCENARIOS, ScenarioReport, garbage_messages, ru
 
 __all__ = [
     "CLASS_LIMITS",
+    "DEMO_DISTRICTS",
     "DEVICE_COLUMNS",
     "FACILITY_COLUMNS",
     "SCENARIOS",
@@ -34,8 +40,12 @@ __all__ = [
     "SimClock",
     "SimulatedDevice",
     "Zone",
+    "build_demo_district",
     "build_district",
+    "build_districts",
     "daily_fraction",
+    "demo_counts",
+    "district_prefix",
     "format_ts",
     "garbage_messages",
     "parse_mqtt_url",

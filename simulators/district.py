@@ -6,7 +6,7 @@ import csv
 import dataclasses
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -98,6 +98,23 @@ class District:
         """The devices of one facility."""
         return tuple(device for device in self.devices if device.facility_id == facility_id)
 
+    @property
+    def districts(self) -> tuple[str, ...]:
+        """The administrative districts its facilities stand in, in the order they come."""
+        return tuple(dict.fromkeys(facility.district for facility in self.facilities))
+
+    def part(self, district: str) -> District:
+        """The facilities of one administrative district, with their zones and devices."""
+        facilities = tuple(f for f in self.facilities if f.district == district)
+        ids = {facility.id for facility in facilities}
+        return District(
+            name=district,
+            seed=self.seed,
+            facilities=facilities,
+            zones=tuple(zone for zone in self.zones if zone.facility_id in ids),
+            devices=tuple(device for device in self.devices if device.facility_id in ids),
+        )
+
     def write_csv(self, directory: str | Path) -> tuple[Path, Path, Path]:
         """Write facilities.csv, zones.csv and devices.csv (UTF-8, SPEC §5 headers) there."""
         folder = Path(directory)
@@ -182,6 +199,13 @@ _COMMUNITIES: Final = _words(
     "南浦 广场路 水心 黎明 蝉街 大南门 江滨 锦江 松台 翠微 双井 府前 飞霞 南塘 百里坊 "
     "人民西路 江心 上陡门"
 )
+# A district's own roads and place names, where the ones above (鹿城区's) would be wrong.
+_DISTRICT_ROADS: Final[dict[str, tuple[str, ...]]] = {
+    "瓯海区": _words("瓯海大道 温瑞大道 惠民路"),
+}
+_DISTRICT_COMMUNITIES: Final[dict[str, tuple[str, ...]]] = {
+    "瓯海区": _words("梧田 娄桥 新桥 景山 南白象 三垟 茶山 潘桥 郭溪 瞿溪 丽岙 仙岩"),
+}
 _ELDERLY_BRANDS: Final = _words("康乐 福寿 安康 松鹤 夕阳红 康宁 乐龄 仁爱 颐和 椿萱")
 _CHILDCARE_BRANDS: Final = _words(
     "阳光 小星星 蒲公英 童心 禾苗 贝贝乐 小橡树 七彩虹 小海豚 向日葵 启航 爱尚"
@@ -222,6 +246,8 @@ class _Builder:
         self.rng = random.Random(f"carehub-district:{district}:{seed}")
         self.prefix, self.code, self.short, self.lat_box, self.lon_box = _district_info(district)
         self.streets = _STREETS.get(district, _STREETS["鹿城区"])
+        self.roads = _DISTRICT_ROADS.get(district, _ROADS)
+        self.communities = _DISTRICT_COMMUNITIES.get(district, _COMMUNITIES)
         self.names: set[str] = set()
         self.filings: dict[tuple[str, int], int] = {}
         self.facilities: list[Facility] = []
@@ -233,7 +259,7 @@ class _Builder:
     def _name(self, kind: str, street: str) -> str:
         rng = self.rng
         for _ in range(50):
-            community = rng.choice(_COMMUNITIES)
+            community = rng.choice(self.communities)
             options: tuple[str, ...]
             if kind == "elderly":
                 options = (
@@ -379,7 +405,7 @@ class _Builder:
         facility_id = f"{self.prefix}-{index + 1:03d}"
         street = rng.choice(self.streets)
         name = self._name(kind, street)
-        address = f"浙江省温州市{self.district}{rng.choice(_ROADS)}{rng.randint(1, 399)}号"
+        address = f"浙江省温州市{self.district}{rng.choice(self.roads)}{rng.randint(1, 399)}号"
         beds: int | None = None
         places: int | None = None
         if kind == "elderly":
@@ -434,3 +460,42 @@ def build_district(n: int, seed: int = 7, district: str = "鹿城区") -> Distri
         zones=tuple(builder.zones),
         devices=tuple(builder.devices),
     )
+
+
+# The demo's district: 温州's 鹿城区 and, beside it, 瓯海区 (the home of 育养宝), each with a
+# regulator of its own. 鹿城区 has the larger share, as it has the older, denser city centre.
+DEMO_DISTRICTS: Final = ("鹿城区", "瓯海区")
+DEMO_SECOND_SHARE: Final = 0.4
+
+
+def demo_counts(n: int) -> dict[str, int]:
+    """How the demo's `n` facilities split over its districts: 12 + 8 for 20, 1 + 1 for 2."""
+    if n < 0:
+        raise ValueError("n must be ≥ 0")
+    second = 0 if n < 2 else max(1, round(n * DEMO_SECOND_SHARE))
+    return {DEMO_DISTRICTS[0]: n - second, DEMO_DISTRICTS[1]: second}
+
+
+def build_districts(counts: Mapping[str, int], seed: int = 7) -> District:
+    """Several districts' facilities as one registry, each district built as build_district
+    builds it alone (ids, names and places do not depend on the others)."""
+    parts = [build_district(n, seed, name) for name, n in counts.items() if n > 0]
+    return District(
+        name="、".join(part.name for part in parts),
+        seed=seed,
+        facilities=tuple(f for part in parts for f in part.facilities),
+        zones=tuple(zone for part in parts for zone in part.zones),
+        devices=tuple(device for part in parts for device in part.devices),
+    )
+
+
+def build_demo_district(n: int, seed: int = 7) -> District:
+    """The demo's `n` facilities over 鹿城区 and 瓯海区 (demo_counts)."""
+    if n > 999:
+        raise ValueError("n must be ≤ 999")
+    return build_districts(demo_counts(n), seed)
+
+
+def district_prefix(district: str) -> str:
+    """The short id prefix of a district's facilities (`lc` for 鹿城区, `oh` for 瓯海区)."""
+    return _district_info(district)[0]

@@ -66,6 +66,21 @@ def duty_accounts(district: District) -> list[tuple[str, str, str | None, str | 
     ]
 
 
+def regulator_accounts(district: District) -> list[tuple[str, str]]:
+    """A regulator of each district the demo covers: (username, district).
+
+    The first district's is `regulator`, as it always was; each other's is named after its
+    facilities' id prefix (`regulator-oh` for 瓯海区).
+    """
+    from simulators import district_prefix
+
+    names = district.districts
+    return [
+        ("regulator" if index == 0 else f"regulator-{district_prefix(name)}", name)
+        for index, name in enumerate(names)
+    ]
+
+
 async def ensure_demo_accounts(settings: Settings, district: District) -> list[tuple[str, str]]:
     """Demo accounts of every role, made once (kept on restart): (username, what it sees).
 
@@ -74,8 +89,10 @@ async def ensure_demo_accounts(settings: Settings, district: District) -> list[t
     accounts: list[tuple[str, str, str | None, str | None, str]] = [
         ("admin", "admin", None, None, "管理员"),
     ]
-    districts = sorted({facility.district for facility in district.facilities})
-    accounts += [("regulator", "regulator", None, name, f"{name} 监管员") for name in districts[:1]]
+    accounts += [
+        (username, "regulator", None, name, f"{name} 监管员")
+        for username, name in regulator_accounts(district)
+    ]
     for facility in district.facilities[:DEMO_FACILITY_ACCOUNTS]:
         accounts.append(
             (f"manager-{facility.id}", "manager", facility.id, None, f"{facility.name} 院长")
@@ -245,7 +262,7 @@ async def run_demo(
     from hub.credentials import DeviceAuthority, new_secret
     from hub.embedded.broker import EmbeddedBroker
     from hub.embedded.postgres import EmbeddedPostgres
-    from simulators import build_district, run_simulation
+    from simulators import build_demo_district, run_simulation
 
     if not 0 < facilities <= 999:
         raise HubError("--facilities must be between 1 and 999")
@@ -271,7 +288,7 @@ async def run_demo(
         demo = _demo_settings(settings, broker, postgres, data_dir, hub_password)
         authority = DeviceAuthority(demo)
         gate.authority = authority
-        district = build_district(facilities, seed=7)
+        district = build_demo_district(facilities, seed=7)
         logins, history, passwords = await _prepare(demo, district, data_dir)
         # A revoked or rotated device is dropped at once (`carehub devices revoke` too).
         kicks = asyncio.create_task(
@@ -352,6 +369,13 @@ async def _prepare(
     return logins, history, passwords
 
 
+def _per_district(district: District) -> str:
+    """How many facilities stand in each district: `12 in 鹿城区, 8 in 瓯海区`."""
+    return ", ".join(
+        f"{len(district.part(name).facilities)} in {name}" for name in district.districts
+    )
+
+
 def _print_banner(
     demo: Settings,
     *,
@@ -380,7 +404,8 @@ def _print_banner(
                 " `carehub devices credentials ID` issues a device's)",
                 f"  PostgreSQL       {postgres_url}",
                 f"  data             {data_dir}",
-                f"  simulated        {len(district.facilities)} facilities, "
+                f"  simulated        {len(district.facilities)} facilities "
+                f"({_per_district(district)}), "
                 f"{len(district.devices)} devices (time x{time_scale:g}), "
                 "staff on duty answering through the API",
                 f"  history          {history}",

@@ -70,7 +70,7 @@ async def run_simulate(
     shared_account: bool = False,
 ) -> int:
     """Run `facilities` simulated facilities against the configured broker until done."""
-    from simulators import SCENARIOS, build_district, run_simulation
+    from simulators import SCENARIOS, build_demo_district, run_simulation
 
     unknown = [name for name in scenarios if name not in SCENARIOS]
     if unknown:
@@ -78,7 +78,8 @@ async def run_simulate(
         raise HubError(f"unknown scenario {', '.join(unknown)}; known scenarios: {known}")
     if not 0 < facilities <= 999:
         raise HubError("--facilities must be between 1 and 999")
-    district = build_district(facilities, seed=seed)
+    # The same district as `carehub demo`: 鹿城区 and 瓯海区.
+    district = build_demo_district(facilities, seed=seed)
     passwords: dict[str, str] | None = None
     if register:
         with tempfile.TemporaryDirectory(prefix="carehub-district-") as folder:

@@ -1,10 +1,15 @@
 """The regulator's district map in headless Chromium, offline: the district outlines and
-names, every facility's name readable beside its dot at district zoom, and clusters at
-500 facilities that open up as the map zooms in."""
+names, every facility's name readable beside its dot at district zoom, clusters at 500
+facilities that open up as the map zooms in, and the demo's two districts, each framed
+for its own regulator and both for an admin."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +17,7 @@ from playwright.async_api import Browser, Page, expect
 
 from hub.auth import add_user
 from hub.settings import Settings
+from simulators import District, build_demo_district
 from simulators.district import build_district
 from tests.e2e.conftest import DISTRICT, PASSWORD, SCREEN, screenshot, serve, sign_in
 from tests.e2e.page_watch import policy_refusals
@@ -46,9 +52,12 @@ SHOWN = """
 """
 
 
-async def _register(settings: Settings, count: int) -> dict[str, str]:
-    """The simulated district's first `count` facilities, as an import would store them."""
-    district = build_district(count, district=DISTRICT)
+async def _register(
+    settings: Settings, count: int, district: District | None = None
+) -> dict[str, str]:
+    """The simulated district's first `count` facilities (or `district`'s), as an import
+    would store them."""
+    district = district or build_district(count, district=DISTRICT)
     async with await connect_db(settings) as db, db.cursor() as cur:
         await cur.executemany(
             "INSERT INTO facilities (id, name, kind, district, address, latitude, longitude,"
@@ -258,3 +267,73 @@ async def test_bad_registry_data_neither_breaks_the_map_nor_runs_as_markup(
         width = await long_label.evaluate("el => el.getBoundingClientRect().width")
         assert 0 < width < 400, width
         assert refused == []
+
+
+async def _on_map(page: Page) -> set[str]:
+    """Every facility the map holds, alone or in a cluster."""
+    await expect(page.get_by_test_id("map-facility").first).to_be_attached()
+    return _accounted(await _shown(page))
+
+
+async def test_each_regulator_of_the_demo_sees_their_district_and_an_admin_both(
+    migrated: Settings, browser: Browser, tmp_path: Path
+) -> None:
+    """The demo's 12 + 8: 瓯海区's regulator has 瓯海区 framed with its homes only; the
+    admin has all of them, and picks the district whose report to download."""
+    demo = build_demo_district(20)
+    names = await _register(migrated, 20, demo)
+    ouhai = {f.id for f in demo.part("瓯海区").facilities}
+    lucheng = {f.id for f in demo.part("鹿城区").facilities} | {"f-sun", "f-moon"}
+    async with serve(migrated) as site:
+        pool = site.hub.pool
+        await add_user(pool, "regulator", "regulator", PASSWORD, district="鹿城区")
+        await add_user(pool, "regulator-oh", "regulator", PASSWORD, district="瓯海区")
+        await add_user(pool, "admin", "admin", PASSWORD)
+
+        page = await browser.new_page(viewport=SCREEN)
+        await sign_in(page, f"{site.base}/", "regulator-oh")
+        assert await _on_map(page) == ouhai
+        await expect(
+            page.get_by_test_id("map-district").filter(has_text="瓯海区")
+        ).to_be_in_viewport()
+        await expect(page.get_by_test_id("kpi-facilities-online-value")).to_have_text(
+            re.compile(rf"^\d+ / {len(ouhai)}$")
+        )
+        # A regulator's exports are their district's: nothing to pick.
+        assert await page.get_by_test_id("export-district").count() == 0
+        await page.close()
+
+        page = await browser.new_page(viewport=SCREEN)
+        await sign_in(page, f"{site.base}/", "regulator")
+        assert await _on_map(page) == lucheng
+        await page.close()
+
+        page = await browser.new_page(viewport=SCREEN, accept_downloads=True)
+        await sign_in(page, f"{site.base}/", "admin")
+        assert await _on_map(page) == set(names) == lucheng | ouhai
+        await expect(page.get_by_test_id("kpi-facilities-online-value")).to_have_text(
+            re.compile(rf"^\d+ / {len(names)}$")
+        )
+        # Both districts' outlines are in view for the one who sees both.
+        for district in ("鹿城区", "瓯海区"):
+            await expect(
+                page.get_by_test_id("map-district").filter(has_text=district)
+            ).to_be_in_viewport()
+        picker = page.get_by_test_id("export-district")
+        options = await picker.locator("option").all_text_contents()
+        assert options == ["鹿城区", "瓯海区"], options  # the one with most homes first
+        await picker.select_option("瓯海区")
+        async with page.expect_download() as download_info:
+            await page.get_by_test_id("report-download").click()
+        download = await download_info.value
+        pdf = tmp_path / "ouhai.pdf"
+        await download.save_as(pdf)
+        assert pdf.read_bytes().startswith(b"%PDF-")
+        tool = shutil.which("pdftotext")
+        if tool is not None:
+            done = await asyncio.to_thread(
+                subprocess.run, [tool, str(pdf), "-"], capture_output=True, check=True
+            )
+            text = " ".join(done.stdout.decode().split())
+            assert "瓯海区" in text
+            assert "鹿城区" not in text

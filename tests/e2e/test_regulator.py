@@ -1,6 +1,7 @@
 """The regulator's screen in headless Chromium, on the whole `carehub demo` stack: the banner
 names the dashboards, the map, the KPI band and the drill-down fill with the simulated
-district's data, the language switches, and the KPIs export as CSV."""
+district's data, the language switches, the KPIs export as CSV, and 瓯海区's regulator has
+a screen of their own."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from simulators import demo_counts
 from simulators.behaviour import DAILY_CURVES, daily_fraction, hour_of_day
 from tests.child_process import ChildOutput, start_demo
 from tests.e2e.conftest import SCREEN, screenshot, sign_in
@@ -23,6 +25,9 @@ from tests.e2e.conftest import SCREEN, screenshot, sign_in
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
 FACILITIES = 20
+# The demo's homes split over its two districts, each with its own regulator.
+LUCHENG = demo_counts(FACILITIES)["鹿城区"]
+OUHAI = demo_counts(FACILITIES)["瓯海区"]
 DEMO_PASSWORD = "carehub-demo"  # noqa: S105 - the demo's published password
 
 
@@ -51,6 +56,17 @@ def demo() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+async def _on_map(page: Page) -> list[str]:
+    """The ids of the facilities on the map, alone or in a cluster, sorted."""
+    markers = page.get_by_test_id("map-facility")
+    await expect(markers.first).to_be_attached()
+    on_map: list[str] = await markers.evaluate_all("els => els.map(e => e.dataset.facilityId)")
+    clusters = page.get_by_test_id("map-cluster")
+    for ids in await clusters.evaluate_all("els => els.map(e => e.dataset.facilityIds)"):
+        on_map.extend(ids.split(" "))
+    return sorted(on_map)
+
+
 async def _kpi(page: Page, name: str) -> str:
     return (await page.get_by_test_id(f"kpi-{name}-value").text_content()) or ""
 
@@ -58,7 +74,8 @@ async def _kpi(page: Page, name: str) -> str:
 async def test_the_regulator_screen_shows_the_district_live_and_drills_into_a_facility(
     demo: str, browser: Browser, tmp_path: Path
 ) -> None:
-    """Map with every facility, KPI band, feed, drill-down with data, language, CSV."""
+    """Map with every facility of the district, KPI band, feed, drill-down with data,
+    language, CSV; the other district's regulator sees theirs."""
     regulator_url = re.search(r"regulator screen\s+(http://\S+/)", demo)
     console_url = re.search(r"staff console\s+(http://\S+/console/)", demo)
     assert regulator_url is not None, demo
@@ -73,14 +90,8 @@ async def test_the_regulator_screen_shows_the_district_live_and_drills_into_a_fa
     await expect(page.get_by_test_id("connection-status")).to_have_text("实时")
 
     # Every facility of the district on the map, a dot of its own or counted in a cluster
-    # where dots would overlap, each coloured by a known state.
-    markers = page.get_by_test_id("map-facility")
-    clusters = page.get_by_test_id("map-cluster")
-    await expect(markers.first).to_be_attached()
-    on_map = await markers.evaluate_all("els => els.map(e => e.dataset.facilityId)")
-    for ids in await clusters.evaluate_all("els => els.map(e => e.dataset.facilityIds)"):
-        on_map.extend(ids.split(" "))
-    assert sorted(on_map) == [f"lc-{n:03d}" for n in range(1, FACILITIES + 1)], on_map
+    # where dots would overlap, each coloured by a known state; none of 瓯海区's.
+    assert await _on_map(page) == [f"lc-{n:03d}" for n in range(1, LUCHENG + 1)]
     states = await page.locator(
         '[data-testid="map-facility"], [data-testid="map-cluster"]'
     ).evaluate_all("els => els.map(e => e.getAttribute('data-state'))")
@@ -88,7 +99,7 @@ async def test_the_regulator_screen_shows_the_district_live_and_drills_into_a_fa
 
     # The KPI band fills from the snapshot: the simulated devices report within seconds.
     await expect(page.get_by_test_id("kpi-facilities-online-value")).to_have_text(
-        re.compile(rf"^\d+ / {FACILITIES}$")
+        re.compile(rf"^\d+ / {LUCHENG}$")
     )
     await expect(page.get_by_test_id("kpi-devices-online-value")).to_have_text(
         re.compile(r"^[1-9]\d* / [1-9]\d*$"), timeout=20_000
@@ -163,3 +174,16 @@ async def test_the_regulator_screen_shows_the_district_live_and_drills_into_a_fa
     console = await browser.new_page()
     await console.goto(console_url.group(1))
     await expect(console.get_by_test_id("page-title")).to_have_text("一老一小 · 值班台")
+
+    # 瓯海区's regulator, from the banner's logins: their homes and their KPI band.
+    assert re.search(r"regulator-oh\s+regulator of 瓯海区", demo), demo
+    ouhai = await browser.new_page(viewport=SCREEN)
+    await sign_in(ouhai, regulator_url.group(1), "regulator-oh", DEMO_PASSWORD)
+    assert await _on_map(ouhai) == [f"oh-{n:03d}" for n in range(1, OUHAI + 1)]
+    await expect(ouhai.get_by_test_id("kpi-facilities-online-value")).to_have_text(
+        re.compile(rf"^\d+ / {OUHAI}$")
+    )
+    # Today's share came back for their district (or said there was no call yet today).
+    await expect(ouhai.get_by_test_id("kpi-ack60-detail")).to_have_text(
+        re.compile(r"条高优先级|今日无高优先级告警"), timeout=10_000
+    )

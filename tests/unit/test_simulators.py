@@ -16,6 +16,7 @@ import pytest
 
 from devices import CATALOGUE, ID_PATTERN, MAX_PAYLOAD_BYTES, REASON_CODES, first_bad_field
 from devices.registry_files import Zone
+from hub.cli.demo import regulator_accounts
 from simulators import (
     CLASS_LIMITS,
     SCENARIOS,
@@ -25,6 +26,7 @@ from simulators import (
     Link,
     SimClock,
     SimulatedDevice,
+    build_demo_district,
     build_district,
     daily_fraction,
     format_ts,
@@ -427,3 +429,21 @@ def test_facilities_stand_near_a_real_street_office_of_their_district(name: str)
     assert [(f.latitude, f.longitude) for f in again.facilities] == [
         (f.latitude, f.longitude) for f in district.facilities
     ]
+
+
+def test_the_demo_splits_its_facilities_over_both_districts() -> None:
+    """20 facilities: 12 in 鹿城区 and 8 in 瓯海区, ids and addresses of their own district."""
+    district = build_demo_district(20)
+    assert district.districts == ("鹿城区", "瓯海区")
+    lucheng, ouhai = district.part("鹿城区"), district.part("瓯海区")
+    assert [f.id for f in lucheng.facilities] == [f"lc-{n:03d}" for n in range(1, 13)]
+    assert [f.id for f in ouhai.facilities] == [f"oh-{n:03d}" for n in range(1, 9)]
+    for part in (lucheng, ouhai):
+        for facility in part.facilities:
+            assert facility.address.startswith(f"浙江省温州市{part.name}"), facility
+        assert {d.facility_id for d in part.devices} == {f.id for f in part.facilities}
+    assert len({f.name for f in district.facilities}) == 20
+    assert regulator_accounts(district) == [("regulator", "鹿城区"), ("regulator-oh", "瓯海区")]
+    # The smallest demo that has both still has both.
+    assert build_demo_district(2).districts == ("鹿城区", "瓯海区")
+    assert build_demo_district(1).districts == ("鹿城区",)

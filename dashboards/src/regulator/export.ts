@@ -8,8 +8,15 @@ import { errorText } from "../common/shell";
 
 type Scope = () => URLSearchParams | null;
 
-export function exportForm(scope: Scope): HTMLElement {
-  return h("div", { class: "exports" }, csvForm(scope), reportForm(scope));
+/** The CSV export and the monthly report of `scope`; `picker`, when given, chooses it. */
+export function exportForm(scope: Scope, picker: HTMLElement | null = null): HTMLElement {
+  return h(
+    "div",
+    { class: "exports" },
+    picker === null ? null : h("div", { class: "export export-scope" }, picker),
+    csvForm(scope),
+    reportForm(scope),
+  );
 }
 
 function csvForm(scope: Scope): HTMLElement {

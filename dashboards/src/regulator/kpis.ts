@@ -1,10 +1,24 @@
 // The KPI band: facilities and devices online, people present against beds and 托位, open
 // alerts by priority (all from the live statuses), and today's share of high alerts taken
-// over within 60 s (from GET /kpis, refreshed).
+// over within 60 s (from GET /kpis, refreshed; an admin's sums every district on screen).
 import { h } from "../common/dom";
 import { type Key, t } from "../common/i18n";
 import { percent } from "../common/format";
 import type { Facility, Kpis, Priority } from "../common/types";
+
+/** Today's high alerts and how many were taken over within 60 s, over one or more scopes. */
+export interface AckShare {
+  within60: number;
+  high: number;
+}
+
+/** The share over several scopes' KPIs (an admin's districts): their counts summed. */
+export function ackShare(kpis: readonly Kpis[]): AckShare {
+  return {
+    within60: kpis.reduce((sum, one) => sum + one.ack_within_60s, 0),
+    high: kpis.reduce((sum, one) => sum + one.high_alerts, 0),
+  };
+}
 
 interface Cell {
   value: HTMLElement;
@@ -17,7 +31,7 @@ export class KpiBand {
   private readonly priorities: Record<Priority, HTMLElement>;
   private pending = false;
   private facilities: () => Iterable<Facility> = () => [];
-  private ack: Kpis | null = null;
+  private ack: AckShare | null = null;
 
   constructor() {
     this.priorities = {
@@ -77,8 +91,8 @@ export class KpiBand {
     });
   }
 
-  setAck(kpis: Kpis | null): void {
-    this.ack = kpis;
+  setAck(ack: AckShare | null): void {
+    this.ack = ack;
     this.renderAck();
   }
 
@@ -126,16 +140,16 @@ export class KpiBand {
   }
 
   private renderAck(): void {
-    const kpis = this.ack;
-    if (kpis === null) {
+    const ack = this.ack;
+    if (ack === null) {
       this.set("ack60", "—", "");
-    } else if (kpis.high_alerts === 0) {
+    } else if (ack.high === 0) {
       this.set("ack60", "—", t("kpi.noData"));
     } else {
       this.set(
         "ack60",
-        percent(kpis.ack_within_60s_share),
-        t("kpi.ack60Detail", { count: kpis.ack_within_60s, total: kpis.high_alerts }),
+        percent(ack.within60 / ack.high),
+        t("kpi.ack60Detail", { count: ack.within60, total: ack.high }),
       );
     }
   }

@@ -4,7 +4,7 @@ import "../common/base.css";
 import "./regulator.css";
 
 import { getJson } from "../common/api";
-import { h } from "../common/dom";
+import { h, labelled } from "../common/dom";
 import { localIso, startOfToday } from "../common/format";
 import { applyStatic, onLanguageChange } from "../common/i18n";
 import { LiveConnection } from "../common/live";
@@ -13,7 +13,7 @@ import type { Alert, Facility, Kpis, LiveMessage, SnapshotMessage, Zone } from "
 import { DrillDown } from "./drilldown";
 import { exportForm } from "./export";
 import { AlertFeed } from "./feed";
-import { KpiBand } from "./kpis";
+import { KpiBand, ackShare } from "./kpis";
 import { FacilityMap, legendItems } from "./map";
 
 // Today's acknowledgement share is read again this often, and shortly after any ack.
@@ -28,6 +28,8 @@ class RegulatorScreen {
   private readonly drill = new DrillDown();
   private readonly map: FacilityMap;
   private readonly legend = h("ul", { class: "legend", "data-testid": "map-legend" });
+  // An admin sees every district: the exports ask which one (a regulator's is their own).
+  private readonly districtPick = h("select", { "data-testid": "export-district" });
   private ackTimer: number | undefined;
   private shown = false;
 
@@ -53,7 +55,15 @@ class RegulatorScreen {
         mapElement,
         this.legend,
       ),
-      h("div", { class: "side" }, this.feed.element, exportForm(() => this.scope())),
+      h(
+        "div",
+        { class: "side" },
+        this.feed.element,
+        exportForm(
+          () => this.scope(),
+          this.ownScope() ? null : labelled("export.district", this.districtPick),
+        ),
+      ),
       this.drill.element,
     );
     shell.main.replaceChildren(layout);
@@ -134,6 +144,7 @@ class RegulatorScreen {
       this.zones.set(facilityId, zones);
     }
     this.map.setFacilities(this.facilities.values(), (facility) => facility.name);
+    this.pickDistricts();
     this.feed.reset(message.alerts);
     this.kpis.render();
     if (!this.shown) {
@@ -145,7 +156,34 @@ class RegulatorScreen {
     }
   }
 
-  /** The KPI scope of the signed-in account (a regulator's district, a manager's facility). */
+  /** Whether the account has a scope of its own (a regulator's district, a manager's facility). */
+  private ownScope(): boolean {
+    return this.shell.me.district !== null || this.shell.me.facility_id !== null;
+  }
+
+  /** The districts on screen, the one with the most facilities first. */
+  private districts(): string[] {
+    const counts = new Map<string, number>();
+    for (const facility of this.facilities.values()) {
+      counts.set(facility.district, (counts.get(facility.district) ?? 0) + 1);
+    }
+    return [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([name]) => name);
+  }
+
+  /** An admin's export picker offers every district on screen, keeping the one chosen. */
+  private pickDistricts(): void {
+    if (this.ownScope()) {
+      return;
+    }
+    const chosen = this.districtPick.value;
+    const names = this.districts();
+    this.districtPick.replaceChildren(...names.map((name) => h("option", { value: name }, name)));
+    if (names.includes(chosen)) {
+      this.districtPick.value = chosen;
+    }
+  }
+
+  /** The export scope: a regulator's district, a manager's facility, an admin's pick. */
   private scope(): URLSearchParams | null {
     const me = this.shell.me;
     if (me.district !== null) {
@@ -154,13 +192,17 @@ class RegulatorScreen {
     if (me.facility_id !== null) {
       return new URLSearchParams({ facility: me.facility_id });
     }
-    // An admin: the district with the most facilities on the screen.
-    const counts = new Map<string, number>();
-    for (const facility of this.facilities.values()) {
-      counts.set(facility.district, (counts.get(facility.district) ?? 0) + 1);
+    const picked = this.districtPick.value;
+    return picked === "" ? null : new URLSearchParams({ district: picked });
+  }
+
+  /** The KPI band's scopes: the account's own, or for an admin every district on screen. */
+  private kpiScopes(): URLSearchParams[] | null {
+    if (this.ownScope()) {
+      return [this.scope() as URLSearchParams];
     }
-    const top = [...counts.entries()].sort((a, b) => b[1] - a[1])[0];
-    return top === undefined ? null : new URLSearchParams({ district: top[0] });
+    const names = this.districts();
+    return names.length === 0 ? null : names.map((name) => new URLSearchParams({ district: name }));
   }
 
   private scheduleAck(): void {
@@ -172,17 +214,24 @@ class RegulatorScreen {
     if (this.shell.me.role === "staff") {
       return; // staff have no KPI access (docs/api.md)
     }
-    let query = this.scope();
-    if (query === null) {
+    const scopes = this.kpiScopes();
+    if (scopes === null) {
       // An admin before the snapshot: try again once facilities are known.
       window.setTimeout(() => void this.refreshAck(), 2000);
       return;
     }
-    query = new URLSearchParams(query);
-    query.set("from", localIso(startOfToday()));
-    query.set("to", localIso(new Date(Date.now() + 1000)));
+    const from = localIso(startOfToday());
+    const to = localIso(new Date(Date.now() + 1000));
     try {
-      this.kpis.setAck(await getJson<Kpis>(`/kpis?${query.toString()}`));
+      const kpis = await Promise.all(
+        scopes.map((scope) => {
+          const query = new URLSearchParams(scope);
+          query.set("from", from);
+          query.set("to", to);
+          return getJson<Kpis>(`/kpis?${query.toString()}`);
+        }),
+      );
+      this.kpis.setAck(ackShare(kpis));
     } catch {
       this.kpis.setAck(null);
     }

@@ -83,6 +83,8 @@ export class FacilityMap {
   private outside = 0;
   // Where facilities are expected: the outlines and as much again around them.
   private area: L.LatLngBounds = L.latLngBounds([]);
+  // Where each district's name stands on the map ([lat, lon]), by district.
+  private readonly districtLabels = new Map<string, L.LatLngTuple>();
   // Facilities the registry holds no coordinates for: said, since they cannot be shown.
   private readonly note = h("div", { class: "map-note", "data-testid": "map-unplaced", hidden: true });
 
@@ -151,6 +153,18 @@ export class FacilityMap {
     if (framed.length > 0 && !this.fitted) {
       this.fitted = true;
       const bounds = L.latLngBounds(framed.map((p) => [p.geometry.coordinates[1], p.geometry.coordinates[0]]));
+      // The name of each district the facilities stand in is in the frame too, so a
+      // regulator sees whose district it is even where its homes crowd into one corner
+      // (瓯海区's stand in town, its name over the hills to the west).
+      const districts = new Set(
+        framed.map((p) => this.placed.get(p.properties.id)?.facility.district).filter((d) => d !== undefined),
+      );
+      for (const district of districts) {
+        const label = this.districtLabels.get(district);
+        if (label !== undefined) {
+          bounds.extend(label);
+        }
+      }
       const box = L.latLngBounds(
         [bounds.getSouth() - BOX_MARGIN, bounds.getWest() - BOX_MARGIN],
         [bounds.getNorth() + BOX_MARGIN, bounds.getEast() + BOX_MARGIN],
@@ -225,6 +239,7 @@ export class FacilityMap {
       if (point === null) {
         continue;
       }
+      this.districtLabels.set(feature.properties.name, [point[1], point[0]]);
       const marker = L.marker([point[1], point[0]], {
         interactive: false,
         zIndexOffset: -1000,
