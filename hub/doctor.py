@@ -277,6 +277,19 @@ def check_jobs(
                     " release is out",
                 )
             )
+        elif job.last_error is None and not job.error_visible:
+            findings.append(
+                Finding(
+                    "warn",
+                    part,
+                    f"job {job.job_id} ({job.proc_name}{where}) is marked failed"
+                    f" {job.total_failures} times; its error is hidden from this role"
+                    " (timescaledb_information.job_errors shows it only to the job's owner"
+                    " and the database's owner), so a real failure cannot be told from"
+                    " TimescaleDB's false ones",
+                    "run carehub doctor as the database's owner, or read job_errors as a superuser",
+                )
+            )
         elif NO_WORKER in error:
             findings.append(
                 Finding(

@@ -36,6 +36,8 @@ class FailedJob:
     hypertable: str | None  # schema.name; a continuous aggregate's view for its refresh
     total_failures: int
     last_error: str | None
+    # job_errors shows a job's errors only to its owner and the database's owner.
+    error_visible: bool = True
 
 
 async def server_settings(conn: AsyncConnection[Any], names: Sequence[str]) -> dict[str, str]:
@@ -69,7 +71,10 @@ async def failed_jobs(conn: AsyncConnection[Any]) -> list[FailedJob]:
                     ELSE s.hypertable_schema || '.' || s.hypertable_name END,
                s.total_failures,
                (SELECT e.err_message FROM timescaledb_information.job_errors e
-                 WHERE e.job_id = s.job_id ORDER BY e.finish_time DESC NULLS LAST LIMIT 1)
+                 WHERE e.job_id = s.job_id ORDER BY e.finish_time DESC NULLS LAST LIMIT 1),
+               pg_has_role(current_user, j.owner, 'MEMBER')
+               OR pg_has_role(current_user, (SELECT d.datdba FROM pg_database d
+                                             WHERE d.datname = current_database()), 'MEMBER')
         FROM timescaledb_information.job_stats s
         JOIN timescaledb_information.jobs j USING (job_id)
         -- An aggregate's refresh job names its materialization table

@@ -150,3 +150,14 @@ def test_the_worker_pool_must_hold_background_and_parallel_workers(pool: str, le
     assert [f.level for f in check_workers(settings)] == [level]
     # Values the server did not report (an older TimescaleDB) give no verdict rather than a guess.
     assert check_workers({"max_worker_processes": pool}) == []
+
+
+def test_a_failure_whose_error_this_role_cannot_read_is_a_warning_saying_so() -> None:
+    """job_errors hides other owners' errors: doctor says it cannot judge, not that it failed."""
+    hidden = FailedJob(3, "policy_job_stat_history_retention", None, 2, None, error_visible=False)
+    silent = FailedJob(1000, "policy_compression", "s.readings", 1, None)
+    findings = check_jobs("2.28.3", [hidden, silent], "15.20")
+    assert [f.level for f in findings] == ["warn", "fail"]
+    assert "hidden from this role" in findings[0].what
+    assert "database's owner" in findings[0].advice
+    assert "no error recorded" in findings[1].what
