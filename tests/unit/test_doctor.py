@@ -99,6 +99,7 @@ def test_timescaledbs_false_job_failures_are_told_apart_from_real_ones() -> None
     findings = check_jobs("2.28.3", [portal, real], "15.20")
     assert [f.level for f in findings] == ["warn", "fail"]
     assert "known fault of TimescaleDB 2.28.3 on PostgreSQL 15.20" in findings[0].what
+    assert "is_compressed" in findings[0].advice  # where to see that compression happened
     assert "permission denied" in findings[1].what
     assert check_jobs(None, [], "15.20")[0].level == "ok"
     assert check_jobs("2.28.3", [], "15.20")[0].level == "ok"
