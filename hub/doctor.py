@@ -34,8 +34,25 @@ QUEUE_SECONDS = 60
 MIN_WAL_MB = 1024
 MIN_CHECKPOINT_S = 300
 # TimescaleDB 2.28.3 on PostgreSQL 15.20 marks every job run as failed with this error,
-# although the compression, retention and refresh are done.
+# although the compression, retention and refresh are done: its job runner commits the
+# job's work and then drops a portal it created but never started, which PostgreSQL 15.20
+# refuses ("while it is being set up").
 PORTAL_BUG = "cannot drop portal"
+# Where to see that a job falsely marked failed did its work, by what the job runs.
+DONE_WHERE = {
+    "policy_compression": "the hypertable's older chunks show is_compressed"
+    " (timescaledb_information.chunks)",
+    "policy_retention": "no chunk of the hypertable ends before the retention window"
+    " (timescaledb_information.chunks)",
+    "policy_refresh_continuous_aggregate": "the server log has the refresh's 'inserted N"
+    " row(s) into materialization table' line before the error",
+}
+DONE_WHERE_ELSE = "the server log shows the job's work before the error"
+# A job the scheduler had no free background worker for: it waits for its retry.
+NO_WORKER = "failed to start"
+# TimescaleDB's own report of its usage to Timescale: not the hub's, and it fails wherever
+# the server cannot reach telemetry.timescale.com, as a site's database often cannot.
+TELEMETRY_JOB = "policy_telemetry"
 # Mosquitto's defaults for what a file does not set (mosquitto.conf(5), 2.0).
 MOSQUITTO_DEFAULTS = {
     "persistence": "false",
@@ -226,18 +243,39 @@ def check_database_settings(settings: dict[str, str]) -> list[Finding]:
     return findings
 
 
-def check_jobs(version: str | None, jobs: list[health.FailedJob], server: str) -> list[Finding]:
+def check_jobs(
+    version: str | None,
+    jobs: list[health.FailedJob],
+    server: str,
+    timescale_settings: dict[str, str] | None = None,
+) -> list[Finding]:
     """Judge TimescaleDB's background jobs (compression, retention, aggregate refresh)."""
     part = "timescaledb"
     if version is None:
         return [Finding("ok", part, "not installed: plain tables, no background jobs")]
-    if not jobs:
-        return [Finding("ok", part, f"{version}: no background job failing")]
+    values = timescale_settings or {}
     findings = []
     for job in jobs:
         where = f" on {job.hypertable}" if job.hypertable else ""
         error = job.last_error or "no error recorded"
-        if PORTAL_BUG in error:
+        if job.proc_name == TELEMETRY_JOB:
+            # With telemetry off the scheduler no longer runs the job; its last failure
+            # stays in job_stats.
+            if values.get("timescaledb.telemetry_level") == "off":
+                continue
+            findings.append(
+                Finding(
+                    "warn",
+                    part,
+                    f"job {job.job_id} ({job.proc_name}) failed {job.total_failures} times:"
+                    " TimescaleDB's usage report to Timescale was not sent (it fails on every"
+                    " server that cannot reach telemetry.timescale.com); the hub's data is"
+                    " not affected",
+                    "set `timescaledb.telemetry_level = off` (ALTER SYSTEM, then"
+                    " SELECT pg_reload_conf())",
+                )
+            )
+        elif PORTAL_BUG in error:
             findings.append(
                 Finding(
                     "warn",
@@ -246,9 +284,32 @@ def check_jobs(version: str | None, jobs: list[health.FailedJob], server: str) -
                     f" {job.total_failures} times with {error!r}: a known fault of"
                     f" TimescaleDB {version} on PostgreSQL {server}, where the job does its"
                     " work and is then marked failed",
-                    "check that old chunks are compressed and dropped"
-                    " (timescaledb_information.chunks); upgrade TimescaleDB when a fixed"
-                    " release is out",
+                    f"check that {DONE_WHERE.get(job.proc_name, DONE_WHERE_ELSE)};"
+                    " upgrade TimescaleDB when a fixed release is out",
+                )
+            )
+        elif job.last_error is None and not job.error_visible:
+            findings.append(
+                Finding(
+                    "warn",
+                    part,
+                    f"job {job.job_id} ({job.proc_name}{where}) is marked failed"
+                    f" {job.total_failures} times; its error is hidden from this role"
+                    " (timescaledb_information.job_errors shows it only to the job's owner"
+                    " and the database's owner), so a real failure cannot be told from"
+                    " TimescaleDB's false ones",
+                    "run carehub doctor as the database's owner, or read job_errors as a superuser",
+                )
+            )
+        elif NO_WORKER in error:
+            findings.append(
+                Finding(
+                    "warn",
+                    part,
+                    f"job {job.job_id} ({job.proc_name}{where}) could not start"
+                    f" ({job.total_failures} failures): no background worker was free, so"
+                    " the run waits for its retry",
+                    "raise max_worker_processes (see the worker finding) and restart PostgreSQL",
                 )
             )
         else:
@@ -262,7 +323,45 @@ def check_jobs(version: str | None, jobs: list[health.FailedJob], server: str) -
                     " and compression are not happening",
                 )
             )
-    return findings
+    if not findings:
+        findings.append(Finding("ok", part, f"{version}: no background job failing"))
+    return [*check_workers(values), *findings]
+
+
+def check_workers(timescale_settings: dict[str, str]) -> list[Finding]:
+    """Judge the worker pool TimescaleDB's jobs and parallel queries share.
+
+    TimescaleDB's configuration guide: max_worker_processes should be at least
+    timescaledb.max_background_workers + max_parallel_workers. Below that, jobs fail to
+    start ("failed to start a background worker") and compression, retention and
+    aggregate refreshes fall behind.
+    """
+    part = "timescaledb"
+    names = ("max_worker_processes", "timescaledb.max_background_workers", "max_parallel_workers")
+    texts = [timescale_settings.get(name, "") for name in names]
+    if not all(_is_count(text) for text in texts):
+        return []
+    pool, background, parallel = (int(text) for text in texts)
+    needed = background + parallel
+    if pool >= needed:
+        return [
+            Finding(
+                "ok",
+                part,
+                f"max_worker_processes {pool}: room for {background} background and"
+                f" {parallel} parallel workers",
+            )
+        ]
+    return [
+        Finding(
+            "warn",
+            part,
+            f"max_worker_processes {pool} is below timescaledb.max_background_workers"
+            f" {background} + max_parallel_workers {parallel}: background jobs (compression,"
+            " retention, aggregate refresh) can fail to start and fall behind",
+            f"set `max_worker_processes = {needed}` or more and restart PostgreSQL",
+        )
+    ]
 
 
 async def check_database(settings: Settings) -> list[Finding]:
@@ -276,10 +375,15 @@ async def check_database(settings: Settings) -> list[Finding]:
         values = await health.server_settings(conn, health.DURABILITY_SETTINGS)
         version = await health.timescaledb_version(conn)
         jobs = await health.failed_jobs(conn) if version is not None else []
+        timescale_settings = (
+            await health.server_settings(conn, health.TIMESCALEDB_SETTINGS)
+            if version is not None
+            else {}
+        )
     return [
         Finding("ok", "database", f"PostgreSQL {server} reachable"),
         *check_database_settings(values),
-        *check_jobs(version, jobs, server),
+        *check_jobs(version, jobs, server, timescale_settings),
     ]
 
 

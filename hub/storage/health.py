@@ -17,6 +17,14 @@ DURABILITY_SETTINGS = (
     "checkpoint_timeout",
     "checkpoint_completion_target",
 )
+# With TimescaleDB: whether it reports usage to Timescale, and the worker pools its jobs
+# start from (they exist in pg_settings only while the library is loaded).
+TIMESCALEDB_SETTINGS = (
+    "timescaledb.telemetry_level",
+    "timescaledb.max_background_workers",
+    "max_worker_processes",
+    "max_parallel_workers",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +33,11 @@ class FailedJob:
 
     job_id: int
     proc_name: str
-    hypertable: str | None
+    hypertable: str | None  # schema.name; a continuous aggregate's view for its refresh
     total_failures: int
     last_error: str | None
+    # job_errors shows a job's errors only to its owner and the database's owner.
+    error_visible: bool = True
 
 
 async def server_settings(conn: AsyncConnection[Any], names: Sequence[str]) -> dict[str, str]:
@@ -57,12 +67,21 @@ async def failed_jobs(conn: AsyncConnection[Any]) -> list[FailedJob]:
         """
         SELECT s.job_id, j.proc_name,
                CASE WHEN s.hypertable_name IS NULL THEN NULL
+                    WHEN c.view_name IS NOT NULL THEN c.view_schema || '.' || c.view_name
                     ELSE s.hypertable_schema || '.' || s.hypertable_name END,
                s.total_failures,
                (SELECT e.err_message FROM timescaledb_information.job_errors e
-                 WHERE e.job_id = s.job_id ORDER BY e.finish_time DESC NULLS LAST LIMIT 1)
+                 WHERE e.job_id = s.job_id ORDER BY e.finish_time DESC NULLS LAST LIMIT 1),
+               pg_has_role(current_user, j.owner, 'MEMBER')
+               OR pg_has_role(current_user, (SELECT d.datdba FROM pg_database d
+                                             WHERE d.datname = current_database()), 'MEMBER')
         FROM timescaledb_information.job_stats s
         JOIN timescaledb_information.jobs j USING (job_id)
+        -- An aggregate's refresh job names its materialization table
+        -- (_timescaledb_internal._materialized_hypertable_N): name the view instead.
+        LEFT JOIN timescaledb_information.continuous_aggregates c
+          ON c.materialization_hypertable_schema = s.hypertable_schema
+         AND c.materialization_hypertable_name = s.hypertable_name
         WHERE s.last_run_status = 'Failed'
         ORDER BY s.job_id
         """

@@ -17,11 +17,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from bench.mqtt import connect_packet
 from hub.runtime import Hub
+from hub.settings import Settings
 from tests.child_process import ChildOutput, clean_env, run_carehub, start_demo
 from tests.fix_hub import connect_db, wait_for
+from tests.integration.test_migrations import NO_TIMESCALE, timescale_unusable
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
 
@@ -265,6 +268,71 @@ def test_doctor_fails_a_database_role_that_commits_asynchronously(running_hub: H
     assert result.returncode == 1, result.stdout + result.stderr
     failed = [f for f in json.loads(result.stdout) if f["level"] == "fail"]
     assert [f["what"].split(":")[0] for f in failed] == ["synchronous_commit = off"]
+
+
+def test_doctor_fails_a_timescaledb_job_that_raises_and_warns_a_role_that_cannot_see_why(
+    hub_settings: Settings, database_url: str, db_schema: str
+) -> None:
+    """A job that raises: a failure naming its error, or a warning for a role kept from it."""
+    import json
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    why = timescale_unusable(database_url)
+    if why is not None:
+        pytest.skip(NO_TIMESCALE.format(why=why))
+    role = f"doctor_{uuid.uuid4().hex[:8]}"
+    env = {
+        "CAREHUB_MQTT_URL": hub_settings.mqtt_url,
+        "CAREHUB_MQTT_PROTOCOL": str(hub_settings.mqtt_protocol),
+        "CAREHUB_DATABASE_URL": database_url,
+    }
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        procedure = sql.Identifier(db_schema, "broken_job")
+        admin.execute(
+            sql.SQL(
+                "CREATE PROCEDURE {}(job_id int, config jsonb) LANGUAGE plpgsql"
+                " AS $$ BEGIN RAISE EXCEPTION 'carehub test job failed'; END $$"
+            ).format(procedure)
+        )
+        row = admin.execute(
+            sql.SQL("SELECT add_job({}::regproc, INTERVAL '1 day')").format(
+                sql.Literal(f"{db_schema}.broken_job")
+            )
+        ).fetchone()
+        assert row is not None
+        job_id = row[0]
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            # The scheduler runs a new job at once; give it a busy machine's while.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                status = admin.execute(
+                    "SELECT last_run_status FROM timescaledb_information.job_stats"
+                    " WHERE job_id = %s",
+                    (job_id,),
+                ).fetchone()
+                if status is not None and status[0] == "Failed":
+                    break
+                time.sleep(0.5)
+            else:
+                pytest.fail(f"TimescaleDB did not run job {job_id} within 60 s")
+            as_owner = _doctor(env)
+            parts = urlsplit(database_url)
+            url = urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.rpartition('@')[2]}"))
+            as_stranger = _doctor({**env, "CAREHUB_DATABASE_URL": url})
+        finally:
+            admin.execute("SELECT delete_job(%s)", (job_id,))
+            admin.execute(f"DROP ROLE {role}")
+    mine = f"job {job_id} "
+    owner_sees = [f for f in json.loads(as_owner.stdout) if f["what"].startswith(mine)]
+    assert [f["level"] for f in owner_sees] == ["fail"], as_owner.stdout
+    assert "carehub test job failed" in owner_sees[0]["what"]
+    assert as_owner.returncode == 1
+    stranger_sees = [f for f in json.loads(as_stranger.stdout) if f["what"].startswith(mine)]
+    assert [f["level"] for f in stranger_sees] == ["warn"], as_stranger.stdout
+    assert "hidden from this role" in stranger_sees[0]["what"]
 
 
 def test_doctor_refuses_a_missing_broker_file() -> None:

@@ -11,6 +11,7 @@ from hub.doctor import (
     check_database_settings,
     check_jobs,
     check_mosquitto_conf,
+    check_workers,
     mosquitto_settings,
 )
 from hub.storage.health import FailedJob
@@ -98,6 +99,66 @@ def test_timescaledbs_false_job_failures_are_told_apart_from_real_ones() -> None
     findings = check_jobs("2.28.3", [portal, real], "15.20")
     assert [f.level for f in findings] == ["warn", "fail"]
     assert "known fault of TimescaleDB 2.28.3 on PostgreSQL 15.20" in findings[0].what
+    assert "is_compressed" in findings[0].advice  # where to see that compression happened
     assert "permission denied" in findings[1].what
     assert check_jobs(None, [], "15.20")[0].level == "ok"
     assert check_jobs("2.28.3", [], "15.20")[0].level == "ok"
+
+
+def test_timescaledbs_own_telemetry_failing_offline_is_a_warning_not_a_failure() -> None:
+    """A site server without internet fails TimescaleDB's usage report; the hub's data is fine."""
+    telemetry = FailedJob(1, "policy_telemetry", None, 2, None)
+    findings = check_jobs("2.28.3", [telemetry], "15.20", {"timescaledb.telemetry_level": "basic"})
+    assert [f.level for f in findings] == ["warn"]
+    assert "telemetry_level = off" in findings[0].advice
+    # Telemetry off: the scheduler never runs the job again, its old failure is history.
+    quiet = check_jobs("2.28.3", [telemetry], "15.20", {"timescaledb.telemetry_level": "off"})
+    assert [(f.level, f.what) for f in quiet] == [("ok", "2.28.3: no background job failing")]
+
+
+def test_a_job_without_a_free_worker_points_at_the_worker_pool() -> None:
+    """'failed to start' is a starved pool, and the pool's own finding says how big to make it."""
+    starved = FailedJob(
+        1003,
+        "policy_refresh_continuous_aggregate",
+        "s.occupancy_5m",
+        1,
+        'failed to start job Job 1003 ("Refresh Continuous Aggregate Policy [1003]") failed to'
+        " start",
+    )
+    pool = {
+        "max_worker_processes": "8",
+        "timescaledb.max_background_workers": "16",
+        "max_parallel_workers": "8",
+    }
+    findings = check_jobs("2.28.3", [starved], "15.20", pool)
+    assert [f.level for f in findings] == ["warn", "warn"]
+    assert findings[0].what.startswith("max_worker_processes 8 is below")
+    assert "max_worker_processes = 24" in findings[0].advice
+    assert "no background worker was free" in findings[1].what
+
+
+@pytest.mark.parametrize(
+    ("pool", "level"),
+    [("24", "ok"), ("32", "ok"), ("23", "warn")],
+)
+def test_the_worker_pool_must_hold_background_and_parallel_workers(pool: str, level: str) -> None:
+    settings = {
+        "max_worker_processes": pool,
+        "timescaledb.max_background_workers": "16",
+        "max_parallel_workers": "8",
+    }
+    assert [f.level for f in check_workers(settings)] == [level]
+    # Values the server did not report (an older TimescaleDB) give no verdict rather than a guess.
+    assert check_workers({"max_worker_processes": pool}) == []
+
+
+def test_a_failure_whose_error_this_role_cannot_read_is_a_warning_saying_so() -> None:
+    """job_errors hides other owners' errors: doctor says it cannot judge, not that it failed."""
+    hidden = FailedJob(3, "policy_job_stat_history_retention", None, 2, None, error_visible=False)
+    silent = FailedJob(1000, "policy_compression", "s.readings", 1, None)
+    findings = check_jobs("2.28.3", [hidden, silent], "15.20")
+    assert [f.level for f in findings] == ["warn", "fail"]
+    assert "hidden from this role" in findings[0].what
+    assert "database's owner" in findings[0].advice
+    assert "no error recorded" in findings[1].what
