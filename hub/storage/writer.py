@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 import msgspec
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.types.json import set_json_dumps
 from psycopg_pool import AsyncConnectionPool
 
 from devices import topic
@@ -243,8 +245,17 @@ def _fold_pending(rejections: Sequence[Rejection]) -> dict[str, _Pending]:
     return pending
 
 
-class _RedeliveredError(Exception):
-    """A reading copied straight into `readings` was stored already: stage the batch."""
+class _StageInsteadError(Exception):
+    """The direct path cannot take this batch: write it again, staged and as text.
+
+    `redelivered`: a reading in it is stored already (so more redeliveries may follow);
+    otherwise a value could not be put in binary form, and PostgreSQL's own text parsing
+    gives the row the error that the batch writer isolates.
+    """
+
+    def __init__(self, *, redelivered: bool) -> None:
+        super().__init__("redelivered" if redelivered else "not binary-copyable")
+        self.redelivered = redelivered
 
 
 class BatchWriter:
@@ -252,7 +263,9 @@ class BatchWriter:
 
     Readings are copied straight into `readings` while no redelivery is seen: a copy of a
     stored message fails the COPY on its unique index, and the batch is written again
-    through the staging table, whose insert drops what is stored already.
+    through the staging table, whose insert drops what is stored already. The direct
+    path copies in PostgreSQL's binary format, which spares formatting every timestamp
+    and number as text (a fifth of the hub's CPU at ten thousand messages a second).
     """
 
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[object]], topic_root: str) -> None:
@@ -269,8 +282,9 @@ class BatchWriter:
                     direct = time.monotonic() >= self._staged_until
                     try:
                         return await self._write(conn, items, direct=direct)
-                    except _RedeliveredError:
-                        self._staged_until = time.monotonic() + STAGED_AFTER_REDELIVERY_S
+                    except _StageInsteadError as why:
+                        if why.redelivered:
+                            self._staged_until = time.monotonic() + STAGED_AFTER_REDELIVERY_S
                         return await self._write(conn, items, direct=False)
                 except _ROW_ERRORS:
                     # One hostile row (say, a \\u0000 that jsonb refuses) must not sink the
@@ -340,10 +354,7 @@ class BatchWriter:
                     result.statuses = len(statuses)
                 states = _fold_state(items)
                 if states:
-                    async with cur.copy(
-                        f"COPY stage_state ({', '.join(_STATE_COLUMNS)}) FROM STDIN"
-                    ) as copy:
-                        await _copy_rows(copy, states.values())
+                    await _copy_state(cur, states.values(), binary=direct)
                     await cur.execute(_UPSERT_STATE)
                 if rejections:
                     async with cur.copy(
@@ -384,25 +395,79 @@ class BatchWriter:
         return result
 
 
+# The PostgreSQL types of the columns copied in binary, in _READING_FIELDS and
+# _STATE_COLUMNS order: a binary COPY must name them exactly (migrations 001, 002, 011).
+_READING_TYPES = (
+    "timestamptz",
+    "text",
+    "bigint",
+    "text",
+    "text",
+    "timestamptz",
+    "real",
+    "boolean",
+    "integer",
+    "integer",
+    "real",
+    "jsonb",
+)
+_FIELD_TYPES = {"battery": "real", "presence": "boolean", "count": "integer", "staff": "integer"}
+_STATE_TYPES = (
+    "text",
+    "timestamptz",
+    "boolean",
+    "bigint",
+    "timestamptz",
+    *(t for f in STATE_FIELDS for t in (_FIELD_TYPES.get(f, "real"), "timestamptz", "bigint")),
+)
+# What a value that cannot be put in binary form raises (a string for a number, say).
+# A number out of its column's range is not refused in binary (an `integer` wraps, a
+# `real` turns to infinity): the contract's limits keep them out of every Reading
+# (tests/unit/test_binary_copy_limits.py checks that each has limits that fit).
+_DUMP_ERRORS = (struct.error, OverflowError, TypeError, ValueError)
+
+
 async def _copy_new(
     cur: psycopg.AsyncCursor[Any],
     table: str,
     fields: tuple[str, ...],
     messages: Sequence[Reading | Event],
 ) -> int:
-    """COPY messages straight into `table`; all of them are new, or _RedeliveredError.
+    """COPY messages straight into `table`, in binary; all of them new, or _StageInsteadError.
 
     The unique index on (device_id, seq, ts) refuses a message stored already, and the
     refusal aborts the transaction: the caller writes the batch again, staged.
     """
     columns = ", ".join((*fields, "payload"))
     values = attrgetter(*fields)
+    # The payload goes as jsonb, encoded by msgspec (json.dumps is several times slower).
+    set_json_dumps(_encode_json, cur)
     try:
-        async with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            await _copy_rows(copy, _message_rows(values, messages))
+        async with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(_READING_TYPES))
+            await _copy_rows(copy, ((*values(m), m.payload) for m in messages))
     except psycopg.errors.UniqueViolation as exc:
-        raise _RedeliveredError from exc
+        raise _StageInsteadError(redelivered=True) from exc
+    except _DUMP_ERRORS as exc:
+        raise _StageInsteadError(redelivered=False) from exc
     return len(messages)
+
+
+async def _copy_state(
+    cur: psycopg.AsyncCursor[Any], rows: Iterable[list[Any]], *, binary: bool
+) -> None:
+    """COPY the batch's device states into stage_state, in binary when the batch is direct."""
+    columns = ", ".join(_STATE_COLUMNS)
+    if not binary:
+        async with cur.copy(f"COPY stage_state ({columns}) FROM STDIN") as copy:
+            await _copy_rows(copy, rows)
+        return
+    try:
+        async with cur.copy(f"COPY stage_state ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(_STATE_TYPES))
+            await _copy_rows(copy, rows)
+    except _DUMP_ERRORS as exc:
+        raise _StageInsteadError(redelivered=False) from exc
 
 
 def _message_rows(
