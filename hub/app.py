@@ -35,12 +35,16 @@ SERVER_OPTIONS: dict[str, Any] = {
 }
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The HTTP application; its lifespan runs the whole hub."""
+def create_app(settings: Settings, *, own_process: bool = False) -> FastAPI:
+    """The HTTP application; its lifespan runs the whole hub.
+
+    `own_process`: the hub is the process (`carehub serve`, `carehub demo`), so it may
+    tune the process's garbage collector (runtime.settle_garbage_collector).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Hub]]:
-        async with run_hub(settings) as hub:
+        async with run_hub(settings, settle_gc=own_process) as hub:
             yield {"hub": hub}
 
     app = FastAPI(

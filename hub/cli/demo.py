@@ -296,7 +296,7 @@ async def run_demo(
         )
 
         config = uvicorn.Config(
-            create_app(demo),
+            create_app(demo, own_process=True),
             host=demo.http_host,
             port=demo.http_port,
             log_level="warning",

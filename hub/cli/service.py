@@ -30,7 +30,7 @@ def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
         flush=True,
     )
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, own_process=True),
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
