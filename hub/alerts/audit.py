@@ -64,9 +64,18 @@ def chained(entries: Iterable[AuditEntry], prev_hash: str) -> Iterator[tuple[Aud
         prev_hash = digest
 
 
-async def write_audit(conn: AsyncConnection[Any], entry: AuditEntry) -> None:
-    """Append one audit row to the facility's chain (inside the caller's transaction)."""
-    prev_hash = await audit_rows.lock_head(conn, entry.facility_id, GENESIS_HASH)
+async def write_audit(
+    conn: AsyncConnection[Any], entry: AuditEntry, *, locked_hash: str | None = None
+) -> None:
+    """Append one audit row to the facility's chain (inside the caller's transaction).
+
+    `locked_hash`: the caller locked the facility's head already and read this hash.
+    """
+    prev_hash = (
+        locked_hash
+        if locked_hash is not None
+        else await audit_rows.lock_head(conn, entry.facility_id, GENESIS_HASH)
+    )
     await audit_rows.append(conn, entry, prev_hash, audit_hash(entry, prev_hash))
 
 

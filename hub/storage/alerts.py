@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -107,58 +107,72 @@ _REPEAT_IS_NEWER = (
 async def upsert_alert(
     conn: Connection, d: AlertDecision, *, shelved: bool, cleared_at: datetime | None = None
 ) -> tuple[Alert, bool]:
-    """Open the decided alert, or count a repeat on the open one; (alert, newly opened).
+    """`send_upsert`, then its row: (alert, newly opened)."""
+    return await upserted(await send_upsert(conn, d, shelved=shelved, cleared_at=cleared_at))
+
+
+async def upserted(cur: AsyncCursor[dict[str, Any]]) -> tuple[Alert, bool]:
+    """The alert `send_upsert` opened or repeated, and whether it was opened."""
+    row = present(await cur.fetchone())
+    return alert_of(row), bool(row["inserted"])
+
+
+async def send_upsert(
+    conn: Connection, d: AlertDecision, *, shelved: bool, cleared_at: datetime | None = None
+) -> AsyncCursor[dict[str, Any]]:
+    """Send the upsert that opens the decided alert, or counts a repeat on the open one;
+    `upserted` reads its row. Not read at once, so that in a pipeline what is sent after
+    it (the audit head's lock) shares its round trip.
 
     A repeat that the device sent before the alert's latest trigger (a copy that took the
     other hub, and longer) counts, but leaves the newer trigger's seq, detail and clearing
     as they are. `cleared_at`: the device's newest clear, when it came after `d`. The
     message `d` claimed (raise_checks) is linked to the alert.
     """
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "INSERT INTO alerts (facility_id, zone_id, device_id, subject, kind, priority,"
-            " latched, seq, seq_ts, raised_at, last_raised_at, shelved, detail, cleared_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (subject, kind) WHERE state <> 'resolved' DO UPDATE SET"
-            "  count = alerts.count + 1,"
-            "  last_raised_at = GREATEST(alerts.last_raised_at, EXCLUDED.last_raised_at),"
-            f" seq = CASE WHEN {_REPEAT_IS_NEWER}"
-            "   THEN coalesce(EXCLUDED.seq, alerts.seq) ELSE alerts.seq END,"
-            f" seq_ts = CASE WHEN {_REPEAT_IS_NEWER}"
-            "   THEN coalesce(EXCLUDED.seq_ts, alerts.seq_ts) ELSE alerts.seq_ts END,"
-            f" cleared_at = CASE WHEN {_REPEAT_IS_NEWER}"
-            "   THEN EXCLUDED.cleared_at ELSE alerts.cleared_at END,"
-            f" detail = CASE WHEN {_REPEAT_IS_NEWER}"
-            "   THEN alerts.detail || EXCLUDED.detail ELSE EXCLUDED.detail || alerts.detail END"
-            f" RETURNING {_ALERT_COLUMNS}, (xmax = 0) AS inserted",
-            (
-                d.facility_id,
-                d.zone_id,
-                d.device_id,
-                d.subject,
-                d.kind,
-                d.priority,
-                d.latched,
-                d.seq,
-                d.ts if d.seq is not None else None,
-                d.at,
-                d.at,
-                shelved,
-                Jsonb(d.detail or {}),
-                cleared_at,
-            ),
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        "INSERT INTO alerts (facility_id, zone_id, device_id, subject, kind, priority,"
+        " latched, seq, seq_ts, raised_at, last_raised_at, shelved, detail, cleared_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (subject, kind) WHERE state <> 'resolved' DO UPDATE SET"
+        "  count = alerts.count + 1,"
+        "  last_raised_at = GREATEST(alerts.last_raised_at, EXCLUDED.last_raised_at),"
+        f" seq = CASE WHEN {_REPEAT_IS_NEWER}"
+        "   THEN coalesce(EXCLUDED.seq, alerts.seq) ELSE alerts.seq END,"
+        f" seq_ts = CASE WHEN {_REPEAT_IS_NEWER}"
+        "   THEN coalesce(EXCLUDED.seq_ts, alerts.seq_ts) ELSE alerts.seq_ts END,"
+        f" cleared_at = CASE WHEN {_REPEAT_IS_NEWER}"
+        "   THEN EXCLUDED.cleared_at ELSE alerts.cleared_at END,"
+        f" detail = CASE WHEN {_REPEAT_IS_NEWER}"
+        "   THEN alerts.detail || EXCLUDED.detail ELSE EXCLUDED.detail || alerts.detail END"
+        f" RETURNING {_ALERT_COLUMNS}, (xmax = 0) AS inserted",
+        (
+            d.facility_id,
+            d.zone_id,
+            d.device_id,
+            d.subject,
+            d.kind,
+            d.priority,
+            d.latched,
+            d.seq,
+            d.ts if d.seq is not None else None,
+            d.at,
+            d.at,
+            shelved,
+            Jsonb(d.detail or {}),
+            cleared_at,
+        ),
+    )
+    if d.seq is not None and d.device_id is not None:
+        # Note which alert the claimed message raised or repeated; sent before the
+        # upsert's row is read, so that in a pipeline both cost one round trip.
+        await conn.execute(
+            "UPDATE alert_triggers SET alert_id = (SELECT id FROM alerts"
+            "  WHERE subject = %s AND kind = %s AND state <> 'resolved')"
+            " WHERE device_id = %s AND seq = %s AND kind = %s",
+            (d.subject, d.kind, d.device_id, d.seq, d.kind),
         )
-        if d.seq is not None and d.device_id is not None:
-            # Note which alert the claimed message raised or repeated; sent before the
-            # upsert's row is read, so that in a pipeline both cost one round trip.
-            await conn.execute(
-                "UPDATE alert_triggers SET alert_id = (SELECT id FROM alerts"
-                "  WHERE subject = %s AND kind = %s AND state <> 'resolved')"
-                " WHERE device_id = %s AND seq = %s AND kind = %s",
-                (d.subject, d.kind, d.device_id, d.seq, d.kind),
-            )
-        row = present(await cur.fetchone())
-    return alert_of(row), bool(row["inserted"])
+    return cur
 
 
 # -- the order of one device's raises and clears ---------------------------------------

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 
 from hub.storage.alerts import present
@@ -43,16 +43,27 @@ class StoredAudit:
 
 
 async def lock_head(conn: Connection, facility_id: str, genesis_hash: str) -> str:
-    """The facility's last hash, its head locked for this transaction (opened if new).
+    """The facility's last hash, its head locked for this transaction (opened if new)."""
+    return await head_hash(await send_lock_head(conn, facility_id, genesis_hash))
+
+
+async def send_lock_head(
+    conn: Connection, facility_id: str, genesis_hash: str
+) -> AsyncCursor[tuple[Any, ...]]:
+    """Send the lock of the facility's head; `head_hash` reads its last hash.
 
     One statement: the no-op update of an existing head locks it, as FOR UPDATE would,
     and a concurrent writer's head is read as that writer committed it.
     """
-    cur = await conn.execute(
+    return await conn.execute(
         "INSERT INTO audit_heads AS h (facility_id, last_id, last_hash) VALUES (%s, 0, %s)"
         " ON CONFLICT (facility_id) DO UPDATE SET last_id = h.last_id RETURNING last_hash",
         (facility_id, genesis_hash),
     )
+
+
+async def head_hash(cur: AsyncCursor[tuple[Any, ...]]) -> str:
+    """The last hash of the head `send_lock_head` locked."""
     return str(present(await cur.fetchone())[0])
 
 
