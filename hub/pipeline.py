@@ -45,8 +45,9 @@ REGISTRY_RELOAD_S = 30.0
 # Batches decoded but not yet written; beyond this, ingest waits (and the broker holds
 # the rest, up to our Receive Maximum).
 BATCH_QUEUE = 4
-# Messages decoded between two turns of the event loop while a batch is cut.
-DECODE_YIELD_MESSAGES = 256
+# Messages decoded between two turns of the event loop while a batch is cut: a few
+# milliseconds' work on a slow core, what an alert's round trip may wait for.
+DECODE_YIELD_MESSAGES = 64
 # A failed batch is retried this many times, this far apart, before it is spooled.
 WRITE_RETRIES = (0.1, 0.4)
 SPOOL_REPLAY_S = 1.0

@@ -32,7 +32,7 @@ _ROW_ERRORS = (
 )
 
 # Rows a COPY writes between two turns of the event loop (see _copy_rows).
-COPY_YIELD_ROWS = 256
+COPY_YIELD_ROWS = 128
 
 # After a batch meets a reading already stored (a redelivery: a reconnect, a hub restart,
 # another hub's copy), batches go through the staging table for this long. Until then
