@@ -54,8 +54,9 @@ from devices.mqtt import MqttTarget
 from hub.errors import HubError
 from hub.settings import Settings
 
-# SPEC §3's promise to the resident at the button: the light says "received" quickly.
-TARGET_ACK_P99_MS = 100.0
+# SPEC §3's promise to the resident at the button: the light says "received" quickly;
+# the capacity issue's target is 50 ms at the 99th percentile, at 5,000 msgs/s of telemetry.
+TARGET_ACK_P99_MS = 50.0
 # Buttons pressed round robin; each has a connection of its own, like a real device.
 BUTTONS = 200
 # Presses count from here so that each button's seq stays above, and apart from, the seqs
