@@ -827,7 +827,9 @@ def _assert_verdicts(root: str, sent: list[Hostile], verdicts: list[tuple[str, s
     for topic, reason in verdicts:
         assert reason in SPEC_REASONS, f"{reason!r} is not a SPEC §3 reason code"
         by_topic.setdefault(topic, []).append(reason)
-    for message in sent:
+    # The narrowest expectations first: replies on one topic may come in any order, and a
+    # message that allows any reason must not take the one another message needs.
+    for message in sorted(sent, key=lambda m: len(m.expected)):
         topic = f"{root}/{message.tail}"
         reasons = by_topic.get(topic)
         assert reasons, f"no verdict for {message!r}"
