@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -111,28 +111,42 @@ async def _bench_ingest(
 ) -> int:
     run = harness.BenchRun.new(settings)
     shared = f", shared subscription $share/{run.root}/..." if hubs > 1 else ""
-    print(
+    headline = (
         f"carehub bench ingest: {duration_s:g} s, {device_count} devices over {connections} "
         f"connections, {rate:g} msgs/s offered (QoS 1 telemetry), "
-        f"{hubs} hub process{'es' if hubs > 1 else ''}{shared}\n"
-        f"  broker {settings.mqtt.host}:{settings.mqtt.port}, schema {run.schema}, "
+        f"{hubs} hub process{'es' if hubs > 1 else ''}{shared}"
+    )
+    async with (
+        _fleet_registered(run, headline, device_count, keep=keep) as (conn, fleet),
+        run.hubs(hubs) as processes,
+    ):
+        await _load_and_report(
+            conn,
+            processes,
+            run.settings,
+            fleet=fleet,
+            duration_s=duration_s,
+            rate=rate,
+            connections=connections,
+        )
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _fleet_registered(
+    run: harness.BenchRun, headline: str, device_count: int, *, keep: bool
+) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], list[BenchDevice]]]:
+    """Print the run's headline and where it runs; then its schema with the fleet registered."""
+    target = run.settings.mqtt
+    print(
+        f"{headline}\n  broker {target.host}:{target.port}, schema {run.schema}, "
         f"topic root {run.root}",
         flush=True,
     )
     async with run.database(keep=keep) as conn:
         fleet = bench_fleet(device_count)
         await register_fleet(conn, fleet)
-        async with run.hubs(hubs) as processes:
-            await _load_and_report(
-                conn,
-                processes,
-                run.settings,
-                fleet=fleet,
-                duration_s=duration_s,
-                rate=rate,
-                connections=connections,
-            )
-    return 0
+        yield conn, fleet
 
 
 async def _load_and_report(
@@ -363,28 +377,25 @@ async def _bench_find_max(
     keep: bool,
 ) -> int:
     run = harness.BenchRun.new(settings)
-    print(
+    headline = (
         f"carehub bench ingest --find-max: {device_count} devices over {connections} "
         f"connections, QoS 1 telemetry offered at {rates[0]:,.0f} msgs/s, then a fifth more "
-        f"every {step_s:g} s until a step loses a message or falls behind\n"
-        f"  broker {settings.mqtt.host}:{settings.mqtt.port}, schema {run.schema}, "
-        f"topic root {run.root}",
-        flush=True,
+        f"every {step_s:g} s until a step loses a message or falls behind"
     )
-    async with run.database(keep=keep) as conn:
-        fleet = bench_fleet(device_count)
-        await register_fleet(conn, fleet)
-        async with run.hubs(1) as (hub,):
-            steps = await _ramp(
-                conn,
-                hub,
-                run.settings,
-                fleet=fleet,
-                rates=rates,
-                step_s=step_s,
-                connections=connections,
-            )
-            _report_ramp(steps, hub)
+    async with (
+        _fleet_registered(run, headline, device_count, keep=keep) as (conn, fleet),
+        run.hubs(1) as (hub,),
+    ):
+        steps = await _ramp(
+            conn,
+            hub,
+            run.settings,
+            fleet=fleet,
+            rates=rates,
+            step_s=step_s,
+            connections=connections,
+        )
+        _report_ramp(steps, hub)
     return 0
 
 

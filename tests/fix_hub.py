@@ -20,9 +20,11 @@ import pytest
 
 from devices import mqtt, topics
 from hub.clock import ManualClock
+from hub.models import Reading
 from hub.runtime import Hub, run_hub
 from hub.settings import Settings, load_settings
 from hub.storage.migrate import migrate
+from hub.storage.writer import STATE_FIELDS
 
 FACILITY = "f-sun"
 OTHER_FACILITY = "f-moon"
@@ -317,4 +319,20 @@ def _client(settings: Settings, identifier: str) -> aiomqtt.Client:
         protocol=protocol,
         username=target.username,
         password=target.password,
+    )
+
+
+def reading_at(device_id: str, seq: int, at: datetime, **measured: Any) -> Reading:
+    """A decoded telemetry message of FACILITY sent at `at`, with the measured fields given
+    (battery, presence, count, staff, rssi; the others None), as the batch writer gets it."""
+    fields = dict.fromkeys(STATE_FIELDS) | measured
+    return Reading(
+        device_id=device_id,
+        facility_id=FACILITY,
+        zone_id=None,
+        seq=seq,
+        ts=at,
+        received_at=datetime.now(CHINA),
+        payload={"ts": at.isoformat(), "seq": seq, **measured},
+        **fields,
     )

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from bench.ingest import run_bench
 from hub.settings import load_settings
-from tests.bench_output import NUMBER, number, report_line
-from tests.fix_services import MQTT_URL_ENV
+from tests.bench_output import MQTT5_BENCH, NUMBER, number, report_line
 
-pytestmark = [
-    pytest.mark.mqtt,
-    pytest.mark.db,
-    pytest.mark.slow,
-    # The bench's hub child speaks MQTT 5; the embedded amqtt broker has only 3.1.1.
-    pytest.mark.skipif(
-        not os.environ.get(MQTT_URL_ENV),
-        reason="the ingest bench needs a broker with MQTT 5 such as Mosquitto; "
-        "set CAREHUB_TEST_MQTT_URL",
-    ),
-]
+pytestmark = MQTT5_BENCH
 
 
 def test_find_max_ramps_until_its_ceiling_and_prints_the_highest_rate_held(

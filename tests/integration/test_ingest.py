@@ -24,6 +24,7 @@ from tests.fix_hub import (
     fake_device,
     now_ts,
     raw_client,
+    reading_at,
     wait_for,
 )
 
@@ -339,20 +340,7 @@ async def scalar_is(db: DB, query: str, expected: Any) -> bool:
 
 def _reading(device_id: str, seq: int, battery: float) -> Reading:
     at = datetime.now(CHINA).replace(microsecond=0) - timedelta(minutes=5) + timedelta(seconds=seq)
-    return Reading(
-        device_id=device_id,
-        facility_id=FACILITY,
-        zone_id=None,
-        seq=seq,
-        ts=at,
-        received_at=datetime.now(CHINA),
-        payload={"ts": at.isoformat(), "seq": seq, "battery": battery},
-        battery=battery,
-        presence=None,
-        count=None,
-        staff=None,
-        rssi=None,
-    )
+    return reading_at(device_id, seq, at, battery=battery)
 
 
 async def test_a_batch_with_a_redelivered_reading_is_staged_and_stores_only_what_is_new(

@@ -26,7 +26,7 @@ from hub.rules import decision
 from hub.settings import Settings
 from hub.storage.pool import create_pool
 from hub.storage.writer import STATE_FIELDS, BatchWriter
-from tests.fix_hub import CHINA, DB, FACILITY, connect_db, raw_client, rows, wait_for
+from tests.fix_hub import CHINA, DB, FACILITY, connect_db, raw_client, reading_at, rows, wait_for
 from tests.hub_pair import two_hubs
 from tests.private_broker import private_mosquitto
 
@@ -36,18 +36,7 @@ BASE = datetime.now(CHINA).replace(microsecond=0) - timedelta(minutes=20)
 
 
 def _reading(device_id: str, seq: int, second: float, **measured: Any) -> Reading:
-    at = BASE + timedelta(seconds=second)
-    fields = dict.fromkeys(STATE_FIELDS) | measured
-    return Reading(
-        device_id=device_id,
-        facility_id=FACILITY,
-        zone_id=None,
-        seq=seq,
-        ts=at,
-        received_at=datetime.now(CHINA),
-        payload={"ts": at.isoformat(), "seq": seq, **measured},
-        **fields,
-    )
+    return reading_at(device_id, seq, BASE + timedelta(seconds=second), **measured)
 
 
 # A fall sensor's and a counter's messages, as they were sent. Hostile to arrival order:
