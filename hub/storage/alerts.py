@@ -104,13 +104,6 @@ _REPEAT_IS_NEWER = (
 )
 
 
-async def upsert_alert(
-    conn: Connection, d: AlertDecision, *, shelved: bool, cleared_at: datetime | None = None
-) -> tuple[Alert, bool]:
-    """`send_upsert`, then its row: (alert, newly opened)."""
-    return await upserted(await send_upsert(conn, d, shelved=shelved, cleared_at=cleared_at))
-
-
 async def upserted(cur: AsyncCursor[dict[str, Any]]) -> tuple[Alert, bool]:
     """The alert `send_upsert` opened or repeated, and whether it was opened."""
     row = present(await cur.fetchone())
