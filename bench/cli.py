@@ -80,7 +80,7 @@ def register(sub: Subcommands) -> None:
     bench.add_argument(
         "--rate",
         type=float,
-        help="telemetry messages per second offered (default 10,000 for ingest, 5,000 latency); "
+        help="telemetry messages per second offered (default 20,000 for ingest, 5,000 latency); "
         "live: alert changes per second (default 100)",
     )
     bench.add_argument("--presses", type=float, help="latency: button presses per second")

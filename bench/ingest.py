@@ -38,7 +38,7 @@ from hub.errors import HubError
 from hub.settings import Settings
 
 # Targets of SPEC-level capacity planning: one hub process, one district.
-TARGET_RATE = 10_000.0
+TARGET_RATE = 20_000.0
 TARGET_RSS_BYTES = 400 * harness.MB
 # An offered rate of exactly the target cannot be stored faster than offered; a window
 # edge falls inside a batch, so the measured rate jitters by a batch either way.
