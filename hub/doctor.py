@@ -60,6 +60,7 @@ MOSQUITTO_DEFAULTS = {
     "max_queued_bytes": "0",
     "max_inflight_messages": "20",
     "autosave_interval": "1800",
+    "set_tcp_nodelay": "false",
 }
 
 
@@ -166,6 +167,17 @@ def check_mosquitto_conf(options: dict[str, str], rate: int, protocol: int) -> l
                 f"max_inflight_messages {inflight}: the hub speaks MQTT 3.1.1, so this caps"
                 " how many messages it can commit in one batch",
                 "set `max_inflight_messages 1000`, or CAREHUB_MQTT_PROTOCOL=5",
+            )
+        )
+    if merged["set_tcp_nodelay"] != "true":
+        findings.append(
+            Finding(
+                "warn",
+                part,
+                "set_tcp_nodelay false: Nagle's algorithm holds a small packet to a device"
+                " until its last one is acknowledged, and a device's TCP stack delays that"
+                " acknowledgement by up to 40 ms, so some emergency acks arrive 40 ms late",
+                "set `set_tcp_nodelay true`",
             )
         )
     if options.get("allow_anonymous") == "true":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections import deque
@@ -57,12 +58,23 @@ def subscriptions(settings: Settings, channels: Iterable[str]) -> list[str]:
     ]
 
 
+# Sent at once, not held by Nagle's algorithm until the broker acknowledges the packet
+# before (our PUBACK of the press, which it may delay by up to 40 ms): for the lane whose
+# replies a resident waits for. The telemetry lane keeps Nagle, which packs its PUBACKs.
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
 def make_client(
-    settings: Settings, *, identifier: str | None = None, persistent: bool = True
+    settings: Settings,
+    *,
+    identifier: str | None = None,
+    persistent: bool = True,
+    no_delay: bool = False,
 ) -> aiomqtt.Client:
     """An aiomqtt client for the configured broker (not yet connected)."""
     target = settings.mqtt
     common: dict[str, Any] = {
+        "socket_options": NO_DELAY if no_delay else (),
         "username": target.username,
         "password": target.password,
         "identifier": identifier or settings.mqtt_client_id,
@@ -141,7 +153,9 @@ class Ingest:
         """Connect, subscribe and read until cancelled, reconnecting with backoff."""
         backoff = BACKOFF_FIRST_S
         while True:
-            client = make_client(self._settings, identifier=self.client_id)
+            # The lane that times urgent replies (the events lane) sends them undelayed.
+            urgent_lane = self._emergency is not None
+            client = make_client(self._settings, identifier=self.client_id, no_delay=urgent_lane)
             # paho acknowledges QoS 1 itself unless told not to; we ack after commit.
             _paho(client).manual_ack_set(True)
             fast = _FastPath.install(_paho(client), self._received)

@@ -228,6 +228,10 @@ max_queued_bytes 0
 # MQTT 5 and announces its own Receive Maximum, which Mosquitto honours instead.
 max_inflight_messages 1000
 
+# Every packet leaves at once: with Nagle's algorithm an ack can wait up to 40 ms
+# behind the device's delayed TCP acknowledgement of the packet before it.
+set_tcp_nodelay true
+
 # 16 KiB is the contract's payload limit; a little more lets the hub answer `too_large`.
 message_size_limit 65536
 

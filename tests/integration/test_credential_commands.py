@@ -130,7 +130,12 @@ async def test_broker_setup_writes_a_site_mosquitto_and_sync_keeps_it_in_step(
     assert code == 0, err
     urls = dict(line.strip().split("=", 1) for line in out.splitlines() if "_URL=" in line)
     config = (site / "mosquitto.conf").read_text()
-    for line in ("allow_anonymous false", "persistence true", "max_queued_messages 200000"):
+    for line in (
+        "allow_anonymous false",
+        "persistence true",
+        "max_queued_messages 200000",
+        "set_tcp_nodelay true",
+    ):
         assert line in config
     assert "mosquitto_dynamic_security.so" in config
     assert stat.S_IMODE((site / "dynamic-security.json").stat().st_mode) == 0o600

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import psycopg
 import pytest
 
 from devices import topics
+from hub.ingest import make_client
 from hub.models import Reading
 from hub.runtime import Hub
 from hub.settings import Settings
@@ -362,3 +364,20 @@ async def test_a_batch_with_a_redelivered_reading_is_staged_and_stores_only_what
     assert await scalar(db, "SELECT count(DISTINCT seq) FROM readings") == 10
     # The state is the newest message's, whichever path wrote it.
     assert await scalar(db, "SELECT battery FROM device_state WHERE device_id = 'fs-1'") == 81
+
+
+async def test_only_the_urgent_lane_turns_nagles_algorithm_off(hub_settings: Settings) -> None:
+    """An ack must not wait for the broker's delayed TCP ack of our PUBACK (up to 40 ms);
+    the telemetry lane keeps Nagle, which packs its hundreds of PUBACKs per commit."""
+    for no_delay in (True, False):
+        client = make_client(
+            hub_settings,
+            identifier=f"{hub_settings.mqtt_client_id}-nodelay",
+            persistent=False,
+            no_delay=no_delay,
+        )
+        async with client:
+            # aiomqtt does not expose paho's socket; paho has it once connected.
+            sock = client._client.socket()
+            assert isinstance(sock, socket.socket)
+            assert bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)) is no_delay

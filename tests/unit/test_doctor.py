@@ -33,6 +33,18 @@ def test_mosquittos_defaults_lose_a_restarts_worth_of_messages() -> None:
     assert any(f.what.startswith("max_inflight_messages 20") for f in findings)
     queue = next(f for f in findings if f.what.startswith("max_queued_messages"))
     assert "max_queued_messages 60000" in queue.advice
+    assert levels(findings)["set_tcp_nodelay"] == "warn"
+
+
+def test_nagles_algorithm_is_named_unless_it_is_off() -> None:
+    """Mosquitto leaves Nagle on: a device's ack can wait 40 ms for a delayed TCP ack."""
+    base = {"persistence": "true", "autosave_interval": "60", "max_queued_messages": "0"}
+    for value in ("false", "False", "1"):
+        findings = check_mosquitto_conf({**base, "set_tcp_nodelay": value}, 1000, 5)
+        nagle = next(f for f in findings if f.what.startswith("set_tcp_nodelay"))
+        assert (nagle.level, nagle.advice) == ("warn", "set `set_tcp_nodelay true`")
+    findings = check_mosquitto_conf({**base, "set_tcp_nodelay": "true"}, 1000, 5)
+    assert [f for f in findings if f.level != "ok"] == []
 
 
 def test_the_site_file_passes_for_a_site_and_fails_for_a_city() -> None:
