@@ -1,4 +1,4 @@
-"""`carehub bench ingest|latency|live|dashboard|report|faults`: the benchmarks' parser and dispatch.
+"""`carehub bench ingest|latency|live|dashboard|report|faults|sweep`: parser and dispatch.
 
 `register` is this package's entry in the `carehub.commands` entry-point group: the hub's
 CLI finds it there and calls it with its subparsers. Each bench is imported only when it
@@ -8,6 +8,8 @@ runs, so the rest of `carehub` starts as fast without the benchmarks as with the
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ _OPTIONS = {
     "dashboard": ("facilities", "loads", "chromium", "keep"),
     "report": ("facilities", "keep"),
     "faults": ("duration_s", "rate", "cut_s", "devices", "connections"),
+    "sweep": ("devices", "keep"),
 }
 _OPTION_NAMES = {"duration_s": "duration", "presses_per_s": "presses", "cut_s": "cut"}
 
@@ -34,31 +37,22 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: given[option] for name, option in names if option in given}
 
 
+# Each bench's module and entry function, imported only when that bench runs.
+_BENCHES = {
+    "ingest": ("bench.ingest", "run_bench"),
+    "latency": ("bench.latency", "run_latency_bench"),
+    "live": ("bench.live", "run_live_bench"),
+    "dashboard": ("bench.dashboard", "run_dashboard_bench"),
+    "report": ("bench.report", "run_report_bench"),
+    "faults": ("bench.faults", "run_faults_bench"),
+    "sweep": ("bench.sweep", "run_sweep_bench"),
+}
+
+
 def _cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    options = _options(args)
-    if args.which == "report":
-        from bench.report import run_report_bench
-
-        return run_report_bench(settings, **options)
-    if args.which == "dashboard":
-        from bench.dashboard import run_dashboard_bench
-
-        return run_dashboard_bench(settings, **options)
-    if args.which == "faults":
-        from bench.faults import run_faults_bench
-
-        return run_faults_bench(settings, **options)
-    if args.which == "live":
-        from bench.live import run_live_bench
-
-        return run_live_bench(settings, **options)
-    if args.which == "latency":
-        from bench.latency import run_latency_bench
-
-        return run_latency_bench(settings, **options)
-    from bench.ingest import run_bench
-
-    return run_bench(settings, args.which, **options)
+    module, function = _BENCHES[args.which]
+    run: Callable[..., int] = getattr(importlib.import_module(module), function)
+    return run(settings, **_options(args))
 
 
 def register(sub: Subcommands) -> None:
@@ -68,7 +62,8 @@ def register(sub: Subcommands) -> None:
         "bench", help="benchmarks that print their figures", argument_default=argparse.SUPPRESS
     )
     bench.add_argument(
-        "which", choices=["ingest", "latency", "live", "dashboard", "report", "faults"]
+        "which",
+        choices=list(_BENCHES),
     )
     bench.add_argument(
         "--duration",
@@ -76,7 +71,9 @@ def register(sub: Subcommands) -> None:
         help="seconds of sustained load (default 60 for ingest, 30 for latency and live, "
         "240 for faults; --duration 1800 is the soak)",
     )
-    bench.add_argument("--devices", type=int)
+    bench.add_argument(
+        "--devices", type=int, help="devices simulated, or registered (sweep: default 1,000,000)"
+    )
     bench.add_argument(
         "--rate",
         type=float,

@@ -58,7 +58,6 @@ RAMP_WARMUP_S = 5.0
 
 def run_bench(
     settings: Settings,
-    which: str,
     *,
     duration_s: float | None = None,
     devices: int = 10_000,
@@ -75,8 +74,6 @@ def run_bench(
     fifth every `duration_s` (default 20 s) until a step loses messages or falls behind,
     or the next would pass `ceiling`; it prints the highest rate held.
     """
-    if which != "ingest":
-        raise HubError(f"unknown benchmark {which!r}; only `ingest` is built")
     if duration_s is None:
         duration_s = RAMP_STEP_S if find_max else 60.0
     if rate is None:

@@ -19,7 +19,6 @@ def test_find_max_ramps_until_its_ceiling_and_prints_the_highest_rate_held(
 
     code = run_bench(
         settings,
-        "ingest",
         find_max=True,
         rate=300.0,
         duration_s=3.0,
