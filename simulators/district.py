@@ -106,10 +106,13 @@ class District:
     def part(self, district: str) -> District:
         """The facilities of one administrative district, with their zones and devices."""
         facilities = tuple(f for f in self.facilities if f.district == district)
+        return dataclasses.replace(self.with_only(facilities), name=district)
+
+    def with_only(self, facilities: tuple[Facility, ...]) -> District:
+        """This district cut down to `facilities` (its own), with their zones and devices."""
         ids = {facility.id for facility in facilities}
-        return District(
-            name=district,
-            seed=self.seed,
+        return dataclasses.replace(
+            self,
             facilities=facilities,
             zones=tuple(zone for zone in self.zones if zone.facility_id in ids),
             devices=tuple(device for device in self.devices if device.facility_id in ids),

@@ -9,7 +9,6 @@ the demo started reads like the minutes after. The hub writes it (hub/cli/demo_h
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from collections.abc import Iterator
@@ -633,12 +632,5 @@ def history_batches(
     if facilities < 1:
         raise ValueError("a batch holds at least one facility")
     for first in range(0, len(district.facilities), facilities):
-        batch = district.facilities[first : first + facilities]
-        ids = {facility.id for facility in batch}
-        part = dataclasses.replace(
-            district,
-            facilities=batch,
-            zones=tuple(zone for zone in district.zones if zone.facility_id in ids),
-            devices=tuple(device for device in district.devices if device.facility_id in ids),
-        )
+        part = district.with_only(district.facilities[first : first + facilities])
         yield _Month(part, start, end, seed).build()

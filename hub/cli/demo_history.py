@@ -11,7 +11,6 @@ a month of figures the moment the screen opens. The database notes each district
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -203,13 +202,7 @@ def _batches(
     ]
     chunks.sort(key=lambda chunk: -len(chunk[1]))  # stable: districts keep their order
     for part, facilities in chunks:
-        ids = {facility.id for facility in facilities}
-        batch = dataclasses.replace(
-            part,
-            facilities=facilities,
-            zones=tuple(zone for zone in part.zones if zone.facility_id in ids),
-            devices=tuple(device for device in part.devices if device.facility_id in ids),
-        )
+        batch = part.with_only(facilities)
         for history in history_batches(batch, end=end, days=days, seed=seed):
             yield part.name, history
 

@@ -30,12 +30,16 @@ _SEED_LOCK: Final = 0x0CA4E_4B_12
 _encode_json = msgspec.json.Encoder().encode
 
 # Each table's columns as COPY writes them, with their binary types.
-_READING: Final = (
+# The readings and events tables both begin with the device message's key and place.
+_MESSAGE: Final = (
     ("ts", "timestamptz"),
     ("device_id", "text"),
     ("seq", "int8"),
     ("facility_id", "text"),
     ("zone_id", "text"),
+)
+_READING: Final = (
+    *_MESSAGE,
     ("received_at", "timestamptz"),
     ("battery", "float4"),
     ("presence", "bool"),
@@ -48,11 +52,7 @@ READING_COLUMNS: Final = tuple(name for name, _ in _READING)
 
 # The events table (payload last).
 _EVENT: Final = (
-    ("ts", "timestamptz"),
-    ("device_id", "text"),
-    ("seq", "int8"),
-    ("facility_id", "text"),
-    ("zone_id", "text"),
+    *_MESSAGE,
     ("event", "text"),
     ("received_at", "timestamptz"),
     ("payload", "jsonb"),
