@@ -113,10 +113,8 @@ async def _bench_ingest(
         f"connections, {rate:g} msgs/s offered (QoS 1 telemetry), "
         f"{hubs} hub process{'es' if hubs > 1 else ''}{shared}"
     )
-    async with (
-        _fleet_registered(run, headline, device_count, keep=keep) as (conn, fleet),
-        run.hubs(hubs) as processes,
-    ):
+    stage = _fleet_and_hubs(run, headline, device_count, hubs, keep=keep)
+    async with stage as (conn, fleet, processes):
         await _load_and_report(
             conn,
             processes,
@@ -130,10 +128,13 @@ async def _bench_ingest(
 
 
 @contextlib.asynccontextmanager
-async def _fleet_registered(
-    run: harness.BenchRun, headline: str, device_count: int, *, keep: bool
-) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], list[BenchDevice]]]:
-    """Print the run's headline and where it runs; then its schema with the fleet registered."""
+async def _fleet_and_hubs(
+    run: harness.BenchRun, headline: str, device_count: int, hubs: int, *, keep: bool
+) -> AsyncIterator[
+    tuple[psycopg.AsyncConnection[Any], list[BenchDevice], tuple[harness.HubProcess, ...]]
+]:
+    """Print the run's headline and where it runs; then its schema with the fleet registered,
+    and `hubs` hub processes started on it."""
     target = run.settings.mqtt
     print(
         f"{headline}\n  broker {target.host}:{target.port}, schema {run.schema}, "
@@ -143,7 +144,8 @@ async def _fleet_registered(
     async with run.database(keep=keep) as conn:
         fleet = bench_fleet(device_count)
         await register_fleet(conn, fleet)
-        yield conn, fleet
+        async with run.hubs(hubs) as processes:
+            yield conn, fleet, processes
 
 
 async def _load_and_report(
@@ -379,10 +381,8 @@ async def _bench_find_max(
         f"connections, QoS 1 telemetry offered at {rates[0]:,.0f} msgs/s, then a fifth more "
         f"every {step_s:g} s until a step loses a message or falls behind"
     )
-    async with (
-        _fleet_registered(run, headline, device_count, keep=keep) as (conn, fleet),
-        run.hubs(1) as (hub,),
-    ):
+    stage = _fleet_and_hubs(run, headline, device_count, 1, keep=keep)
+    async with stage as (conn, fleet, (hub,)):
         steps = await _ramp(
             conn,
             hub,

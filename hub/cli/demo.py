@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hub.cli.commands import Subcommands
+from hub.cli.simulate import simulator_broker
 from hub.errors import AuthError, HubError
 from hub.settings import Settings
 
@@ -311,9 +312,7 @@ async def run_demo(
         simulation = asyncio.create_task(
             run_simulation(
                 district,
-                mqtt_url=demo.mqtt_url,
-                topic_root=demo.topic_root,
-                protocol=demo.mqtt_protocol,
+                **simulator_broker(demo),
                 time_scale=time_scale,
                 flood_mean_s=FLOOD_MEAN_S,
                 passwords=passwords,

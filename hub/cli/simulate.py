@@ -8,7 +8,7 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from hub.cli.commands import Subcommands
 from hub.errors import HubError
@@ -21,6 +21,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REGISTRIES: tuple[RegistryKind, ...] = ("facilities", "zones", "devices")
+
+
+class SimulatorBroker(TypedDict):
+    """run_simulation's broker keywords."""
+
+    mqtt_url: str
+    topic_root: str
+    protocol: int
+
+
+def simulator_broker(settings: Settings) -> SimulatorBroker:
+    """Where the simulated devices publish: the hub's own broker, topic root and MQTT version."""
+    return {
+        "mqtt_url": settings.mqtt_url,
+        "topic_root": settings.topic_root,
+        "protocol": settings.mqtt_protocol,
+    }
 
 
 async def register_district(settings: Settings, district: District, folder: Path) -> None:
@@ -94,9 +111,7 @@ async def run_simulate(
     )
     await run_simulation(
         district,
-        mqtt_url=settings.mqtt_url,
-        topic_root=settings.topic_root,
-        protocol=settings.mqtt_protocol,
+        **simulator_broker(settings),
         time_scale=time_scale,
         scenarios=scenarios,
         duration_s=duration_s,
