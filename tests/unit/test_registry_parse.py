@@ -92,10 +92,16 @@ def split(items: list[Any]) -> tuple[list[Any], list[ImportRowError]]:
     return rows, errors
 
 
+def sample_rows(kind: RegistryKind) -> list[Any]:
+    """The rows of the sample CSV file of `kind`, which parses without a single error."""
+    rows, errors = split(list(parse_rows(kind, DATA / f"{kind}.csv")))
+    assert errors == []
+    return rows
+
+
 def test_sample_facilities_csv_parses_into_rows() -> None:
     """The sample facilities file parses, with empty numbers as 0 and no map position as None."""
-    rows, errors = split(list(parse_rows("facilities", DATA / "facilities.csv")))
-    assert errors == []
+    rows = sample_rows("facilities")
     assert [row.id for row in rows] == ["f-sunshine", "f-kangle", "f-yilao", "f-nomap"]
     assert rows[0] == FacilityRow(
         row=2,
@@ -116,8 +122,7 @@ def test_sample_facilities_csv_parses_into_rows() -> None:
 
 def test_sample_zones_csv_parses_into_rows() -> None:
     """Zones parse with class types on classes only, and an empty capacity as None."""
-    rows, errors = split(list(parse_rows("zones", DATA / "zones.csv")))
-    assert errors == []
+    rows = sample_rows("zones")
     assert rows[0] == ZoneRow(
         row=2,
         facility_id="f-sunshine",
@@ -134,9 +139,7 @@ def test_sample_zones_csv_parses_into_rows() -> None:
 
 def test_device_heartbeat_defaults_to_its_type_in_the_catalogue() -> None:
     """An empty heartbeat_s takes the device type's catalogue default; a given one is kept."""
-    rows, errors = split(list(parse_rows("devices", DATA / "devices.csv")))
-    assert errors == []
-    by_id = {row.id: row for row in rows}
+    by_id = {row.id: row for row in sample_rows("devices")}
     assert by_id["fs-101"] == DeviceRow(
         row=2,
         id="fs-101",
