@@ -18,6 +18,7 @@ from hub.clock import ManualClock
 from hub.errors import AlertError
 from hub.runtime import Hub
 from hub.settings import Settings
+from hub.timers import DEVICE_SWEEP_SHARE
 from tests.fix_hub import (
     DB,
     FACILITY,
@@ -223,6 +224,21 @@ async def test_an_unacknowledged_fall_escalates_then_goes_overdue_then_becomes_a
         "SELECT action FROM alert_audit WHERE alert_id = %s ORDER BY id", (fall_id,)
     )
     assert [row[0] for row in await cur.fetchall()] == ["raise", "renotify", "overdue", "clear"]
+
+
+async def test_the_device_rules_keep_a_cadence_of_their_own_set_by_their_cost(
+    hub: Hub, db: DB, clock: ManualClock
+) -> None:
+    """A sweep without the device rules leaves a silent device alone; with them it is
+    offline, and their next run waits for their cost over DEVICE_SWEEP_SHARE."""
+    clock.advance(121)  # nothing heard from the site's devices for two heartbeats
+    await hub.timers.sweep(devices=False)
+    assert await open_alerts(db, "device_offline") == []
+    await hub.timers.sweep()
+    assert {row[4] for row in await open_alerts(db, "device_offline")} == {"fs-1", "eb-1", "oc-1"}
+    took = hub.timers.device_sweep_s
+    assert 0 < took < 1
+    assert hub.timers.device_sweep_every_s == pytest.approx(took / DEVICE_SWEEP_SHARE)
 
 
 async def test_offline_and_low_battery_resolve_by_themselves_when_the_condition_ends(
