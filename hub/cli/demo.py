@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from hub.credentials import DeviceAuthority
     from hub.embedded.broker import EmbeddedBroker
     from hub.embedded.postgres import EmbeddedPostgres
-    from simulators import District
+    from simulators import District, Facility
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ HUB_FORCE_STOP_S = 5.0
 STAFF_TIMEOUT_S = 10.0
 # Demo accounts: everyone shares one known password (this is a demo on one machine).
 DEMO_PASSWORD = "carehub-demo"  # noqa: S105 - printed in the banner on purpose
-# Facilities that get a demo manager and a demo staff account.
+# Facilities of the first district that get a demo manager and a demo staff account; each
+# other district's first facility gets them too, so every district has a manager to be.
 DEMO_FACILITY_ACCOUNTS = 3
 # A facility loses power about this often (real seconds, on average): its devices all drop
 # at once, the flood the screen collapses into one line.
@@ -82,6 +83,15 @@ def regulator_accounts(district: District) -> list[tuple[str, str]]:
     ]
 
 
+def facility_account_homes(district: District) -> list[Facility]:
+    """The facilities with a demo manager and staff account, the first district's first."""
+    names = district.districts
+    homes = [f for f in district.facilities if f.district == names[0]][:DEMO_FACILITY_ACCOUNTS]
+    for name in names[1:]:
+        homes += [f for f in district.facilities if f.district == name][:1]
+    return homes
+
+
 async def ensure_demo_accounts(settings: Settings, district: District) -> list[tuple[str, str]]:
     """Demo accounts of every role, made once (kept on restart): (username, what it sees).
 
@@ -94,7 +104,7 @@ async def ensure_demo_accounts(settings: Settings, district: District) -> list[t
         (username, "regulator", None, name, f"{name} 监管员")
         for username, name in regulator_accounts(district)
     ]
-    for facility in district.facilities[:DEMO_FACILITY_ACCOUNTS]:
+    for facility in facility_account_homes(district):
         accounts.append(
             (f"manager-{facility.id}", "manager", facility.id, None, f"{facility.name} 院长")
         )

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from hub.cli.demo import DEMO_PASSWORD, ensure_demo_accounts
+from hub.cli.demo import DEMO_PASSWORD, ensure_demo_accounts, facility_account_homes
 from hub.cli.demo_history import ensure_history
 from hub.cli.simulate import register_district
 from hub.runtime import run_hub
@@ -95,8 +95,11 @@ async def test_each_regulator_sees_only_their_district_and_the_admin_both(
         async with httpx.AsyncClient(
             transport=transport, base_url="http://hub.test/api/v1", timeout=60
         ) as client:
+            # Each district has a manager to sign in as: 瓯海区's is its first home's.
+            oh_home = facility_account_homes(demo_district)[-1]
+            assert oh_home.district == "瓯海区"
             tokens = {}
-            for username in ("admin", "regulator", "regulator-oh"):
+            for username in ("admin", "regulator", "regulator-oh", f"manager-{oh_home.id}"):
                 signed = await client.post(
                     "/auth/login", json={"username": username, "password": DEMO_PASSWORD}
                 )
@@ -111,6 +114,7 @@ async def test_each_regulator_sees_only_their_district_and_the_admin_both(
             assert await facilities("regulator") == expected["鹿城区"]
             assert await facilities("regulator-oh") == expected["瓯海区"]
             assert await facilities("admin") == expected["鹿城区"] | expected["瓯海区"]
+            assert await facilities(f"manager-{oh_home.id}") == {oh_home.id}
 
             for who, own, other in (
                 ("regulator", "鹿城区", "瓯海区"),
