@@ -65,6 +65,10 @@ class BenchRun:
         bench = settings.model_copy(update={"database_schema": schema, "topic_root": root})
         return cls(schema, root, bench)
 
+    def announce(self, headline: str) -> None:
+        """Print the bench's headline and the schema its rows go to (for --keep)."""
+        print(f"{headline}\n  database schema {self.schema}", flush=True)
+
     @contextlib.asynccontextmanager
     async def database(self, *, keep: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """The schema migrated, with a connection into it; dropped at the end unless kept."""

@@ -338,11 +338,7 @@ async def _bench(settings: Settings, facilities: int, *, keep: bool) -> int:
     run = BenchRun.new(settings)
     now = datetime.now(UTC)
     month, start, end = previous_month(now, settings.report_timezone)
-    print(
-        f"carehub bench report: {facilities} facilities, month {month}\n"
-        f"  database schema {run.schema}",
-        flush=True,
-    )
+    run.announce(f"carehub bench report: {facilities} facilities, month {month}")
     async with run.database(keep=keep) as conn:
         began = time.perf_counter()
         await seed_registry(conn, facilities, DISTRICT)

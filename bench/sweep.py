@@ -45,10 +45,9 @@ def run_sweep_bench(settings: Settings, devices: int = 1_000_000, keep: bool = F
 
 async def _bench(settings: Settings, devices: int, *, keep: bool) -> int:
     run = BenchRun.new(settings)
-    print(
+    run.announce(
         f"carehub bench sweep: {devices:,} devices registered, the timers' device sweep"
-        f" {RUNS} times\n  database schema {run.schema}",
-        flush=True,
+        f" {RUNS} times"
     )
     async with run.database(keep=keep) as conn:
         began = time.perf_counter()
