@@ -55,7 +55,7 @@ FOLLOWER_RETRY_S = 3.0
 SWEEP_YIELD_EVERY = 200
 # The device rules read every device's state, a cost that grows with the registry: 10 ms
 # for 10,000 devices, 0.9 s for 1,000,000 (`carehub bench sweep`). The leader gives them
-# at most this share of its time, so with a city's registry they run every ~18 s rather
+# at most this share of its time, so with a city's registry they run every ~20 s rather
 # than every tick, and the escalations and zone rules keep their second. An offline alert
 # (two heartbeats, 120 s by default) is then up to that much later; a site's is not.
 DEVICE_SWEEP_SHARE = 0.05

@@ -51,7 +51,7 @@ STAFF_TIMEOUT_S = 10.0
 # Demo accounts: everyone shares one known password (this is a demo on one machine).
 DEMO_PASSWORD = "carehub-demo"  # noqa: S105 - printed in the banner on purpose
 # Facilities of the first district that get a demo manager and a demo staff account; each
-# other district's first facility gets them too, so every district has a manager to be.
+# other district's first facility gets them too: every district has a manager to sign in as.
 DEMO_FACILITY_ACCOUNTS = 3
 # A facility loses power about this often (real seconds, on average): its devices all drop
 # at once, the flood the screen collapses into one line.
