@@ -20,7 +20,7 @@ import psycopg
 from bench.harness import BenchRun, db_now
 from hub.settings import Settings
 from hub.storage.timers import devices_to_check
-from hub.timers import DEVICE_SWEEP_SHARE
+from hub.timers import DEVICE_SWEEP_SHARE, device_rules_every
 
 DEVICES_PER_FACILITY = 50
 # One device in this many is silent (offline), one in this many runs low: what a healthy
@@ -66,7 +66,7 @@ async def _bench(settings: Settings, devices: int, *, keep: bool) -> int:
             f" {found:,} devices to check (expected {_expected(devices):,})"
         )
         # As the leader would space them: never more often than its 1 s tick.
-        every = max(median / DEVICE_SWEEP_SHARE, 1.0)
+        every = max(device_rules_every(median), 1.0)
         print(
             f"cadence      every {every:,.1f} s ({DEVICE_SWEEP_SHARE:.0%} of the timer leader's"
             f" time): an offline alert up to {every:,.1f} s after two heartbeats"
@@ -78,9 +78,11 @@ async def _bench(settings: Settings, devices: int, *, keep: bool) -> int:
 
 def _expected(devices: int) -> int:
     """Devices the sweep must return: the silent and the low (some are both)."""
-    silent = {n for n in range(devices) if n % SILENT_EVERY == SILENT_EVERY - 1}
-    low = {n for n in range(devices) if n % LOW_EVERY == LOW_EVERY - 1}
-    return len(silent | low)
+    return sum(
+        1
+        for n in range(devices)
+        if n % SILENT_EVERY == SILENT_EVERY - 1 or n % LOW_EVERY == LOW_EVERY - 1
+    )
 
 
 async def _register(conn: psycopg.AsyncConnection[object], devices: int) -> None:

@@ -59,6 +59,13 @@ SWEEP_YIELD_EVERY = 200
 # than every tick, and the escalations and zone rules keep their second. An offline alert
 # (two heartbeats, 120 s by default) is then up to that much later; a site's is not.
 DEVICE_SWEEP_SHARE = 0.05
+
+
+def device_rules_every(cost_s: float) -> float:
+    """How long the leader waits between two runs of device rules that take `cost_s`."""
+    return cost_s / DEVICE_SWEEP_SHARE
+
+
 # Housekeeping: live_changes is what a reconnecting screen resumes from (one older than
 # this gets a fresh snapshot instead), alert_triggers what makes a redelivered message no
 # repeat (brokers keep a session a day; spools replay within hours). Pruned by the leader
@@ -97,9 +104,13 @@ class Timers:
         self._flavour: str | None = None
         # When the leader next runs the device rules (time.monotonic()).
         self._devices_due = 0.0
-        # How long the last device sweep took, and the pause it set before the next.
+        # How long the last run of the device rules took.
         self.device_sweep_s = 0.0
-        self.device_sweep_every_s = 0.0
+
+    @property
+    def device_sweep_every_s(self) -> float:
+        """The pause the last run of the device rules set before their next."""
+        return device_rules_every(self.device_sweep_s)
 
     async def run(self) -> None:
         """Try for leadership until cancelled; sweep every TICK_S while holding it."""
@@ -146,7 +157,6 @@ class Timers:
             began = time.monotonic()
             await self._devices(now, params)
             self.device_sweep_s = time.monotonic() - began
-            self.device_sweep_every_s = self.device_sweep_s / DEVICE_SWEEP_SHARE
             self._devices_due = began + self.device_sweep_every_s
         await self._zones(now, params)
         await self._escalations(now, params)

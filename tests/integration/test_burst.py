@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 
 import aiomqtt
 import psycopg
 import pytest
 
-from devices import mqtt, topics
+from devices import topics
 from hub.runtime import run_hub
 from hub.settings import Settings
-from tests.fix_hub import DB, FACILITY, connect_db, now_ts, register_buttons, rows, wait_for
+from tests.fix_hub import (
+    DB,
+    FACILITY,
+    connect_db,
+    now_ts,
+    raw_client,
+    register_buttons,
+    rows,
+    wait_for,
+)
 from tests.private_broker import private_mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
@@ -29,26 +37,14 @@ STORE_TIMEOUT_S = 120.0
 
 async def _burst(settings: Settings, devices: list[str], per_device: int) -> int:
     """Every device sends `per_device` readings, all at once; the count the broker PUBACKed."""
-    target = settings.mqtt
-    protocol = (
-        aiomqtt.ProtocolVersion.V5 if settings.mqtt_protocol == 5 else aiomqtt.ProtocolVersion.V311
-    )
     readings = [
         (device, seq) for seq in range(1, per_device + 1) for device in devices
     ]  # interleaved, as a reconnected fleet sends them
 
     async def publish(share: list[tuple[str, int]]) -> int:
-        client = mqtt.Client(
-            target.host,
-            target.port,
-            identifier=f"burst-{uuid.uuid4().hex[:8]}",
-            protocol=protocol,
-            username=target.username,
-            password=target.password,
-        )
         slots = asyncio.Semaphore(IN_FLIGHT)
 
-        async def one(device: str, seq: int) -> None:
+        async def one(client: aiomqtt.Client, device: str, seq: int) -> None:
             topic = topics.topic(settings.topic_root, FACILITY, device, "telemetry")
             body = {"ts": now_ts(), "seq": seq, "battery": 80, "rssi": -60}
             try:
@@ -56,10 +52,10 @@ async def _burst(settings: Settings, devices: list[str], per_device: int) -> int
             finally:
                 slots.release()
 
-        async with client, asyncio.TaskGroup() as group:
+        async with raw_client(settings, "burst") as client, asyncio.TaskGroup() as group:
             for device, seq in share:
                 await slots.acquire()  # released when that publish is PUBACKed
-                group.create_task(one(device, seq))
+                group.create_task(one(client, device, seq))
         return len(share)
 
     shares = [readings[n::PUBLISHERS] for n in range(PUBLISHERS)]
