@@ -28,12 +28,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from devices import ALERT_LABELS
-from hub.errors import StorageError, raise_if_cancelled
 from hub.models import AlertChange, AlertDecision
 from hub.rules import FloodRule
 from hub.settings import Settings
@@ -45,7 +43,7 @@ from hub.storage.live import (
     listen,
     live_channel,
 )
-from hub.storage.pool import connect
+from hub.storage.pool import keep_connected
 
 logger = logging.getLogger(__name__)
 
@@ -299,37 +297,33 @@ class LiveFeed:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._flush_groups())
             group.create_task(self._ping())
-            while True:
-                try:
-                    await self._listen()
-                except (psycopg.Error, OSError, StorageError) as exc:
-                    raise_if_cancelled()
-                    logger.warning("live feed lost its database connection: %s", exc)
-                except Exception:
-                    # A bad row or a bug must not end the feed: screens would go quiet.
-                    raise_if_cancelled()
-                    logger.exception("live feed failed; reconnecting")
-                self.listening.clear()
-                await asyncio.sleep(RECONNECT_S)
+            # A bad row or a bug must not end the feed either: screens would go quiet.
+            await keep_connected(
+                self._settings,
+                self._listen,
+                ready=self.listening,
+                retry_s=RECONNECT_S,
+                lost=lambda exc: logger.warning("live feed lost its database connection: %s", exc),
+                log=logger,
+                failed="live feed failed; reconnecting",
+            )
 
-    async def _listen(self) -> None:
-        conn = await connect(self._settings)
-        async with conn:
-            await listen(conn, self._channel)
-            await listen(conn, self._account_channel)
-            # An account disabled while this process was not listening went unheard.
-            self.recheck(None)
-            if self._last_id is None:
-                self._last_id = await last_change_id(conn)
+    async def _listen(self, conn: AsyncConnection[Any]) -> None:
+        await listen(conn, self._channel)
+        await listen(conn, self._account_channel)
+        # An account disabled while this process was not listening went unheard.
+        self.recheck(None)
+        if self._last_id is None:
+            self._last_id = await last_change_id(conn)
+        await self._catch_up(conn)
+        self.listening.set()
+        while True:
+            # The generator holds the connection: leave it at the first notification (or
+            # after a quiet second, as a safety net), then read what is new.
+            async for notify in conn.notifies(timeout=NOTIFY_WAIT_S, stop_after=1):
+                if notify.channel == self._account_channel:
+                    self.recheck(notify.payload)
             await self._catch_up(conn)
-            self.listening.set()
-            while True:
-                # The generator holds the connection: leave it at the first notification
-                # (or after a quiet second, as a safety net), then read what is new.
-                async for notify in conn.notifies(timeout=NOTIFY_WAIT_S, stop_after=1):
-                    if notify.channel == self._account_channel:
-                        self.recheck(notify.payload)
-                await self._catch_up(conn)
 
     async def _catch_up(self, conn: AsyncConnection[Any]) -> None:
         while True:

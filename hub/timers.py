@@ -16,12 +16,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from hub.clock import Clock
-from hub.errors import HubError, raise_if_cancelled
 from hub.models import DeviceInfo
 from hub.rules import (
     Condition,
@@ -37,7 +35,7 @@ from hub.settings import Settings
 from hub.storage import alerts as alert_rows
 from hub.storage import timers as timer_rows
 from hub.storage.migrate import RETAINED_TABLES, storage_flavour
-from hub.storage.pool import connect
+from hub.storage.pool import keep_connected
 
 if TYPE_CHECKING:
     # The runtime hands the timers the alert store; they never build one.
@@ -114,39 +112,37 @@ class Timers:
 
     async def run(self) -> None:
         """Try for leadership until cancelled; sweep every TICK_S while holding it."""
-        while True:
-            try:
-                await self._lead_if_possible()
-            except (psycopg.Error, OSError, HubError) as exc:
-                raise_if_cancelled()
-                if self.leader.is_set():
-                    logger.warning("timer leadership lost: %s", exc)
-                self.leader.clear()
-            except Exception:
-                # A bug in one sweep must not end offline detection and escalation for good:
-                # the lock goes with the connection, and this process tries again.
-                raise_if_cancelled()
-                logger.exception("timer sweep failed; retrying")
-                self.leader.clear()
-            await asyncio.sleep(FOLLOWER_RETRY_S)
+        # A bug in one sweep must not end offline detection and escalation for good: the
+        # lock goes with the connection, and this process tries again.
+        await keep_connected(
+            self._settings,
+            self._lead_if_possible,
+            ready=self.leader,
+            retry_s=FOLLOWER_RETRY_S,
+            lost=self._lost,
+            log=logger,
+            failed="timer sweep failed; retrying",
+        )
 
-    async def _lead_if_possible(self) -> None:
-        conn = await connect(self._settings)
-        async with conn:
-            if not await timer_rows.try_timer_lock(conn, _LOCK_CLASS):
-                return
-            self.leader.set()
-            logger.info("this process runs the timers now")
-            try:
-                while True:
-                    await self.sweep(devices=time.monotonic() >= self._devices_due)
-                    if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
-                        await self.prune()
-                    # The lock lives with this session: a broken connection ends the term.
-                    await timer_rows.ping(conn)
-                    await asyncio.sleep(TICK_S)
-            finally:
-                self.leader.clear()
+    def _lost(self, exc: Exception) -> None:
+        if self.leader.is_set():
+            logger.warning("timer leadership lost: %s", exc)
+
+    async def _lead_if_possible(self, conn: AsyncConnection[Any]) -> None:
+        if not await timer_rows.try_timer_lock(conn, _LOCK_CLASS):
+            return
+        self.leader.set()
+        logger.info("this process runs the timers now")
+        try:
+            while True:
+                await self.sweep(devices=time.monotonic() >= self._devices_due)
+                if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                    await self.prune()
+                # The lock lives with this session: a broken connection ends the term.
+                await timer_rows.ping(conn)
+                await asyncio.sleep(TICK_S)
+        finally:
+            self.leader.clear()
 
     async def sweep(self, *, devices: bool = True) -> None:
         """One pass of every timer rule (also callable directly, e.g. by tests); the device

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -10,7 +12,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from hub.errors import StorageError
+from hub.errors import HubError, StorageError, raise_if_cancelled
 from hub.settings import Settings
 
 
@@ -42,6 +44,39 @@ async def connect(settings: Settings) -> AsyncConnection[tuple[Any, ...]]:
         )
     except psycopg.OperationalError as exc:
         raise StorageError(f"cannot reach the database: {exc}") from exc
+
+
+async def keep_connected(
+    settings: Settings,
+    session: Callable[[AsyncConnection[Any]], Awaitable[None]],
+    *,
+    ready: asyncio.Event,
+    retry_s: float,
+    lost: Callable[[Exception], None],
+    log: logging.Logger,
+    failed: str,
+) -> None:
+    """Run `session` on a connection of its own until cancelled; each time it ends or
+    fails, clear `ready`, wait `retry_s` and connect again.
+
+    For a task that holds a connection rather than borrowing one from the pool (a LISTEN, a
+    session's advisory lock). A lost database, or one of the hub's own errors, is handed to
+    `lost`; anything else is a bug, logged as `failed` with its traceback: it must not end
+    the task for good.
+    """
+    while True:
+        try:
+            conn = await connect(settings)
+            async with conn:
+                await session(conn)
+        except (psycopg.Error, OSError, HubError) as exc:
+            raise_if_cancelled()
+            lost(exc)
+        except Exception:
+            raise_if_cancelled()
+            log.exception(failed)
+        ready.clear()
+        await asyncio.sleep(retry_s)
 
 
 async def dict_rows(
