@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -122,9 +121,7 @@ class _Button(RawConnection):
         facility_id: str,
         presses: _Presses,
     ) -> None:
-        super().__init__(
-            target, f"carehub-bench-button-{os.getpid()}-{index}", f"button {device_id}"
-        )
+        super().__init__(target, "carehub-bench-button", index, f"button {device_id}")
         self.device_id = device_id
         self._presses = presses
         self._event_topic = topic(root, facility_id, device_id, "event").encode()

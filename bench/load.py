@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -134,9 +133,7 @@ class TelemetryPublisher(RawConnection):
         rate: float,
         load: TelemetryLoad,
     ) -> None:
-        super().__init__(
-            target, f"carehub-bench-{os.getpid()}-{index}", f"bench connection {index}"
-        )
+        super().__init__(target, "carehub-bench", index, f"bench connection {index}")
         self._rate = rate
         self._load = load
         self._topics = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 from typing import TYPE_CHECKING
@@ -185,9 +186,11 @@ async def open_mqtt(
 class RawConnection:
     """A bench client's raw MQTT connection: where it goes as whom, its two streams, a clean end."""
 
-    def __init__(self, target: MqttTarget, client_id: str, who: str) -> None:
+    def __init__(self, target: MqttTarget, prefix: str, index: int, who: str) -> None:
         self._target = target
-        self._client_id = client_id
+        # This process's id in it: two benches on one broker never share a client id (the
+        # broker would drop the older connection).
+        self._client_id = f"{prefix}-{os.getpid()}-{index}"
         # Names the client in errors ("bench connection 3", "button eb-1").
         self._who = who
         self._reader: asyncio.StreamReader | None = None
