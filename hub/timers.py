@@ -16,10 +16,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from hub.clock import Clock
+from hub.errors import HubError, raise_if_cancelled
 from hub.models import DeviceInfo
 from hub.rules import (
     Condition,
@@ -72,7 +74,8 @@ PRUNE_EVERY_S = 60.0
 PRUNE_BATCH = 10_000
 LIVE_CHANGES_KEEP = "24 hours"
 ALERT_TRIGGERS_KEEP = "30 days"
-_LOCK_CLASS = 0x63617265  # 'care'
+# The advisory lock's first key ('care'); the second is the schema's hash (storage/timers.py).
+TIMER_LOCK_CLASS = 0x63617265
 _HIGH = ("high",)
 _ESCALATING = ("high", "medium")
 # The open alerts each sweep resolves when their condition ends.
@@ -119,17 +122,12 @@ class Timers:
             self._lead_if_possible,
             ready=self.leader,
             retry_s=FOLLOWER_RETRY_S,
-            lost=self._lost,
             log=logger,
             failed="timer sweep failed; retrying",
         )
 
-    def _lost(self, exc: Exception) -> None:
-        if self.leader.is_set():
-            logger.warning("timer leadership lost: %s", exc)
-
     async def _lead_if_possible(self, conn: AsyncConnection[Any]) -> None:
-        if not await timer_rows.try_timer_lock(conn, _LOCK_CLASS):
+        if not await timer_rows.try_timer_lock(conn, TIMER_LOCK_CLASS):
             return
         self.leader.set()
         logger.info("this process runs the timers now")
@@ -141,6 +139,11 @@ class Timers:
                 # The lock lives with this session: a broken connection ends the term.
                 await timer_rows.ping(conn)
                 await asyncio.sleep(TICK_S)
+        except (psycopg.Error, OSError, HubError) as exc:
+            # Said here, while this process still knows it led: another may lead now.
+            raise_if_cancelled()
+            logger.warning("timer leadership lost: %s", exc)
+            raise
         finally:
             self.leader.clear()
 

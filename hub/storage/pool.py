@@ -52,17 +52,17 @@ async def keep_connected(
     *,
     ready: asyncio.Event,
     retry_s: float,
-    lost: Callable[[Exception], None],
     log: logging.Logger,
     failed: str,
+    lost: Callable[[Exception], None] | None = None,
 ) -> None:
     """Run `session` on a connection of its own until cancelled; each time it ends or
     fails, clear `ready`, wait `retry_s` and connect again.
 
     For a task that holds a connection rather than borrowing one from the pool (a LISTEN, a
     session's advisory lock). A lost database, or one of the hub's own errors, is handed to
-    `lost`; anything else is a bug, logged as `failed` with its traceback: it must not end
-    the task for good.
+    `lost` (if given; else the session says it); anything else is a bug, logged as `failed`
+    with its traceback: it must not end the task for good.
     """
     while True:
         try:
@@ -71,7 +71,8 @@ async def keep_connected(
                 await session(conn)
         except (psycopg.Error, OSError, HubError) as exc:
             raise_if_cancelled()
-            lost(exc)
+            if lost is not None:
+                lost(exc)
         except Exception:
             raise_if_cancelled()
             log.exception(failed)

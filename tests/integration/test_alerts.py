@@ -18,7 +18,7 @@ from hub.clock import ManualClock
 from hub.errors import AlertError
 from hub.runtime import Hub
 from hub.settings import Settings
-from hub.timers import DEVICE_SWEEP_SHARE
+from hub.timers import DEVICE_SWEEP_SHARE, TIMER_LOCK_CLASS
 from tests.fix_hub import (
     DB,
     FACILITY,
@@ -437,3 +437,21 @@ async def test_a_failing_sweep_is_logged_and_the_timers_go_on(
     assert hub.timers.leader.is_set()
     assert not any(task.done() for task in hub.tasks)
     assert "timer sweep failed; retrying" in caplog.text
+
+
+async def test_a_lost_leader_session_is_said_and_leadership_is_taken_again(
+    hub: Hub, db: DB, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database ends the leader's session (a restart, a failover): the log says the
+    term ended, and the process takes the lock again on a new session."""
+    await asyncio.wait_for(hub.timers.leader.wait(), 15)
+    cur = await db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND classid = %s AND objid::int8 = hashtext(current_schema())::int8 & 4294967295",
+        (TIMER_LOCK_CLASS,),
+    )
+    assert [row[0] for row in await cur.fetchall()] == [True]
+    await wait_for(lambda: "timer leadership lost" in caplog.text, timeout=10)
+    await wait_for(hub.timers.leader.is_set, timeout=15)
+    after = hub.timers.sweeps
+    await wait_for(lambda: hub.timers.sweeps > after, timeout=10)
