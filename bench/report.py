@@ -26,7 +26,7 @@ from bench.dashboard import COUNTER, DEVICES, seed_registry
 from bench.harness import BenchRun, copy_registry
 from hub.alerts.audit import GENESIS_HASH, audit_hash
 from hub.reports.files import render
-from hub.reports.monthly import build_report
+from hub.reports.monthly import hub_report
 from hub.settings import Settings
 from hub.storage.audit import AuditEntry
 
@@ -354,13 +354,8 @@ async def _bench(settings: Settings, facilities: int, *, keep: bool) -> int:
         figures = []
         for fmt in ("pdf", "xlsx"):
             began = time.perf_counter()
-            report = await build_report(
-                conn,
-                facility=None,
-                district=DISTRICT,
-                month=month,
-                zone=settings.report_timezone,
-                now=now,
+            report = await hub_report(
+                conn, settings, facility=None, district=DISTRICT, month=month, now=now
             )
             read = time.perf_counter()
             content = await asyncio.to_thread(render, report, fmt, "zh")

@@ -15,18 +15,18 @@ def _cmd_monthly(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from hub.reports.files import render
-    from hub.reports.monthly import build_report
+    from hub.reports.monthly import hub_report
 
     began = time.perf_counter()
     now = datetime.now(UTC)
     report = run_on_database(
         settings,
-        lambda conn: build_report(
+        lambda conn: hub_report(
             conn,
+            settings,
             facility=args.facility,
             district=args.district,
             month=args.month,
-            zone=settings.report_timezone,
             now=now,
         ),
     )

@@ -2,6 +2,8 @@
 
 `build_report` reads the figures (hub/storage/reports.py, the KPIs' own queries) and
 verifies the audit chains (hub/alerts/audit.py); `render` writes them as PDF or XLSX.
+`hub_report` is the one the hub's download, command and bench ask for: in the settings'
+report time zone.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from psycopg import AsyncConnection
 
 from hub.alerts.audit import verify_audit
 from hub.errors import QueryError
+from hub.settings import Settings
 from hub.storage.audit import chain_heads
 from hub.storage.reports import FacilityFigures, MonthlyFigures, monthly_figures
 
@@ -146,6 +149,26 @@ async def build_report(
         figures=figures,
         ranked=ranked,
         chains=chains,
+    )
+
+
+async def hub_report(
+    conn: AsyncConnection[Any],
+    settings: Settings,
+    *,
+    facility: str | None,
+    district: str | None,
+    month: str,
+    now: datetime,
+) -> MonthlyReport:
+    """`build_report` with its month in the hub's report time zone (CAREHUB_REPORT_TIMEZONE)."""
+    return await build_report(
+        conn,
+        facility=facility,
+        district=district,
+        month=month,
+        zone=settings.report_timezone,
+        now=now,
     )
 
 
