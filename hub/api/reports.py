@@ -18,7 +18,7 @@ from hub.api.errors import ERROR_RESPONSES, error_responses
 from hub.auth import Principal
 from hub.errors import ApiError, QueryError
 from hub.reports.files import render
-from hub.reports.monthly import MEDIA_TYPES, MonthlyReport, build_report, month_period
+from hub.reports.monthly import MEDIA_TYPES, MonthlyReport, hub_report, month_period
 from hub.settings import Settings
 from hub.storage.pool import connect
 
@@ -56,13 +56,8 @@ def _build(
 
     async def read() -> MonthlyReport:
         async with await connect(settings) as conn:
-            return await build_report(
-                conn,
-                facility=facility,
-                district=district,
-                month=month,
-                zone=settings.report_timezone,
-                now=now,
+            return await hub_report(
+                conn, settings, facility=facility, district=district, month=month, now=now
             )
 
     with _BUILDS:
