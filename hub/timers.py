@@ -16,12 +16,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from hub.clock import Clock
-from hub.errors import HubError, raise_if_cancelled
+from hub.errors import raise_if_cancelled
 from hub.models import DeviceInfo
 from hub.rules import (
     Condition,
@@ -37,7 +36,7 @@ from hub.settings import Settings
 from hub.storage import alerts as alert_rows
 from hub.storage import timers as timer_rows
 from hub.storage.migrate import RETAINED_TABLES, storage_flavour
-from hub.storage.pool import keep_connected
+from hub.storage.pool import CONNECTION_LOST, keep_connected
 
 if TYPE_CHECKING:
     # The runtime hands the timers the alert store; they never build one.
@@ -139,7 +138,7 @@ class Timers:
                 # The lock lives with this session: a broken connection ends the term.
                 await timer_rows.ping(conn)
                 await asyncio.sleep(TICK_S)
-        except (psycopg.Error, OSError, HubError) as exc:
+        except CONNECTION_LOST as exc:
             # Said here, while this process still knows it led: another may lead now.
             raise_if_cancelled()
             logger.warning("timer leadership lost: %s", exc)

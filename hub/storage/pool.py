@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg import AsyncConnection
@@ -46,6 +46,11 @@ async def connect(settings: Settings) -> AsyncConnection[tuple[Any, ...]]:
         raise StorageError(f"cannot reach the database: {exc}") from exc
 
 
+# What a task on a connection of its own meets when the database goes away (or the hub's own
+# error for it): the task reconnects; anything else is a bug.
+CONNECTION_LOST: Final = (psycopg.Error, OSError, HubError)
+
+
 async def keep_connected(
     settings: Settings,
     session: Callable[[AsyncConnection[Any]], Awaitable[None]],
@@ -69,7 +74,7 @@ async def keep_connected(
             conn = await connect(settings)
             async with conn:
                 await session(conn)
-        except (psycopg.Error, OSError, HubError) as exc:
+        except CONNECTION_LOST as exc:
             raise_if_cancelled()
             if lost is not None:
                 lost(exc)
