@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from bench.dashboard import COUNTER, DEVICES, seed_registry
 from bench.harness import BenchRun, copy_registry
 from hub.alerts.audit import GENESIS_HASH, audit_hash
+from hub.models import AuditStep
 from hub.reports.files import render
 from hub.reports.monthly import hub_report
 from hub.settings import Settings
@@ -273,7 +274,7 @@ async def _audit(conn: psycopg.AsyncConnection[Any], facility_ids: Sequence[str]
         overdue,
         disp,
     ) in await cur.fetchall():
-        steps = [AuditEntry(fid, aid, raised, "system", "raise", None, "active", "")]
+        steps = [AuditEntry(fid, aid, AuditStep(raised, "system", "raise", None, "active", ""))]
         state = "active"
         for when, actor, action, to in (
             (overdue, "system", "overdue", None),
@@ -284,11 +285,9 @@ async def _audit(conn: psycopg.AsyncConnection[Any], facility_ids: Sequence[str]
             if when is None:
                 continue
             after = to or state
-            steps.append(
-                AuditEntry(
-                    fid, aid, when, actor, action, state, after, disp if to == "resolved" else ""
-                )
-            )
+            note = disp if to == "resolved" else ""
+            step = AuditStep(when, actor, action, state, after, note)
+            steps.append(AuditEntry(fid, aid, step))
             state = after
         entries.setdefault(fid, []).extend(steps)
     # Appended to each facility's chain as the hub appends: after its head, which stays
@@ -309,7 +308,7 @@ async def _audit(conn: psycopg.AsyncConnection[Any], facility_ids: Sequence[str]
         rows = []
         for fid, chain in entries.items():
             prev = heads[fid]
-            for entry in sorted(chain, key=lambda e: (e.at, e.alert_id)):
+            for entry in sorted(chain, key=lambda e: (e.step.at, e.alert_id)):
                 digest = audit_hash(entry, prev)
                 rows.append((*entry.as_row(), prev, digest))
                 prev = digest

@@ -178,6 +178,21 @@ class Alert:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditStep:
+    """One change in an alert's trail (SPEC §7): who did what, when, between which states."""
+
+    # The audit chain stores and hashes it (hub/alerts/audit.py); GET /alerts/{id} returns
+    # the alert's steps in this shape, so the two cannot drift apart.
+
+    at: datetime
+    actor: str
+    action: str
+    from_state: str | None
+    to_state: str | None
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
 class AlertChange:
     """One change of one alert, as the live feed, the device and notifications see it.
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from hub.models import AlertChange
+from hub.models import AlertChange, AuditStep
 from hub.storage import audit as audit_rows
 from hub.storage.audit import AuditEntry
 
@@ -25,16 +25,10 @@ GENESIS_HASH = "0" * 64
 def audit_entry(change: AlertChange) -> AuditEntry:
     """The audit row of one alert change."""
     alert = change.alert
-    return AuditEntry(
-        alert.facility_id,
-        alert.id,
-        change.at,
-        change.actor,
-        change.action,
-        change.previous,
-        alert.state,
-        change.note,
+    step = AuditStep(
+        change.at, change.actor, change.action, change.previous, alert.state, change.note
     )
+    return AuditEntry(alert.facility_id, alert.id, step)
 
 
 def audit_hash(entry: AuditEntry, prev_hash: str) -> str:

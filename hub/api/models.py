@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.config import JsonDict
 
 from hub.alerts import NOTE_MAX
+from hub.models import AuditStep
 from hub.storage.registry import PendingDevice, UnplacedDevice
 from hub.wire import Alert, Device, Facility, StaffDisposition
 
@@ -120,21 +121,10 @@ class Readings(BaseModel):
 # -- alerts --------------------------------------------------------------------------------
 
 
-class AuditEntry(BaseModel):
-    """One change in an alert's trail."""
-
-    at: datetime
-    actor: str
-    action: str
-    from_state: str | None
-    to_state: str | None
-    note: str
-
-
 class AlertDetail(Alert):
     """An alert with its whole trail."""
 
-    audit: list[AuditEntry]
+    audit: list[AuditStep]
 
 
 class AlertList(Page[Alert]):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from hub.alerts.audit import GENESIS_HASH, chained
 from hub.errors import HubError
+from hub.models import AuditStep
 from hub.settings import Settings
 from hub.storage import audit as audit_rows
 from hub.storage import history as history_rows
@@ -141,17 +142,12 @@ def _audit_entries(alerts: list[Alert], ids: list[int]) -> list[AuditEntry]:
         AuditEntry(
             alert.facility_id,
             alert_id,
-            step.at,
-            step.actor,
-            step.action,
-            step.from_state,
-            step.to_state,
-            step.note,
+            AuditStep(step.at, step.actor, step.action, step.from_state, step.to_state, step.note),
         )
         for alert_id, alert in zip(ids, alerts, strict=True)
         for step in alert.steps
     ]
-    entries.sort(key=lambda entry: entry.at)
+    entries.sort(key=lambda entry: entry.step.at)
     return entries
 
 

@@ -3,33 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 
+from hub.models import AuditStep
 from hub.storage.alerts import present
 
 Connection = AsyncConnection[Any]
 
 
+# The alert_audit columns after facility_id and alert_id, in their order.
+_STEP_FIELDS = tuple(field.name for field in fields(AuditStep))
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """What one audit row says: who did what to which alert, when, and the state change."""
+    """What one audit row says: the alert, its facility, and the step of its trail."""
 
     facility_id: str
     alert_id: int
-    at: datetime
-    actor: str
-    action: str
-    from_state: str | None
-    to_state: str | None
-    note: str
+    step: AuditStep
 
     def as_row(self) -> tuple[object, ...]:
         """The fields in their order, as the alert_audit columns hold them."""
-        return tuple(getattr(self, field.name) for field in fields(self))
+        step = self.step
+        return (self.facility_id, self.alert_id, *(getattr(step, name) for name in _STEP_FIELDS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +104,7 @@ async def chain(conn: Connection, facility_id: str) -> list[StoredAudit]:
                 AuditEntry(
                     row["facility_id"],
                     row["alert_id"],
-                    row["at"],
-                    row["actor"],
-                    row["action"],
-                    row["from_state"],
-                    row["to_state"],
-                    row["note"],
+                    AuditStep(**{name: row[name] for name in _STEP_FIELDS}),
                 ),
                 row["prev_hash"],
                 row["hash"],

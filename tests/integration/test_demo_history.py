@@ -13,6 +13,7 @@ import pytest
 from hub.alerts.audit import GENESIS_HASH, verify_audit, write_audit
 from hub.cli.demo_history import ensure_history
 from hub.cli.simulate import register_district
+from hub.models import AuditStep
 from hub.settings import Settings
 from hub.storage.audit import AuditEntry
 from hub.storage.kpis import district_kpis
@@ -175,16 +176,10 @@ async def test_the_audit_chain_holds_and_live_changes_chain_on(registered: Setti
             0
         ]
         async with db.transaction():
-            entry = AuditEntry(
-                facility,
-                alert_id,
-                datetime.now(UTC),
-                "admin",
-                "comment",
-                "resolved",
-                "resolved",
-                "reviewed",
+            step = AuditStep(
+                datetime.now(UTC), "admin", "comment", "resolved", "resolved", "reviewed"
             )
+            entry = AuditEntry(facility, alert_id, step)
             await write_audit(db, entry)
         assert await verify_audit(db) == []
         # And an edited history row is caught, as any other.
@@ -217,7 +212,9 @@ async def test_a_facility_with_live_rows_keeps_them_and_the_month_follows(
             await write_audit(
                 db,
                 AuditEntry(
-                    facility, alert_id, datetime.now(UTC), "system", "raise", None, "active", ""
+                    facility,
+                    alert_id,
+                    AuditStep(datetime.now(UTC), "system", "raise", None, "active", ""),
                 ),
             )
     outcome = await ensure_history(registered, district)

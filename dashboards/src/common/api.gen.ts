@@ -857,7 +857,7 @@ export interface components {
                 [key: string]: unknown;
             };
             /** Audit */
-            audit: components["schemas"]["AuditEntry"][];
+            audit: components["schemas"]["AuditStep"][];
         };
         /**
          * AlertList
@@ -870,10 +870,10 @@ export interface components {
             next: string | null;
         };
         /**
-         * AuditEntry
-         * @description One change in an alert's trail.
+         * AuditStep
+         * @description One change in an alert's trail (SPEC §7): who did what, when, between which states.
          */
-        AuditEntry: {
+        AuditStep: {
             /**
              * At
              * Format: date-time
