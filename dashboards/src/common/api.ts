@@ -1,5 +1,5 @@
 // The HTTP API v1 client: the token lives in sessionStorage (gone when the tab closes).
-import type { LoginAnswer, Me, PublicConfig } from "./types";
+import type { LoginOut, Me, PublicConfig } from "./types";
 
 const TOKEN_KEY = "carehub.token";
 export const API = "/api/v1";
@@ -81,8 +81,8 @@ export async function getBlob(path: string): Promise<Blob> {
   return response.blob();
 }
 
-export async function login(username: string, password: string): Promise<LoginAnswer> {
-  const answer = await postJson<LoginAnswer>("/auth/login", { username, password });
+export async function login(username: string, password: string): Promise<LoginOut> {
+  const answer = await postJson<LoginOut>("/auth/login", { username, password });
   sessionStorage.setItem(TOKEN_KEY, answer.token);
   return answer;
 }

@@ -1,34 +1,19 @@
 // The shapes of docs/api.md, as the dashboards read them. What the REST API returns comes
-// from the hub's OpenAPI document (api.gen.ts, written by `make api-types`, never by
-// hand); only what the document does not describe is spelled out here.
-import type { components } from "./api.gen";
-
-type Schemas = components["schemas"];
+// from the hub's OpenAPI document under its own names (api.gen.ts, written by
+// `make api-types`, never by hand); only what the document does not describe is spelled
+// out here.
+import type { Alert, Device, Facility, FacilityStatus, ResolveIn, Zone } from "./api.gen";
 
 // The signed-in account and what the pages read before anything else.
-export type Me = Schemas["Me"];
-export type LoginAnswer = Schemas["LoginOut"];
-export type PublicConfig = Schemas["PublicConfig"];
-
-// SPEC §6's wire shapes, as REST and the live feed both send them.
-export type Facility = Schemas["Facility"];
-export type FacilityDetail = Schemas["FacilityDetail"];
-export type FacilityStatus = Schemas["FacilityStatus"];
-export type Zone = Schemas["Zone"];
-
-// A device, an alert, and the pages of them the list routes return.
-export type Device = Schemas["Device"];
-export type Alert = Schemas["Alert"];
-export type DevicePage = Schemas["DeviceList"];
-export type AlertPage = Schemas["AlertList"];
+export type { Me, LoginOut, PublicConfig } from "./api.gen";
+// SPEC §6's wire shapes, as REST and the live feed both send them; the list routes' pages.
+export type { Facility, FacilityDetail, FacilityStatus, Zone, Device, Alert } from "./api.gen";
+export type { DeviceList, AlertList, Readings } from "./api.gen";
 
 // The values the screens colour and count by.
 export type FacilityState = FacilityStatus["state"];
 export type Priority = Alert["priority"];
-export type Disposition = Schemas["ResolveIn"]["disposition"];
-
-// A counter's occupancy over time, for the drill-down's chart.
-export type Readings = Schemas["Readings"];
+export type Disposition = ResolveIn["disposition"];
 
 // GET /kpis answers with a plain object the document leaves untyped; the fields the
 // KPI band reads.

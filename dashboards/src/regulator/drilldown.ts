@@ -7,7 +7,7 @@ import { h, replace } from "../common/dom";
 import { age, dateTime } from "../common/format";
 import { applyStatic, type Key, label, t } from "../common/i18n";
 import { errorText } from "../common/shell";
-import type { Alert, AlertPage, Device, DevicePage, FacilityDetail, FacilityStatus, Readings, Zone } from "../common/types";
+import type { Alert, AlertList, Device, DeviceList, FacilityDetail, FacilityStatus, Readings, Zone } from "../common/types";
 
 // The alert history shows this many of the facility's latest alerts.
 const HISTORY = 100;
@@ -66,8 +66,8 @@ export class DrillDown {
       const query = encodeURIComponent(facilityId);
       const [detail, devices, history] = await Promise.all([
         getJson<FacilityDetail>(`/facilities/${query}`),
-        getJson<DevicePage>(`/devices?facility=${query}&limit=500`),
-        getJson<AlertPage>(`/alerts?facility=${query}&limit=${HISTORY}`),
+        getJson<DeviceList>(`/devices?facility=${query}&limit=500`),
+        getJson<AlertList>(`/alerts?facility=${query}&limit=${HISTORY}`),
       ]);
       if (generation !== this.generation) {
         return;
@@ -126,7 +126,7 @@ export class DrillDown {
     window.clearTimeout(this.historyTimer);
     const generation = this.generation;
     this.historyTimer = window.setTimeout(() => {
-      getJson<AlertPage>(`/alerts?facility=${encodeURIComponent(alert.facility_id)}&limit=${HISTORY}`)
+      getJson<AlertList>(`/alerts?facility=${encodeURIComponent(alert.facility_id)}&limit=${HISTORY}`)
         .then((page) => {
           if (generation === this.generation) {
             this.history = page.items;
