@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from devices import topic
 from hub.runtime import run_hub
 from hub.settings import Settings
 from tests.child_process import database_env, run_carehub
@@ -64,7 +65,7 @@ async def test_two_hubs_keep_one_open_alert_per_device_through_a_burst_of_presse
                     }
                     publishes.append(
                         client.publish(
-                            f"{migrated.topic_root}/v1/{FACILITY}/{device}/event",
+                            topic(migrated.topic_root, FACILITY, device, "event"),
                             json.dumps(body),
                             qos=1,
                         )

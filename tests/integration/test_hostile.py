@@ -701,7 +701,7 @@ async def _publish_valid(h: Harness, message: Valid) -> None:
     body = {"ts": now_ts(), "seq": seq, **fields}
     if message.odd is not None:
         body.update(ODD_BUT_VALID[message.odd])
-    topic = f"{h.root}/v1/{FACILITY}/{message.device_id}/{channel}"
+    topic = topics.topic(h.root, FACILITY, message.device_id, channel)
     payload = json.dumps(body).encode()
     for _ in range(2 if message.twice else 1):
         await h.publisher.publish(topic, payload, qos=1)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from devices import topic
 from hub.alerts import AlertStore
 from hub.models import AlertDecision, Reading
 from hub.rules import decision
@@ -274,12 +275,14 @@ async def test_two_hubs_on_one_shared_subscription_keep_one_fast_devices_order(
                 await asyncio.gather(
                     *(
                         client.publish(
-                            f"{root}/v1/{FACILITY}/oc-1/telemetry", json.dumps(body), qos=1
+                            topic(root, FACILITY, "oc-1", "telemetry"), json.dumps(body), qos=1
                         )
                         for body in sent
                     ),
                     *(
-                        client.publish(f"{root}/v1/{FACILITY}/fs-1/event", json.dumps(body), qos=1)
+                        client.publish(
+                            topic(root, FACILITY, "fs-1", "event"), json.dumps(body), qos=1
+                        )
                         for body in events
                     ),
                 )

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from openpyxl import Workbook
 
+from devices import topic
 from hub.cli import main
 from hub.errors import ImportFileError, RegistryError, StorageError
 from hub.importer import COLUMNS, RegistryKind, import_file
@@ -363,7 +364,7 @@ async def add_pending(db: DB, device_id: str, facility_id: str) -> None:
     await db.execute(
         "INSERT INTO pending_devices (device_id, facility_id, first_seen, last_seen, last_topic,"
         " last_payload) VALUES (%s, %s, now(), now(), %s, %s)",
-        (device_id, facility_id, f"carehub/v1/{facility_id}/{device_id}/telemetry", b"{}"),
+        (device_id, facility_id, topic("carehub", facility_id, device_id, "telemetry"), b"{}"),
     )
 
 
