@@ -31,6 +31,7 @@ from hub.errors import raise_if_cancelled
 from hub.models import AlertChange, AlertDecision
 from hub.notify.formats import dingtalk_signed_url, json_signature, redact_url, render
 from hub.notify.outbox import enqueue_notices
+from hub.rules import FloodRule
 from hub.settings import Settings
 from hub.storage import notifications as outbox
 from hub.storage.notifications import ClaimedNotice, Webhook, WebhookStatus
@@ -139,7 +140,8 @@ class Notifier:
         pool: AsyncConnectionPool[AsyncConnection[Any]],
         clock: Clock,
     ) -> None:
-        self._settings = settings
+        # The live feed groups floods by this same rule (hub/live.py), so screen and phone agree.
+        self._flood = FloodRule.of(settings)
         self._pool = pool
         self._clock = clock
         self._timeout = settings.notify_timeout_s
@@ -161,13 +163,7 @@ class Notifier:
 
     async def enqueue(self, conn: AsyncConnection[Any], change: AlertChange) -> int:
         """`enqueue_notices` with this hub's clock and flood settings (a transaction hook)."""
-        return await enqueue_notices(
-            conn,
-            change,
-            now=self._clock.now(),
-            flood_threshold=self._settings.flood_threshold,
-            flood_window_s=self._settings.flood_window_s,
-        )
+        return await enqueue_notices(conn, change, now=self._clock.now(), flood=self._flood)
 
     def wake(self, change: AlertChange | None = None) -> None:
         """Look for due rows now (an after-commit listener); otherwise every POLL_S."""

@@ -41,8 +41,7 @@ async def enqueue_notices(
     change: AlertChange,
     *,
     now: datetime,
-    flood_threshold: int,
-    flood_window_s: int,
+    flood: FloodRule,
 ) -> int:
     """Queue the notices of one alert change on the facility's webhooks; the rows written.
 
@@ -55,9 +54,7 @@ async def enqueue_notices(
         return 0
     try:
         async with conn.transaction():
-            return await _enqueue(
-                conn, change, event=event, now=now, flood=FloodRule(flood_threshold, flood_window_s)
-            )
+            return await _enqueue(conn, change, event=event, now=now, flood=flood)
     except psycopg.Error:
         raise_if_cancelled()
         logger.exception(

@@ -27,6 +27,7 @@ from hub.models import AlertChange, Priority
 from hub.notify import Notifier, add_webhook
 from hub.notify.formats import dingtalk_sign, json_signature
 from hub.notify.outbox import enqueue_notices
+from hub.rules import FloodRule
 from hub.settings import Settings
 from hub.storage.pool import create_pool
 from tests.fix_hub import DB, FACILITY, OTHER_FACILITY, background_task, rows
@@ -229,8 +230,7 @@ async def raise_alert(
             db,
             change,
             now=now,
-            flood_threshold=settings.flood_threshold,
-            flood_window_s=settings.flood_window_s,
+            flood=FloodRule.of(settings),
         )
     return change, queued
 
@@ -457,8 +457,7 @@ async def test_a_notice_is_queued_only_for_new_escalated_and_overdue_changes(
                 db,
                 AlertChange(alert, action, "active", "hub", clock.now()),
                 now=clock.now(),
-                flood_threshold=settings.flood_threshold,
-                flood_window_s=settings.flood_window_s,
+                flood=FloodRule.of(settings),
             )
 
     assert await queue("repeat", count=2) == 0
