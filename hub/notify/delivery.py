@@ -162,7 +162,7 @@ class Notifier:
         self.failed_tries = 0
 
     async def enqueue(self, conn: AsyncConnection[Any], change: AlertChange) -> int:
-        """`enqueue_notices` with this hub's clock and flood settings (a transaction hook)."""
+        """`enqueue_notices` with this hub's clock and flood rule (a transaction hook)."""
         return await enqueue_notices(conn, change, now=self._clock.now(), flood=self._flood)
 
     def wake(self, change: AlertChange | None = None) -> None:
