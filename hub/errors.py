@@ -105,6 +105,10 @@ class NotifyError(HubError):
     """A webhook cannot be configured as asked; the message says why."""
 
 
+class VendorCheckError(HubError):
+    """`carehub vendor-check` cannot run: an unregistered device, an unreachable broker."""
+
+
 class ApiError(HubError):
     """An error answer of the HTTP API: its status, its message, the field at fault if any."""
 
