@@ -14,6 +14,7 @@ from hub import __version__
 from hub.api import api_router, install_error_handlers
 from hub.api.dashboards import router as dashboards_router
 from hub.api.deps import HubDep
+from hub.api.live import document_live_messages
 from hub.api.live import router as live_router
 from hub.api.security import SecurityHeaders, docs_policy
 from hub.runtime import Hub, run_hub
@@ -105,6 +106,14 @@ def create_app(settings: Settings, *, own_process: bool = False) -> FastAPI:
     app.include_router(api_router())
 
     app.include_router(live_router, prefix="/api/v1")
+
+    def openapi() -> dict[str, Any]:
+        """The routes' document (built once), with the live websocket's messages."""
+        if app.openapi_schema is None:
+            document_live_messages(FastAPI.openapi(app))
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     # The built dashboards: / (regulator screen), /console/ (staff), /assets/.
     app.include_router(dashboards_router)

@@ -94,7 +94,7 @@ class Subscription:
 
 
 @dataclass(frozen=True, slots=True)
-class LiveMessage:
+class EncodedMessage:
     """A message for websocket clients, serialised once: its facility and its JSON text."""
 
     # None: for every client (ping).
@@ -112,11 +112,11 @@ class LiveMessage:
 
 def encode_message(
     message: dict[str, Any], facility_id: str | None, *, device_level: bool = False
-) -> LiveMessage:
+) -> EncodedMessage:
     """Serialise `message` for every client that sees `facility_id`."""
     change_id = message.get("change_id")
     text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
-    return LiveMessage(
+    return EncodedMessage(
         facility_id,
         text,
         change_id if isinstance(change_id, int) else None,
@@ -152,8 +152,8 @@ class LiveClient:
         # Set when the account's sign-in may have ended (disabled, a token revoked, or the
         # announcements were missed): the endpoint checks its token again at once.
         self.recheck = asyncio.Event()
-        self._alerts: deque[LiveMessage] = deque()
-        self._statuses: deque[LiveMessage] = deque()
+        self._alerts: deque[EncodedMessage] = deque()
+        self._statuses: deque[EncodedMessage] = deque()
         self._waiting = asyncio.Event()
 
     def sees(self, facility_id: str | None) -> bool:
@@ -165,7 +165,7 @@ class LiveClient:
         """How many messages wait to be written."""
         return len(self._alerts) + len(self._statuses)
 
-    def offer(self, message: LiveMessage) -> None:
+    def offer(self, message: EncodedMessage) -> None:
         """Queue `message` if it is in scope, or mark this client as fallen behind."""
         if self.lagging.is_set() or not self.sees(message.facility_id):
             return
@@ -177,16 +177,16 @@ class LiveClient:
         (self._alerts if message.urgent else self._statuses).append(message)
         self._waiting.set()
 
-    async def next(self) -> LiveMessage:
+    async def next(self) -> EncodedMessage:
         """The next message to write: alerts first, then statuses, each in order."""
         return (await self.take(1))[0]
 
-    async def take(self, limit: int) -> list[LiveMessage]:
+    async def take(self, limit: int) -> list[EncodedMessage]:
         """Wait for a message, then every waiting one up to `limit`: alerts first, in order."""
         while not (self._alerts or self._statuses):
             self._waiting.clear()
             await self._waiting.wait()
-        taken: list[LiveMessage] = []
+        taken: list[EncodedMessage] = []
         for source in (self._alerts, self._statuses):
             while source and len(taken) < limit:
                 taken.append(source.popleft())

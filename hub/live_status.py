@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from hub.errors import StorageError, raise_if_cancelled
 from hub.storage.live import device_flags, devices
 from hub.storage.status import facility_statuses, zone_status
+from hub.wire import device_status_message, facility_status_message, zone_count_message
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +113,7 @@ class StatusWatcher:
     def _apply_statuses(self, statuses: dict[str, dict[str, Any]], first: bool) -> None:
         for facility_id, status in statuses.items():
             if not first and self._statuses.get(facility_id) != status:
-                self._publish(
-                    {"type": "facility_status", "facility_id": facility_id, "status": status},
-                    facility_id,
-                )
+                self._publish(facility_status_message(facility_id, status), facility_id)
         self._statuses = statuses
 
     def _apply_zones(self, zones: dict[str, list[dict[str, Any]]], first: bool) -> None:
@@ -128,16 +126,7 @@ class StatusWatcher:
                         zone["present"],
                         zone["staff"],
                     ):
-                        self._publish(
-                            {
-                                "type": "zone_count",
-                                "facility_id": facility_id,
-                                "zone_id": zone["zone_id"],
-                                "present": zone["present"],
-                                "staff": zone["staff"],
-                            },
-                            facility_id,
-                        )
+                        self._publish(zone_count_message(facility_id, zone), facility_id)
         self._zones = zones
 
     def _apply_devices(
@@ -156,11 +145,7 @@ class StatusWatcher:
             self._devices[device["id"]] = _Device(
                 device["facility_id"], device["online"], device["battery"]
             )
-            self._publish(
-                {"type": "device_status", "device": device},
-                device["facility_id"],
-                device_level=True,
-            )
+            self._publish(device_status_message(device), device["facility_id"], device_level=True)
         present = {flag[0] for flag in flags}
         for gone in [device_id for device_id in self._devices if device_id not in present]:
             del self._devices[gone]

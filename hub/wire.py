@@ -3,33 +3,54 @@
 Each shape is defined once, here: the pydantic model documents it in the OpenAPI document,
 and the `*_json` function beside it writes it. The REST routes, the live websocket and the
 webhook notices all call these, so the screen, the phone and an integrator see one object.
+
+The live websocket's messages (docs/api.md "Live websocket") are here too: `LiveMessage`
+documents them in the same OpenAPI document (the websocket itself has no place in it), and
+the `*_message` functions write the ones more than one module sends. The hub builds them as
+plain dicts, as fast as it can; the tests hold every message a screen receives against
+`LiveMessage`, whose models refuse a field they do not declare.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from hub.models import Alert as AlertValue
 from hub.models import AlertChange, AlertState, Disposition, Priority, StaffDisposition
 
 __all__ = [
     "Alert",
+    "AlertGroupMessage",
+    "AlertMessage",
+    "AlertProvisionalMessage",
     "AlertState",
     "Device",
+    "DeviceStatusMessage",
     "DeviceType",
     "Disposition",
     "Facility",
     "FacilityKind",
     "FacilityStatus",
+    "FacilityStatusMessage",
+    "LaggingMessage",
+    "LiveMessage",
     "OpenAlerts",
+    "PingMessage",
     "Priority",
+    "ResumedMessage",
+    "SnapshotMessage",
     "StaffDisposition",
+    "Zone",
+    "ZoneCountMessage",
     "alert_json",
     "change_json",
     "device_json",
+    "device_status_message",
+    "facility_status_message",
+    "zone_count_message",
 ]
 
 FacilityKind = Literal["elderly", "childcare", "integrated"]
@@ -70,6 +91,21 @@ class Facility(BaseModel):
     beds: int
     childcare_places: int
     status: FacilityStatus
+
+
+class Zone(BaseModel):
+    """A room, class or common area; present/staff are null without a current counter."""
+
+    zone_id: str
+    name: str
+    kind: Literal["room", "class", "common"]
+    capacity: int | None
+    class_type: str | None
+    present: int | None
+    staff: int | None
+    staff_ratio_limit: int | None = Field(description="children per staff member allowed")
+    over_capacity: bool
+    ratio_breached: bool
 
 
 class Device(BaseModel):
@@ -157,3 +193,148 @@ def change_json(change: AlertChange) -> dict[str, Any]:
         "note": change.note,
         "alert": alert_json(change.alert),
     }
+
+
+# -- the live websocket (docs/api.md "Live websocket") ------------------------------------
+
+
+class _Message(BaseModel):
+    """A live message: exactly the fields it declares, so a test catches one added unseen."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SnapshotMessage(_Message):
+    """Everything in the client's scope now; `change_id` is the newest change it contains."""
+
+    type: Literal["snapshot"]
+    change_id: int
+    facilities: list[Facility]
+    alerts: list[Alert] = Field(description="the open alerts")
+    zones: dict[str, list[Zone]] = Field(description="each facility's zones, by facility id")
+    devices: list[Device] = Field(
+        default_factory=list, description="staff and managers only: their facility's devices"
+    )
+
+
+class ResumedMessage(_Message):
+    """`since` was still kept: the missed `alert` messages follow, then the current statuses."""
+
+    type: Literal["resumed"]
+    change_id: int
+
+
+class AlertMessage(_Message):
+    """One committed change of an alert: `change_json` and the change's id."""
+
+    type: Literal["alert"]
+    change_id: int
+    action: str = Field(
+        description="raise, repeat, acknowledge, attend, resolve, clear, renotify, overdue, "
+        "comment or snooze"
+    )
+    previous: AlertState | None = Field(description="the state before; null when raised")
+    actor: str
+    at: datetime
+    note: str
+    alert: Alert
+
+
+class AlertProvisionalMessage(_Message):
+    """An alert decided while the database is unreachable (SPEC §8): it has no id yet, and
+    arrives again as an ordinary `alert` raise (or repeat) once it is stored."""
+
+    type: Literal["alert_provisional"]
+    facility_id: str
+    zone_id: str | None
+    device_id: str | None
+    kind: str
+    priority: Priority
+    seq: int | None
+    at: datetime
+    reason: Literal["database_unavailable"]
+
+
+class AlertGroupMessage(_Message):
+    """A facility's flood of medium and low alerts, as counts per kind (SPEC §4)."""
+
+    type: Literal["alert_group"]
+    facility_id: str
+    count: int
+    kinds: dict[str, int]
+    text: str
+
+
+class FacilityStatusMessage(_Message):
+    """A facility's status changed."""
+
+    type: Literal["facility_status"]
+    facility_id: str
+    status: FacilityStatus
+
+
+class DeviceStatusMessage(_Message):
+    """A device went online or offline, or its battery moved (staff and managers only)."""
+
+    type: Literal["device_status"]
+    device: Device
+
+
+class ZoneCountMessage(_Message):
+    """The people counted in a zone changed."""
+
+    type: Literal["zone_count"]
+    facility_id: str
+    zone_id: str
+    present: int | None
+    staff: int | None
+
+
+class PingMessage(_Message):
+    """Sent every 20 s, so idle proxies keep the connection; clients may ignore it."""
+
+    type: Literal["ping"]
+    at: datetime
+
+
+class LaggingMessage(_Message):
+    """The client fell behind and is closed (code 4008); it reconnects with `since`."""
+
+    type: Literal["lagging"]
+    message: str
+
+
+LiveMessage = Annotated[
+    SnapshotMessage
+    | ResumedMessage
+    | AlertMessage
+    | AlertProvisionalMessage
+    | AlertGroupMessage
+    | FacilityStatusMessage
+    | DeviceStatusMessage
+    | ZoneCountMessage
+    | PingMessage
+    | LaggingMessage,
+    Field(discriminator="type"),
+]
+
+
+def facility_status_message(facility_id: str, status: dict[str, Any]) -> dict[str, Any]:
+    """A `FacilityStatusMessage`."""
+    return {"type": "facility_status", "facility_id": facility_id, "status": status}
+
+
+def zone_count_message(facility_id: str, zone: dict[str, Any]) -> dict[str, Any]:
+    """A `ZoneCountMessage` from a zone of the zone status query."""
+    return {
+        "type": "zone_count",
+        "facility_id": facility_id,
+        "zone_id": zone["zone_id"],
+        "present": zone["present"],
+        "staff": zone["staff"],
+    }
+
+
+def device_status_message(device: dict[str, Any]) -> dict[str, Any]:
+    """A `DeviceStatusMessage` from a `Device`."""
+    return {"type": "device_status", "device": device}

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -20,6 +21,7 @@ from hub.app import SERVER_OPTIONS, create_app
 from hub.auth import add_user, login
 from hub.runtime import Hub
 from hub.settings import Settings
+from hub.wire import LiveMessage
 from tests.fix_api import PASSWORD
 from tests.fix_hub import connect_db
 
@@ -120,6 +122,9 @@ async def live_client(server: LiveServer, query: str) -> AsyncIterator[ClientCon
         yield websocket
 
 
+# A frame: one live message, or a JSON array of several (docs/api.md).
+LIVE_FRAME: TypeAdapter[Any] = TypeAdapter(LiveMessage | list[LiveMessage])
+
 # Messages of a frame that held several (a JSON array), not yet handed out, per client.
 _unread: weakref.WeakKeyDictionary[ClientConnection, deque[dict[str, Any]]] = (
     weakref.WeakKeyDictionary()
@@ -130,7 +135,10 @@ async def next_message(websocket: ClientConnection, timeout: float = 10.0) -> di
     """The next message the server sends, decoded; a frame of several is handed out in order."""
     unread = _unread.setdefault(websocket, deque())
     if not unread:
-        frame = json.loads(await asyncio.wait_for(websocket.recv(), timeout))
+        text = await asyncio.wait_for(websocket.recv(), timeout)
+        # Whatever a screen receives is what the OpenAPI document's LiveMessage says.
+        LIVE_FRAME.validate_json(text)
+        frame = json.loads(text)
         unread.extend(frame if isinstance(frame, list) else [frame])
     message: dict[str, Any] = unread.popleft()
     return message

@@ -13,7 +13,7 @@ from hub.api.common import District, FacilityFilter, From, To, kpi_scope, period
 from hub.api.deps import HubDep, connection, require
 from hub.api.errors import ERROR_RESPONSES, error_responses
 from hub.auth import Principal
-from hub.storage.kpis import district_kpis, facility_kpis, kpis_as_dict
+from hub.storage.kpis import Kpis, district_kpis, facility_kpis, kpis_as_dict
 
 # Every route here may answer the shared errors; a route adds its own words for a 400.
 router = APIRouter(tags=["kpis"], responses=ERROR_RESPONSES)
@@ -44,7 +44,7 @@ async def _kpis(
     return kpis_as_dict(kpis)
 
 
-Kpis = Annotated[dict[str, Any], Depends(_kpis)]
+ScopedKpis = Annotated[dict[str, Any], Depends(_kpis)]
 
 
 @router.get(
@@ -53,12 +53,10 @@ Kpis = Annotated[dict[str, Any], Depends(_kpis)]
     description="SPEC §4 KPIs over [from, to) (default: the last 30 days): acknowledged "
     "within 60 s and 180 s, median and p90 times, overdue calls, false alarms, devices "
     "online, people present. Without facility or district: your own scope.",
-    responses={
-        200: {"description": "hub.storage.kpis.kpis_as_dict"},
-        **_RESPONSES,
-    },
+    response_model=Kpis,
+    responses=_RESPONSES,
 )
-async def get_kpis(kpis: Kpis) -> dict[str, Any]:
+async def get_kpis(kpis: ScopedKpis) -> dict[str, Any]:
     """KPIs as JSON."""
     return kpis
 
@@ -85,7 +83,7 @@ def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}, **_RESPONSES},
 )
-async def get_kpis_csv(kpis: Kpis) -> Response:
+async def get_kpis_csv(kpis: ScopedKpis) -> Response:
     """KPIs as CSV."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")

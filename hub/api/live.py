@@ -20,6 +20,7 @@ import psycopg
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
+from pydantic import TypeAdapter
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
@@ -36,7 +37,13 @@ from hub.storage.live import (
     oldest_change_id,
 )
 from hub.storage.status import facility_statuses, zone_status
-from hub.wire import alert_json
+from hub.wire import (
+    LiveMessage,
+    alert_json,
+    device_status_message,
+    facility_status_message,
+    zone_count_message,
+)
 
 if TYPE_CHECKING:
     from hub.runtime import Hub
@@ -59,6 +66,28 @@ TOKEN_RECHECK_S = 60.0
 _SINCE = re.compile(r"^[0-9]{1,18}$")
 
 _DB_ERRORS = (StorageError, psycopg.Error, PoolTimeout, OSError)
+
+
+def document_live_messages(document: dict[str, Any]) -> None:
+    """Put `LiveMessage` and each of its messages into an OpenAPI document's components.
+
+    OpenAPI has no place for a websocket: its messages are documented as schemas, which
+    the dashboards' types are generated from like the REST answers'. A schema the routes
+    already define (Alert, Device...) must come out the same, or this fails.
+    """
+    schema = TypeAdapter(LiveMessage).json_schema(
+        mode="serialization", ref_template="#/components/schemas/{model}"
+    )
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in schema.pop("$defs").items():
+        if schemas.setdefault(name, definition) != definition:
+            raise RuntimeError(f"the live message schema {name} differs from the routes' {name}")
+    schemas["LiveMessage"] = {
+        "title": "LiveMessage",
+        "description": "A message of the live websocket /api/v1/live (docs/api.md): a frame "
+        "carries one, or a JSON array of several in order.",
+        **schema,
+    }
 
 
 class LiveEndpoint:
@@ -222,22 +251,13 @@ async def _resume(
     messages: list[dict[str, Any]] = [{"type": "resumed", "change_id": upto}]
     messages += [{**change, "change_id": change_id} for change_id, _, change in missed]
     # Status deltas are not kept: what the client missed of them is the current state.
+    messages += [facility_status_message(fid, status) for fid, status in statuses.items()]
     messages += [
-        {"type": "facility_status", "facility_id": fid, "status": status}
-        for fid, status in statuses.items()
-    ]
-    messages += [
-        {
-            "type": "zone_count",
-            "facility_id": fid,
-            "zone_id": zone["zone_id"],
-            "present": zone["present"],
-            "staff": zone["staff"],
-        }
+        zone_count_message(fid, zone)
         for fid, facility_zones in zones.items()
         for zone in facility_zones
     ]
-    messages += [{"type": "device_status", "device": device} for device in device_list]
+    messages += [device_status_message(device) for device in device_list]
     return messages
 
 

@@ -11,7 +11,7 @@ from pydantic.config import JsonDict
 from hub.alerts import NOTE_MAX
 from hub.models import AuditStep
 from hub.storage.registry import PendingDevice, UnplacedDevice
-from hub.wire import Alert, Device, Facility, StaffDisposition
+from hub.wire import Alert, Device, Facility, StaffDisposition, Zone
 
 Bucket = Literal["1m", "5m", "1h", "1d"]
 AlertStateFilter = Literal["open", "active", "acknowledged", "attended", "resolved"]
@@ -65,21 +65,6 @@ class LoginOut(BaseModel):
 
 
 # -- facilities, zones, devices ------------------------------------------------------------
-
-
-class Zone(BaseModel):
-    """A room, class or common area; present/staff are null without a current counter."""
-
-    zone_id: str
-    name: str
-    kind: Literal["room", "class", "common"]
-    capacity: int | None
-    class_type: str | None
-    present: int | None
-    staff: int | None
-    staff_ratio_limit: int | None = Field(description="children per staff member allowed")
-    over_capacity: bool
-    ratio_breached: bool
 
 
 class FacilityDetail(Facility):

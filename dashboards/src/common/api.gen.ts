@@ -1193,6 +1193,74 @@ export interface components {
             staff: number;
         };
         /**
+         * FalseAlarms
+         * @description Resolved alerts of one kind or one device, and how many were false alarms.
+         */
+        FalseAlarms: {
+            /** Subject */
+            subject: string;
+            /** Resolved */
+            resolved: number;
+            /** False Alarms */
+            false_alarms: number;
+            /** Share */
+            share: number;
+        };
+        /**
+         * Kpis
+         * @description The KPIs of one scope: alert figures over [start, end), device and people figures now.
+         */
+        Kpis: {
+            /** High Alerts */
+            high_alerts: number;
+            /** Ack Within 60S */
+            ack_within_60s: number;
+            /** Ack Within 180S */
+            ack_within_180s: number;
+            /** Ack Within 60S Share */
+            ack_within_60s_share: number | null;
+            /** Ack Within 180S Share */
+            ack_within_180s_share: number | null;
+            time_to_ack: components["schemas"]["Percentiles"];
+            time_to_attend: components["schemas"]["Percentiles"];
+            /** Overdue Calls */
+            overdue_calls: number;
+            /** Staff Ratio Breaches */
+            staff_ratio_breaches: number;
+            scope: components["schemas"]["Scope"];
+            /**
+             * Start
+             * Format: date-time
+             */
+            start: string;
+            /**
+             * End
+             * Format: date-time
+             */
+            end: string;
+            /**
+             * Now
+             * Format: date-time
+             */
+            now: string;
+            /** False Alarms By Kind */
+            false_alarms_by_kind: components["schemas"]["FalseAlarms"][];
+            /** False Alarms By Device */
+            false_alarms_by_device: components["schemas"]["FalseAlarms"][];
+            /** Devices Total */
+            devices_total: number;
+            /** Devices Online */
+            devices_online: number;
+            /** People Present */
+            people_present: number;
+            /** Capacity */
+            capacity: number;
+            /** Zones */
+            zones: components["schemas"]["ZoneOccupancy"][];
+            /** Buttons Untested */
+            buttons_untested: string[];
+        };
+        /**
          * LimitedBody
          * @description A refused sign-in: too many failures for the account or the address; when to retry.
          */
@@ -1310,6 +1378,16 @@ export interface components {
             items: components["schemas"]["PendingDevice"][];
             /** Next */
             next: string | null;
+        };
+        /**
+         * Percentiles
+         * @description Median and 90th percentile of a duration, in seconds; None when nothing was timed.
+         */
+        Percentiles: {
+            /** Median S */
+            median_s: number | null;
+            /** P90 S */
+            p90_s: number | null;
         };
         /**
          * PlaceIn
@@ -1451,6 +1529,21 @@ export interface components {
             };
         };
         /**
+         * Scope
+         * @description What the figures cover: one facility, or every facility of a district.
+         */
+        Scope: {
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "facility" | "district";
+            /** Name */
+            name: string;
+            /** Facility Ids */
+            facility_ids: string[];
+        };
+        /**
          * SnoozeIn
          * @description Shelve the alert's zone for a while, with a reason.
          */
@@ -1584,6 +1677,237 @@ export interface components {
             /** Ratio Breached */
             ratio_breached: boolean;
         };
+        /**
+         * ZoneOccupancy
+         * @description People counted now in a zone by its live counters, against its licensed capacity.
+         */
+        ZoneOccupancy: {
+            /** Facility Id */
+            facility_id: string;
+            /** Zone Id */
+            zone_id: string;
+            /** Name */
+            name: string;
+            /** Present */
+            present: number;
+            /** Capacity */
+            capacity: number | null;
+        };
+        /**
+         * AlertGroupMessage
+         * @description A facility's flood of medium and low alerts, as counts per kind (SPEC §4).
+         */
+        AlertGroupMessage: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "alert_group";
+            /** Facility Id */
+            facility_id: string;
+            /** Count */
+            count: number;
+            /** Kinds */
+            kinds: {
+                [key: string]: number;
+            };
+            /** Text */
+            text: string;
+        };
+        /**
+         * AlertMessage
+         * @description One committed change of an alert: `change_json` and the change's id.
+         */
+        AlertMessage: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "alert";
+            /** Change Id */
+            change_id: number;
+            /**
+             * Action
+             * @description raise, repeat, acknowledge, attend, resolve, clear, renotify, overdue, comment or snooze
+             */
+            action: string;
+            /**
+             * Previous
+             * @description the state before; null when raised
+             */
+            previous: ("active" | "acknowledged" | "attended" | "resolved") | null;
+            /** Actor */
+            actor: string;
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
+            /** Note */
+            note: string;
+            alert: components["schemas"]["Alert"];
+        };
+        /**
+         * AlertProvisionalMessage
+         * @description An alert decided while the database is unreachable (SPEC §8): it has no id yet, and
+         *     arrives again as an ordinary `alert` raise (or repeat) once it is stored.
+         */
+        AlertProvisionalMessage: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "alert_provisional";
+            /** Facility Id */
+            facility_id: string;
+            /** Zone Id */
+            zone_id: string | null;
+            /** Device Id */
+            device_id: string | null;
+            /** Kind */
+            kind: string;
+            /**
+             * Priority
+             * @enum {string}
+             */
+            priority: "high" | "medium" | "low";
+            /** Seq */
+            seq: number | null;
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
+            /**
+             * Reason
+             * @constant
+             */
+            reason: "database_unavailable";
+        };
+        /**
+         * DeviceStatusMessage
+         * @description A device went online or offline, or its battery moved (staff and managers only).
+         */
+        DeviceStatusMessage: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "device_status";
+            device: components["schemas"]["Device"];
+        };
+        /**
+         * FacilityStatusMessage
+         * @description A facility's status changed.
+         */
+        FacilityStatusMessage: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "facility_status";
+            /** Facility Id */
+            facility_id: string;
+            status: components["schemas"]["FacilityStatus"];
+        };
+        /**
+         * LaggingMessage
+         * @description The client fell behind and is closed (code 4008); it reconnects with `since`.
+         */
+        LaggingMessage: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "lagging";
+            /** Message */
+            message: string;
+        };
+        /**
+         * PingMessage
+         * @description Sent every 20 s, so idle proxies keep the connection; clients may ignore it.
+         */
+        PingMessage: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "ping";
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
+        };
+        /**
+         * ResumedMessage
+         * @description `since` was still kept: the missed `alert` messages follow, then the current statuses.
+         */
+        ResumedMessage: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "resumed";
+            /** Change Id */
+            change_id: number;
+        };
+        /**
+         * SnapshotMessage
+         * @description Everything in the client's scope now; `change_id` is the newest change it contains.
+         */
+        SnapshotMessage: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "snapshot";
+            /** Change Id */
+            change_id: number;
+            /** Facilities */
+            facilities: components["schemas"]["Facility"][];
+            /**
+             * Alerts
+             * @description the open alerts
+             */
+            alerts: components["schemas"]["Alert"][];
+            /**
+             * Zones
+             * @description each facility's zones, by facility id
+             */
+            zones: {
+                [key: string]: components["schemas"]["Zone"][];
+            };
+            /**
+             * Devices
+             * @description staff and managers only: their facility's devices
+             */
+            devices?: components["schemas"]["Device"][];
+        };
+        /**
+         * ZoneCountMessage
+         * @description The people counted in a zone changed.
+         */
+        ZoneCountMessage: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "zone_count";
+            /** Facility Id */
+            facility_id: string;
+            /** Zone Id */
+            zone_id: string;
+            /** Present */
+            present: number | null;
+            /** Staff */
+            staff: number | null;
+        };
+        /**
+         * LiveMessage
+         * @description A message of the live websocket /api/v1/live (docs/api.md): a frame carries one, or a JSON array of several in order.
+         */
+        LiveMessage: components["schemas"]["SnapshotMessage"] | components["schemas"]["ResumedMessage"] | components["schemas"]["AlertMessage"] | components["schemas"]["AlertProvisionalMessage"] | components["schemas"]["AlertGroupMessage"] | components["schemas"]["FacilityStatusMessage"] | components["schemas"]["DeviceStatusMessage"] | components["schemas"]["ZoneCountMessage"] | components["schemas"]["PingMessage"] | components["schemas"]["LaggingMessage"];
     };
     responses: never;
     parameters: never;
@@ -1614,6 +1938,8 @@ export type Facility = components['schemas']['Facility'];
 export type FacilityDetail = components['schemas']['FacilityDetail'];
 export type FacilityList = components['schemas']['FacilityList'];
 export type FacilityStatus = components['schemas']['FacilityStatus'];
+export type FalseAlarms = components['schemas']['FalseAlarms'];
+export type Kpis = components['schemas']['Kpis'];
 export type LimitedBody = components['schemas']['LimitedBody'];
 export type LoginIn = components['schemas']['LoginIn'];
 export type LoginOut = components['schemas']['LoginOut'];
@@ -1622,6 +1948,7 @@ export type NoteIn = components['schemas']['NoteIn'];
 export type OpenAlerts = components['schemas']['OpenAlerts'];
 export type PendingDevice = components['schemas']['PendingDevice'];
 export type PendingList = components['schemas']['PendingList'];
+export type Percentiles = components['schemas']['Percentiles'];
 export type PlaceIn = components['schemas']['PlaceIn'];
 export type PublicConfig = components['schemas']['PublicConfig'];
 export type ReadingPoint = components['schemas']['ReadingPoint'];
@@ -1630,6 +1957,7 @@ export type ResolveIn = components['schemas']['ResolveIn'];
 export type RuleOverrideIn = components['schemas']['RuleOverrideIn'];
 export type RuleOverrideOut = components['schemas']['RuleOverrideOut'];
 export type Rules = components['schemas']['Rules'];
+export type Scope = components['schemas']['Scope'];
 export type SnoozeIn = components['schemas']['SnoozeIn'];
 export type UnplacedDevice = components['schemas']['UnplacedDevice'];
 export type UnplacedList = components['schemas']['UnplacedList'];
@@ -1637,6 +1965,18 @@ export type Webhook = components['schemas']['Webhook'];
 export type WebhookIn = components['schemas']['WebhookIn'];
 export type WebhookList = components['schemas']['WebhookList'];
 export type Zone = components['schemas']['Zone'];
+export type ZoneOccupancy = components['schemas']['ZoneOccupancy'];
+export type AlertGroupMessage = components['schemas']['AlertGroupMessage'];
+export type AlertMessage = components['schemas']['AlertMessage'];
+export type AlertProvisionalMessage = components['schemas']['AlertProvisionalMessage'];
+export type DeviceStatusMessage = components['schemas']['DeviceStatusMessage'];
+export type FacilityStatusMessage = components['schemas']['FacilityStatusMessage'];
+export type LaggingMessage = components['schemas']['LaggingMessage'];
+export type PingMessage = components['schemas']['PingMessage'];
+export type ResumedMessage = components['schemas']['ResumedMessage'];
+export type SnapshotMessage = components['schemas']['SnapshotMessage'];
+export type ZoneCountMessage = components['schemas']['ZoneCountMessage'];
+export type LiveMessage = components['schemas']['LiveMessage'];
 export type $defs = Record<string, never>;
 export interface operations {
     healthz_healthz_get: {
@@ -3034,15 +3374,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description hub.storage.kpis.kpis_as_dict */
+            /** @description Successful Response */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["Kpis"];
                 };
             };
             /** @description both or neither scope given, or a bad period */
