@@ -75,23 +75,28 @@ async def site(migrated: Settings) -> AsyncIterator[Site]:
     """The hub on the test broker and database (tests.fix_hub's site), with a regulator of
     its district and a staff member of its first facility."""
     async with serve(migrated) as running:
-        await add_user(
-            running.hub.pool,
-            "regulator",
-            "regulator",
-            PASSWORD,
-            district=DISTRICT,
-            display_name="鹿城区 监管员",
-        )
-        await add_user(
-            running.hub.pool,
-            "nurse",
-            "staff",
-            PASSWORD,
-            facility_id=FACILITY,
-            display_name="王护理员",
-        )
+        await add_accounts(running)
         yield running
+
+
+async def add_accounts(running: Site) -> None:
+    """A regulator of the test district and a staff member of its first facility."""
+    await add_user(
+        running.hub.pool,
+        "regulator",
+        "regulator",
+        PASSWORD,
+        district=DISTRICT,
+        display_name="鹿城区 监管员",
+    )
+    await add_user(
+        running.hub.pool,
+        "nurse",
+        "staff",
+        PASSWORD,
+        facility_id=FACILITY,
+        display_name="王护理员",
+    )
 
 
 async def sign_in(page: Page, url: str, username: str, password: str = PASSWORD) -> None:

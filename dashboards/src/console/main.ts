@@ -9,8 +9,9 @@ import { h, replace } from "../common/dom";
 import { age, clock } from "../common/format";
 import { applyStatic, label, onLanguageChange, t } from "../common/i18n";
 import { LiveConnection } from "../common/live";
+import { callKey } from "../common/provisional";
 import { errorText, type Shell, startShell } from "../common/shell";
-import type { Alert, Device, Disposition, LiveMessage, Zone } from "../common/types";
+import type { Alert, AlertProvisionalMessage, Device, Disposition, LiveMessage, Zone } from "../common/types";
 import { audioReady, playAlertTone, unlockAudio } from "./sound";
 
 const DISPOSITIONS: Disposition[] = ["real", "false_alarm", "test", "other"];
@@ -22,8 +23,16 @@ interface Card {
   raisedMs: number;
 }
 
+// An alert decided while the hub's database was unreachable: no id, so nothing to take
+// over yet, but the tone rings and the card says where to go.
+interface ProvisionalCard {
+  call: AlertProvisionalMessage;
+  element: HTMLElement;
+}
+
 class StaffConsole {
   private readonly cards = new Map<string, Card>();
+  private readonly provisional = new Map<string, ProvisionalCard>();
   private readonly zones = new Map<string, Zone>();
   private readonly devices = new Map<string, Device>();
   private readonly list = h("ol", { class: "cards", "data-testid": "console-alerts" });
@@ -49,6 +58,9 @@ class StaffConsole {
     onLanguageChange(() => {
       for (const card of this.cards.values()) {
         this.paint(card);
+      }
+      for (const card of this.provisional.values()) {
+        this.paintProvisional(card);
       }
       this.tick();
     });
@@ -91,7 +103,12 @@ class StaffConsole {
         this.cards.clear();
         const sorted = [...message.alerts].sort((a, b) => Date.parse(b.raised_at) - Date.parse(a.raised_at));
         for (const alert of sorted) {
+          this.settle(alert);
           this.list.appendChild(this.build(alert).element);
+        }
+        // Still not stored (the hub is replaying what it spooled): they stay on top.
+        for (const card of [...this.provisional.values()].reverse()) {
+          this.list.insertBefore(card.element, this.list.firstChild);
         }
         // Alerts raised while we were away are news too, but only once per page.
         if (this.snapshotSeen && sorted.some((alert) => alert.state === "active")) {
@@ -102,18 +119,81 @@ class StaffConsole {
         document.body.dataset.live = "true";
         break;
       }
-      case "alert":
-        this.apply(message.alert, message.action === "raise" || message.action === "repeat");
+      case "alert": {
+        // The stored alert of a call shown provisionally is not news: its tone has rung.
+        const wasProvisional = this.settle(message.alert);
+        this.apply(message.alert, message.action === "raise" || message.action === "repeat", wasProvisional);
+        break;
+      }
+      case "alert_provisional":
+        this.showProvisional(message);
         break;
       case "device_status":
         this.devices.set(message.device.id, message.device);
         break;
-      default:
+      case "resumed":
+      case "alert_group":
+      case "facility_status":
+      case "zone_count":
+      case "ping":
+      case "lagging":
+        // Facility-level and connection messages: the regulator's screen and LiveConnection.
         break;
+      default: {
+        // A message type the hub's document added: this page must decide what it means.
+        const unhandled: never = message;
+        void unhandled;
+      }
     }
   }
 
-  private apply(alert: Alert, isNews: boolean): void {
+  private showProvisional(call: AlertProvisionalMessage): void {
+    const key = callKey(call);
+    let card = this.provisional.get(key);
+    if (card === undefined) {
+      const element = h("li", {
+        class: "card provisional",
+        "data-testid": "console-provisional",
+        "data-state": "active",
+        "data-priority": call.priority,
+      });
+      card = { call, element };
+      this.provisional.set(key, card);
+      this.list.insertBefore(element, this.list.firstChild);
+      this.updateEmpty();
+    }
+    card.call = call;
+    this.paintProvisional(card);
+    this.flash(card.element);
+  }
+
+  private paintProvisional(card: ProvisionalCard): void {
+    const { call, element } = card;
+    const zone = call.zone_id === null ? undefined : this.zones.get(call.zone_id);
+    const device = call.device_id === null ? "" : ` · ${call.device_id}`;
+    replace(
+      element,
+      h("div", { class: "card-head" }, h("span", { class: "kind", "data-testid": "console-kind" }, label("kind", call.kind))),
+      h("p", { class: "where" }, `${zone?.name ?? call.zone_id ?? t("zone.none")}${device} · ${clock(call.at)}`),
+      h("p", { class: "status", "data-testid": "console-provisional-status" }, t("console.provisional")),
+    );
+  }
+
+  /** The stored alert of a call shown provisionally has come: its card goes. */
+  private settle(alert: Alert): boolean {
+    const key = callKey(alert);
+    const card = this.provisional.get(key);
+    if (card === undefined) {
+      return false;
+    }
+    card.element.remove();
+    this.provisional.delete(key);
+    this.updateEmpty();
+    return true;
+  }
+
+  /** Show an alert's new state; `quiet`: its tone has rung already (it was provisional). */
+  private apply(alert: Alert, isNews: boolean, quiet = false): void {
     const card = this.cards.get(alert.id);
     if (alert.state === "resolved") {
       card?.element.remove();
@@ -124,7 +204,7 @@ class StaffConsole {
     if (card !== undefined) {
       card.alert = alert;
       this.paint(card);
-      if (isNews && alert.state === "active") {
+      if (isNews && !quiet && alert.state === "active") {
         this.announce(card);
       }
       return;
@@ -132,18 +212,22 @@ class StaffConsole {
     const fresh = this.build(alert);
     this.list.insertBefore(fresh.element, this.list.firstChild);
     this.updateEmpty();
-    if (alert.state === "active") {
+    if (alert.state === "active" && !quiet) {
       this.announce(fresh);
     }
   }
 
   private announce(card: Card): void {
-    playAlertTone();
-    card.element.classList.remove("flash");
-    // Restart the flash animation.
-    void card.element.offsetWidth;
-    card.element.classList.add("flash");
+    this.flash(card.element);
     document.body.dataset.lastAlert = card.alert.id;
+  }
+
+  private flash(element: HTMLElement): void {
+    playAlertTone();
+    element.classList.remove("flash");
+    // Restart the flash animation.
+    void element.offsetWidth;
+    element.classList.add("flash");
   }
 
   private build(alert: Alert): Card {
@@ -255,7 +339,7 @@ class StaffConsole {
   }
 
   private updateEmpty(): void {
-    this.empty.hidden = this.cards.size > 0;
+    this.empty.hidden = this.cards.size + this.provisional.size > 0;
   }
 }
 

@@ -3,10 +3,11 @@
 // FLOOD_ROWS open medium/low alerts) collapsed into one line. Rows are added, changed and
 // removed one at a time: a message never re-renders the list. A group's line expands to
 // every open alert behind it, read from the API (the hub sends a flood as counts only).
-import { h } from "../common/dom";
-import { age } from "../common/format";
+import { h, replace } from "../common/dom";
+import { age, clock } from "../common/format";
 import { label, t } from "../common/i18n";
-import type { Alert, AlertGroupMessage } from "../common/types";
+import { callKey } from "../common/provisional";
+import type { Alert, AlertGroupMessage, AlertProvisionalMessage } from "../common/types";
 
 // SPEC §4: more than 10 alerts at one facility is a flood.
 const FLOOD_ROWS = 10;
@@ -53,6 +54,8 @@ export class AlertFeed {
   private readonly empty: HTMLElement;
   private readonly rows = new Map<string, Row>();
   private readonly groups = new Map<string, Group>();
+  // Alerts decided while the hub's database was unreachable, until the stored one comes.
+  private readonly provisional = new Map<string, { call: AlertProvisionalMessage; element: HTMLElement }>();
 
   constructor(private readonly context: FeedContext) {
     this.list = h("ol", { class: "feed-list", "data-testid": "alert-feed" });
@@ -93,6 +96,13 @@ export class AlertFeed {
     for (const group of this.groups.values()) {
       this.renderGroup(group);
     }
+    for (const alert of alerts) {
+      this.settle(alert);
+    }
+    // Still not stored (the hub is replaying what it spooled): they stay on top.
+    for (const { element } of this.provisional.values()) {
+      fragment.insertBefore(element, fragment.firstChild);
+    }
     this.list.appendChild(fragment);
     this.updateEmpty();
     this.tick();
@@ -100,6 +110,7 @@ export class AlertFeed {
 
   /** One alert change from the live feed (`action` as the hub sent it: raise, ack, ...). */
   apply(alert: Alert, action = "raise"): void {
+    this.settle(alert);
     const row = this.rows.get(alert.id);
     const group = this.groups.get(alert.facility_id);
     if (alert.state === "resolved") {
@@ -132,6 +143,63 @@ export class AlertFeed {
     this.updateEmpty();
   }
 
+  /** An alert decided while the hub could not reach its database: shown on top until stored. */
+  applyProvisional(call: AlertProvisionalMessage): void {
+    const key = callKey(call);
+    const shown = this.provisional.get(key);
+    if (shown !== undefined) {
+      shown.call = call;
+      this.paintProvisional(shown);
+      return;
+    }
+    const element = h("li", {
+      class: "feed-row provisional",
+      "data-testid": "feed-provisional",
+      "data-priority": call.priority,
+      "data-state": "active",
+    });
+    const entry = { call, element };
+    this.provisional.set(key, entry);
+    this.paintProvisional(entry);
+    this.list.insertBefore(element, this.list.firstChild);
+    this.updateEmpty();
+  }
+
+  private paintProvisional(entry: { call: AlertProvisionalMessage; element: HTMLElement }): void {
+    const { call, element } = entry;
+    replace(
+      element,
+      h("span", { class: "dot" }),
+      h(
+        "div",
+        { class: "feed-main" },
+        h("div", {}, h("span", { class: "kind" }, label("kind", call.kind))),
+        h(
+          "span",
+          { class: "where" },
+          `${this.context.facilityName(call.facility_id)} · ${this.context.zoneName(call.facility_id, call.zone_id)}`,
+        ),
+      ),
+      h(
+        "div",
+        { class: "feed-side" },
+        h("span", { class: "age" }, clock(call.at)),
+        h("span", { class: "state", "data-testid": "feed-state" }, t("feed.provisional")),
+      ),
+    );
+  }
+
+  /** The stored alert of a call shown provisionally has come: its line goes. */
+  private settle(alert: Alert): void {
+    const key = callKey(alert);
+    const shown = this.provisional.get(key);
+    if (shown !== undefined) {
+      shown.element.remove();
+      this.provisional.delete(key);
+      this.updateEmpty();
+    }
+  }
+
   /** The hub's flood summary for one facility. */
   applyGroup(message: AlertGroupMessage): void {
     const group = this.group(message.facility_id, null);
@@ -147,6 +215,9 @@ export class AlertFeed {
     }
     for (const group of this.groups.values()) {
       this.renderGroup(group);
+    }
+    for (const entry of this.provisional.values()) {
+      this.paintProvisional(entry);
     }
     this.tick();
   }
@@ -367,6 +438,6 @@ export class AlertFeed {
   }
 
   private updateEmpty(): void {
-    this.empty.hidden = this.rows.size > 0 || this.groups.size > 0;
+    this.empty.hidden = this.rows.size > 0 || this.groups.size > 0 || this.provisional.size > 0;
   }
 }
