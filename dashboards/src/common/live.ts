@@ -5,6 +5,12 @@ import type { LiveMessage } from "./types";
 
 export type ConnectionState = "connecting" | "live" | "lost" | "signed_out";
 
+// The connection's own messages, which LiveConnection keeps to itself (`resumed` says it
+// is live again, `ping` that the link holds, `lagging` precedes a close it reconnects
+// after); the page gets every other one.
+type ConnectionMessage = Extract<LiveMessage, { type: "resumed" | "ping" | "lagging" }>;
+export type PageMessage = Exclude<LiveMessage, ConnectionMessage>;
+
 const CLOSE_BAD_TOKEN = 4401;
 // Backoff between reconnects: quick first (a hub restart takes a second or two), capped so
 // a phone on a flaky network keeps trying without hammering the hub.
@@ -16,7 +22,7 @@ const SILENCE_MS = 45_000;
 
 export interface LiveOptions {
   token: () => string | null;
-  onMessage: (message: LiveMessage) => void;
+  onMessage: (message: PageMessage) => void;
   onState: (state: ConnectionState) => void;
 }
 
@@ -96,6 +102,9 @@ export class LiveConnection {
     if ("change_id" in message && typeof message.change_id === "number") {
       this.lastChangeId = Math.max(this.lastChangeId ?? 0, message.change_id);
     }
+    if (message.type === "resumed" || message.type === "ping" || message.type === "lagging") {
+      return;
+    }
     this.options.onMessage(message);
   }
 
@@ -103,4 +112,13 @@ export class LiveConnection {
     window.clearTimeout(this.silenceTimer);
     this.silenceTimer = window.setTimeout(() => this.socket?.close(4000), SILENCE_MS);
   }
+}
+
+/**
+ * The last branch of a page's switch over PageMessage. `message` is `never` there, so a
+ * message type the hub's document adds fails the type check until each page decides what
+ * it means; at run time (a hub newer than the page) the message is ignored.
+ */
+export function unknownMessage(message: never): void {
+  void message;
 }

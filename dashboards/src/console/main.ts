@@ -8,10 +8,10 @@ import { postJson } from "../common/api";
 import { h, replace } from "../common/dom";
 import { age, clock } from "../common/format";
 import { applyStatic, label, onLanguageChange, t } from "../common/i18n";
-import { LiveConnection } from "../common/live";
+import { LiveConnection, type PageMessage, unknownMessage } from "../common/live";
 import { callKey } from "../common/provisional";
 import { errorText, type Shell, startShell } from "../common/shell";
-import type { Alert, AlertProvisionalMessage, Device, Disposition, LiveMessage, Zone } from "../common/types";
+import type { Alert, AlertProvisionalMessage, Device, Disposition, Zone } from "../common/types";
 import { audioReady, playAlertTone, unlockAudio } from "./sound";
 
 const DISPOSITIONS: Disposition[] = ["real", "false_alarm", "test", "other"];
@@ -85,7 +85,7 @@ class StaffConsole {
     }, 200);
   }
 
-  private handle(message: LiveMessage): void {
+  private handle(message: PageMessage): void {
     switch (message.type) {
       case "snapshot": {
         this.zones.clear();
@@ -131,19 +131,13 @@ class StaffConsole {
       case "device_status":
         this.devices.set(message.device.id, message.device);
         break;
-      case "resumed":
       case "alert_group":
       case "facility_status":
       case "zone_count":
-      case "ping":
-      case "lagging":
-        // Facility-level and connection messages: the regulator's screen and LiveConnection.
+        // Facility-level: the regulator's screen shows them.
         break;
-      default: {
-        // A message type the hub's document added: this page must decide what it means.
-        const unhandled: never = message;
-        void unhandled;
-      }
+      default:
+        unknownMessage(message);
     }
   }
 

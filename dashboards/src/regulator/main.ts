@@ -7,9 +7,9 @@ import { getJson } from "../common/api";
 import { h, labelled } from "../common/dom";
 import { localIso, startOfToday } from "../common/format";
 import { applyStatic, onLanguageChange } from "../common/i18n";
-import { LiveConnection } from "../common/live";
+import { LiveConnection, type PageMessage, unknownMessage } from "../common/live";
 import { type Shell, startShell } from "../common/shell";
-import type { Alert, Facility, Kpis, LiveMessage, SnapshotMessage, Zone } from "../common/types";
+import type { Alert, Facility, Kpis, SnapshotMessage, Zone } from "../common/types";
 import { DrillDown } from "./drilldown";
 import { exportForm } from "./export";
 import { AlertFeed } from "./feed";
@@ -95,7 +95,7 @@ class RegulatorScreen {
     window.setInterval(() => void this.refreshAck(), ACK_REFRESH_MS);
   }
 
-  private handle(message: LiveMessage): void {
+  private handle(message: PageMessage): void {
     switch (message.type) {
       case "snapshot":
         this.snapshot(message);
@@ -132,17 +132,11 @@ class RegulatorScreen {
         this.drill.zoneCount(message.facility_id, message.zone_id, message.present, message.staff);
         break;
       }
-      case "resumed":
       case "device_status":
-      case "ping":
-      case "lagging":
-        // Connection messages (LiveConnection's), and device-level ones no regulator gets.
+        // Device-level: only a facility's own staff and managers get them.
         break;
-      default: {
-        // A message type the hub's document added: this screen must decide what it means.
-        const unhandled: never = message;
-        void unhandled;
-      }
+      default:
+        unknownMessage(message);
     }
   }
 
