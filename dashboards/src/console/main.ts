@@ -9,7 +9,7 @@ import { h, replace } from "../common/dom";
 import { age, clock } from "../common/format";
 import { applyStatic, label, onLanguageChange, t } from "../common/i18n";
 import { LiveConnection, type PageMessage, unknownMessage } from "../common/live";
-import { callKey } from "../common/provisional";
+import { ProvisionalCalls, type ShownCall } from "../common/provisional";
 import { errorText, type Shell, startShell } from "../common/shell";
 import type { Alert, AlertProvisionalMessage, Device, Disposition, Zone } from "../common/types";
 import { audioReady, playAlertTone, unlockAudio } from "./sound";
@@ -23,16 +23,11 @@ interface Card {
   raisedMs: number;
 }
 
-// An alert decided while the hub's database was unreachable: no id, so nothing to take
-// over yet, but the tone rings and the card says where to go.
-interface ProvisionalCard {
-  call: AlertProvisionalMessage;
-  element: HTMLElement;
-}
-
 class StaffConsole {
   private readonly cards = new Map<string, Card>();
-  private readonly provisional = new Map<string, ProvisionalCard>();
+  // Alerts decided while the hub's database was unreachable: no id, so nothing to take
+  // over yet, but the tone rings and the card says where to go.
+  private readonly provisional = new ProvisionalCalls();
   private readonly zones = new Map<string, Zone>();
   private readonly devices = new Map<string, Device>();
   private readonly list = h("ol", { class: "cards", "data-testid": "console-alerts" });
@@ -59,7 +54,7 @@ class StaffConsole {
       for (const card of this.cards.values()) {
         this.paint(card);
       }
-      for (const card of this.provisional.values()) {
+      for (const card of this.provisional.entries()) {
         this.paintProvisional(card);
       }
       this.tick();
@@ -107,7 +102,7 @@ class StaffConsole {
           this.list.appendChild(this.build(alert).element);
         }
         // Still not stored (the hub is replaying what it spooled): they stay on top.
-        for (const card of [...this.provisional.values()].reverse()) {
+        for (const card of this.provisional.entries()) {
           this.list.insertBefore(card.element, this.list.firstChild);
         }
         // Alerts raised while we were away are news too, but only once per page.
@@ -142,26 +137,23 @@ class StaffConsole {
   }
 
   private showProvisional(call: AlertProvisionalMessage): void {
-    const key = callKey(call);
-    let card = this.provisional.get(key);
-    if (card === undefined) {
-      const element = h("li", {
+    const { entry, added } = this.provisional.show(call, () =>
+      h("li", {
         class: "card provisional",
         "data-testid": "console-provisional",
         "data-state": "active",
         "data-priority": call.priority,
-      });
-      card = { call, element };
-      this.provisional.set(key, card);
-      this.list.insertBefore(element, this.list.firstChild);
+      }),
+    );
+    if (added) {
+      this.list.insertBefore(entry.element, this.list.firstChild);
       this.updateEmpty();
     }
-    card.call = call;
-    this.paintProvisional(card);
-    this.flash(card.element);
+    this.paintProvisional(entry);
+    this.flash(entry.element);
   }
 
-  private paintProvisional(card: ProvisionalCard): void {
+  private paintProvisional(card: ShownCall): void {
     const { call, element } = card;
     const zone = call.zone_id === null ? undefined : this.zones.get(call.zone_id);
     const device = call.device_id === null ? "" : ` · ${call.device_id}`;
@@ -175,15 +167,11 @@ class StaffConsole {
 
   /** The stored alert of a call shown provisionally has come: its card goes. */
   private settle(alert: Alert): boolean {
-    const key = callKey(alert);
-    const card = this.provisional.get(key);
-    if (card === undefined) {
-      return false;
+    const settled = this.provisional.settle(alert);
+    if (settled) {
+      this.updateEmpty();
     }
-    card.element.remove();
-    this.provisional.delete(key);
-    this.updateEmpty();
-    return true;
+    return settled;
   }
 
   /** Show an alert's new state; `quiet`: its tone has rung already (it was provisional). */

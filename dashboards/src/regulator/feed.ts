@@ -6,7 +6,7 @@
 import { h, replace } from "../common/dom";
 import { age, clock } from "../common/format";
 import { label, t } from "../common/i18n";
-import { callKey } from "../common/provisional";
+import { ProvisionalCalls, type ShownCall } from "../common/provisional";
 import type { Alert, AlertGroupMessage, AlertProvisionalMessage } from "../common/types";
 
 // SPEC §4: more than 10 alerts at one facility is a flood.
@@ -55,7 +55,7 @@ export class AlertFeed {
   private readonly rows = new Map<string, Row>();
   private readonly groups = new Map<string, Group>();
   // Alerts decided while the hub's database was unreachable, until the stored one comes.
-  private readonly provisional = new Map<string, { call: AlertProvisionalMessage; element: HTMLElement }>();
+  private readonly provisional = new ProvisionalCalls();
 
   constructor(private readonly context: FeedContext) {
     this.list = h("ol", { class: "feed-list", "data-testid": "alert-feed" });
@@ -100,7 +100,7 @@ export class AlertFeed {
       this.settle(alert);
     }
     // Still not stored (the hub is replaying what it spooled): they stay on top.
-    for (const { element } of this.provisional.values()) {
+    for (const { element } of this.provisional.entries()) {
       fragment.insertBefore(element, fragment.firstChild);
     }
     this.list.appendChild(fragment);
@@ -145,27 +145,22 @@ export class AlertFeed {
 
   /** An alert decided while the hub could not reach its database: shown on top until stored. */
   applyProvisional(call: AlertProvisionalMessage): void {
-    const key = callKey(call);
-    const shown = this.provisional.get(key);
-    if (shown !== undefined) {
-      shown.call = call;
-      this.paintProvisional(shown);
-      return;
-    }
-    const element = h("li", {
-      class: "feed-row provisional",
-      "data-testid": "feed-provisional",
-      "data-priority": call.priority,
-      "data-state": "active",
-    });
-    const entry = { call, element };
-    this.provisional.set(key, entry);
+    const { entry, added } = this.provisional.show(call, () =>
+      h("li", {
+        class: "feed-row provisional",
+        "data-testid": "feed-provisional",
+        "data-priority": call.priority,
+        "data-state": "active",
+      }),
+    );
     this.paintProvisional(entry);
-    this.list.insertBefore(element, this.list.firstChild);
-    this.updateEmpty();
+    if (added) {
+      this.list.insertBefore(entry.element, this.list.firstChild);
+      this.updateEmpty();
+    }
   }
 
-  private paintProvisional(entry: { call: AlertProvisionalMessage; element: HTMLElement }): void {
+  private paintProvisional(entry: ShownCall): void {
     const { call, element } = entry;
     replace(
       element,
@@ -191,11 +186,7 @@ export class AlertFeed {
 
   /** The stored alert of a call shown provisionally has come: its line goes. */
   private settle(alert: Alert): void {
-    const key = callKey(alert);
-    const shown = this.provisional.get(key);
-    if (shown !== undefined) {
-      shown.element.remove();
-      this.provisional.delete(key);
+    if (this.provisional.settle(alert)) {
       this.updateEmpty();
     }
   }
@@ -216,7 +207,7 @@ export class AlertFeed {
     for (const group of this.groups.values()) {
       this.renderGroup(group);
     }
-    for (const entry of this.provisional.values()) {
+    for (const entry of this.provisional.entries()) {
       this.paintProvisional(entry);
     }
     this.tick();
