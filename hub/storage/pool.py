@@ -16,11 +16,32 @@ from hub.errors import HubError, StorageError, raise_if_cancelled
 from hub.settings import Settings
 
 
-def create_pool(
-    settings: Settings, *, min_size: int = 2
-) -> AsyncConnectionPool[AsyncConnection[object]]:
+class HubPool(AsyncConnectionPool[AsyncConnection[object]]):
+    """psycopg's pool, except that a checkout never swallows a cancellation.
+
+    A task waiting for a connection waits in `asyncio.wait_for`. On Python 3.11, when the
+    connection is handed over in the same tick as the task is cancelled, `wait_for` returns
+    it and the cancellation is lost: the stage takes its next round, sleeps, and never
+    stops, so the hub's shutdown hung (seen in CI: the notifier, 300 s). The task still
+    counts the request (`cancelling()`), so a checkout that ends with more requests than it
+    began with hands the connection back and raises what it swallowed. The same holds for
+    an `asyncio.timeout` that expired at that tick: its exit turns this into TimeoutError.
+    """
+
+    # The signature is psycopg_pool's, timeout included.
+    async def getconn(self, timeout: float | None = None) -> AsyncConnection[object]:  # noqa: ASYNC109
+        task = asyncio.current_task()
+        asked = task.cancelling() if task is not None else 0
+        conn = await super().getconn(timeout)
+        if task is not None and task.cancelling() > asked:
+            await self.putconn(conn)
+            raise asyncio.CancelledError
+        return conn
+
+
+def create_pool(settings: Settings, *, min_size: int = 2) -> HubPool:
     """A closed pool for the configured database; the lifespan opens it."""
-    return AsyncConnectionPool(
+    return HubPool(
         settings.database_url,
         min_size=min_size,
         max_size=max(min_size, settings.database_pool_max),
