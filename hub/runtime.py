@@ -248,6 +248,13 @@ async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
     for task in asyncio.all_tasks():
         if not task.done() and task is not asyncio.current_task():
             print(f"{task.get_name()} waits at:", *_awaiting(task), sep="\n  ", file=sys.stderr)
+    # A cancellation lost in a race (Python 3.11's wait_for drops one that lands in the tick
+    # its future completes) is answered by a second request: the hub still stops.
+    for task in pending:
+        task.cancel()
+    _, pending = await asyncio.wait(pending, timeout=STOP_S)
+    for task in pending:
+        logger.critical("%s did not stop when asked again", task.get_name())
 
 
 def _awaiting(task: asyncio.Task[Any]) -> list[str]:

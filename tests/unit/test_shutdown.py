@@ -70,3 +70,30 @@ async def test_a_stage_that_ignores_its_cancellation_is_named_with_where_it_wait
     # Down to the coroutine that swallows the cancel, not only the task's own frame.
     assert "in stubborn_wait" in where
     assert "in sleep" in where
+
+
+async def test_a_stage_that_lost_its_cancellation_once_is_asked_again_and_stops(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cancel dropped in a race (3.11's wait_for) must not hang the hub's shutdown."""
+    monkeypatch.setattr(runtime, "STOP_S", 0.2)
+    lost = 0
+
+    async def stage() -> None:
+        nonlocal lost
+        while True:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                if lost:
+                    raise
+                lost += 1  # as a wait that returned instead of raising
+
+    task = asyncio.create_task(stage(), name="carehub-racy")
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.CRITICAL, logger="hub.runtime"):
+        await runtime._stop_tasks([task])
+    assert task.cancelled()
+    assert lost == 1
+    assert "carehub-racy did not stop within 0.2 s" in caplog.text
+    assert "did not stop when asked again" not in caplog.text
