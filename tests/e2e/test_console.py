@@ -13,7 +13,7 @@ from hub.settings import Settings
 from tests.e2e.conftest import PHONE, SCREEN, Site, add_accounts, screenshot, serve, sign_in
 from tests.e2e.page_watch import PageWatch
 from tests.fix_hub import connect_db, fake_device, wait_for
-from tests.integration.test_outage import PostgresProxy
+from tests.postgres_proxy import PostgresProxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 
@@ -127,12 +127,10 @@ async def test_a_call_during_a_database_outage_rings_the_console_and_reaches_the
     """Database cut -> a press reaches the console (card and tone) and the regulator's feed
     as not yet stored -> database back -> the stored alert takes its place and can be
     taken over, without a second tone (SPEC §8)."""
-    proxy = PostgresProxy(migrated.database_url)
-    await proxy.start()
-    settings = migrated.model_copy(
-        update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
-    )
-    try:
+    async with PostgresProxy(migrated.database_url) as proxy:
+        settings = migrated.model_copy(
+            update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
+        )
         async with serve(settings) as site, fake_device(settings, "eb-1") as button:
             await add_accounts(site)
             console = await browser.new_page(viewport=PHONE)
@@ -177,5 +175,3 @@ async def test_a_call_during_a_database_outage_rings_the_console_and_reaches_the
 
             await stored.get_by_test_id("console-ack").click()
             await expect(stored).to_have_attribute("data-state", "acknowledged", timeout=5000)
-    finally:
-        await proxy.stop()

@@ -29,7 +29,7 @@ from tests.fix_live import (
     serve_hub,
     wait_message,
 )
-from tests.integration.test_outage import PostgresProxy
+from tests.postgres_proxy import PostgresProxy
 from tests.samples import sos_decision
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
@@ -419,13 +419,11 @@ async def test_screens_stay_connected_through_a_database_outage(
     """With the database cut, a connected screen stays connected, hears a press as
     `alert_provisional`, and once the database is back gets the stored alert and new
     changes as usual."""
-    proxy = PostgresProxy(migrated.database_url)
-    await proxy.start()
-    token = await account_token(migrated, "nurse", "staff", facility_id=FACILITY)
-    settings = migrated.model_copy(
-        update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
-    )
-    try:
+    async with PostgresProxy(migrated.database_url) as proxy:
+        token = await account_token(migrated, "nurse", "staff", facility_id=FACILITY)
+        settings = migrated.model_copy(
+            update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
+        )
         async with (
             serve_hub(settings) as server,
             fake_device(settings, "eb-1") as button,
@@ -448,5 +446,3 @@ async def test_screens_stay_connected_through_a_database_outage(
             await hub.alerts.acknowledge(int(raised["alert"]["id"]), "nurse")
             acked = await wait_message(screen, is_alert("acknowledge"), timeout=15)
             assert acked["alert"]["id"] == raised["alert"]["id"]
-    finally:
-        await proxy.stop()
