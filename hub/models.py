@@ -110,6 +110,19 @@ AlertState = Literal["active", "acknowledged", "attended", "resolved"]
 Disposition = Literal["real", "false_alarm", "test", "other", "self_resolved"]
 StaffDisposition = Literal["real", "false_alarm", "test", "other"]
 Priority = Literal["high", "medium", "low"]
+# What happened to an alert: each change (the live feed, webhooks, the audit chain) says one.
+AlertAction = Literal[
+    "raise",
+    "repeat",
+    "acknowledge",
+    "attend",
+    "resolve",
+    "clear",
+    "renotify",
+    "overdue",
+    "comment",
+    "snooze",
+]
 ALERT_STATES: tuple[AlertState, ...] = ("active", "acknowledged", "attended", "resolved")
 # What a person may resolve an alert with (the staff console's buttons).
 DISPOSITIONS: tuple[StaffDisposition, ...] = ("real", "false_alarm", "test", "other")
@@ -194,14 +207,11 @@ class AuditStep:
 
 @dataclass(frozen=True, slots=True)
 class AlertChange:
-    """One change of one alert, as the live feed, the device and notifications see it.
-
-    `action` is raise, repeat, acknowledge, attend, resolve, clear, renotify, overdue,
-    comment or snooze; `previous` is the state before (None when raised).
-    """
+    """One change of one alert, as the live feed, the device and notifications see it;
+    `previous` is the state before (None when raised)."""
 
     alert: Alert
-    action: str
+    action: AlertAction
     previous: AlertState | None
     actor: str
     at: datetime

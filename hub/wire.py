@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.models import Alert as AlertValue
-from hub.models import AlertChange, AlertState, Disposition, Priority, StaffDisposition
+from hub.models import AlertAction, AlertChange, AlertState, Disposition, Priority, StaffDisposition
 
 __all__ = [
     "Alert",
@@ -229,10 +229,7 @@ class AlertMessage(_Message):
 
     type: Literal["alert"]
     change_id: int
-    action: str = Field(
-        description="raise, repeat, acknowledge, attend, resolve, clear, renotify, overdue, "
-        "comment or snooze"
-    )
+    action: AlertAction
     previous: AlertState | None = Field(description="the state before; null when raised")
     actor: str
     at: datetime

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import AsyncConnection
@@ -22,7 +22,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from hub.alerts.audit import GENESIS_HASH, audit_entry, write_audit
 from hub.errors import AlertError, StorageError
-from hub.models import DISPOSITIONS, SELF_RESOLVED, Alert, AlertChange, AlertDecision, AlertState
+from hub.models import (
+    DISPOSITIONS,
+    SELF_RESOLVED,
+    Alert,
+    AlertAction,
+    AlertChange,
+    AlertDecision,
+    AlertState,
+)
 from hub.rules import NEVER_SHELVED
 from hub.storage import alerts as alert_rows
 from hub.storage import audit as audit_rows
@@ -42,14 +50,15 @@ ACTOR_MAX = 128
 # The longest a zone may be snoozed: a drill or a repair, not a way to silence a zone.
 SNOOZE_MAX = timedelta(days=7)
 # The column each escalation step stamps, once.
-_ESCALATION_COLUMNS = {"renotify": "renotified_at", "overdue": "overdue_at"}
+Escalation = Literal["renotify", "overdue"]
+_ESCALATION_COLUMNS: dict[Escalation, str] = {"renotify": "renotified_at", "overdue": "overdue_at"}
 
 
 @dataclass(frozen=True, slots=True)
 class _Step:
     """One action on an alert: what, by whom, with which note (and disposition)."""
 
-    action: str
+    action: AlertAction
     actor: str
     note: str
     disposition: str | None = None
@@ -200,7 +209,7 @@ class AlertStore:
         self._announce(change)
         return change
 
-    async def escalate(self, alert_id: int, step: str, at: datetime) -> AlertChange | None:
+    async def escalate(self, alert_id: int, step: Escalation, at: datetime) -> AlertChange | None:
         """Take an escalation step (renotify or overdue) once; None when no longer due."""
         column = _ESCALATION_COLUMNS[step]
         async with self._transaction(f"cannot escalate alert {alert_id}") as conn:

@@ -14,7 +14,7 @@ import msgspec
 
 from devices import topics
 from hub.metrics import Metrics
-from hub.models import AlertChange, AlertDecision, Rejection
+from hub.models import AlertAction, AlertChange, AlertDecision, Rejection
 from hub.rules import ScheduledTestCall
 
 # What the device's `ack` says after each kind of change (SPEC §3); other changes
@@ -25,7 +25,9 @@ ACK_STATES = {
     "attended": "attended",
     "resolved": "resolved",
 }
-ACK_ACTIONS = frozenset({"raise", "repeat", "acknowledge", "attend", "resolve"})
+ACK_ACTIONS: frozenset[AlertAction] = frozenset(
+    {"raise", "repeat", "acknowledge", "attend", "resolve"}
+)
 
 # (topic, payload, urgent) -> False when the message had to be dropped.
 Send = Callable[[str, bytes, bool], bool]

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast, get_args
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from hub.app import create_app
 from hub.live import group_message, provisional_json
-from hub.models import AlertChange
+from hub.models import AlertAction, AlertChange
 from hub.settings import Settings
 from hub.wire import Alert as AlertModel
 from hub.wire import (
@@ -153,6 +153,16 @@ def test_a_message_outside_the_document_is_refused(message: dict[str, Any]) -> N
     every message a screen receives against it catch an undocumented change."""
     with pytest.raises(ValidationError):
         LIVE.validate_python(message)
+
+
+@pytest.mark.parametrize("action", get_args(AlertAction))
+def test_every_alert_action_is_documented_and_no_other(action: str) -> None:
+    """The dashboards switch on `action`: the document lists each one the hub writes."""
+    change = AlertChange(sample_alert(), cast(AlertAction, action), "active", "nurse", RAISED)
+    message = json.loads(json.dumps({**change_json(change), "change_id": 41}))
+    assert LIVE.validate_python(message).action == action
+    with pytest.raises(ValidationError):
+        LIVE.validate_python({**message, "action": f"{action}ed"})
 
 
 def test_the_served_document_describes_every_live_message() -> None:

@@ -1728,9 +1728,9 @@ export interface components {
             change_id: number;
             /**
              * Action
-             * @description raise, repeat, acknowledge, attend, resolve, clear, renotify, overdue, comment or snooze
+             * @enum {string}
              */
-            action: string;
+            action: "raise" | "repeat" | "acknowledge" | "attend" | "resolve" | "clear" | "renotify" | "overdue" | "comment" | "snooze";
             /**
              * Previous
              * @description the state before; null when raised
