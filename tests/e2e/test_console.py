@@ -3,6 +3,7 @@ over there, the device hears it, and the regulator's screen shows who took it.""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from playwright.async_api import Browser, expect
 from hub.settings import Settings
 from tests.e2e.conftest import PHONE, SCREEN, Site, add_accounts, screenshot, serve, sign_in
 from tests.e2e.page_watch import PageWatch
-from tests.fix_hub import connect_db, fake_device, wait_for
+from tests.fix_hub import FACILITY, connect_db, fake_device, wait_for
 from tests.postgres_proxy import PostgresProxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
@@ -139,6 +140,8 @@ async def test_a_call_during_a_database_outage_rings_the_console_and_reaches_the
             regulator = await browser.new_page(viewport=SCREEN)
             await sign_in(regulator, f"{site.base}/", "regulator")
 
+            dot = regulator.locator(f'[data-testid="map-facility"][data-facility-id="{FACILITY}"]')
+            await expect(dot).to_have_attribute("data-state", re.compile(r"^(ok|offline)$"))
             proxy.sever()
             await button.send("telemetry", button.message(battery=80))
             await wait_for(lambda: not site.hub.metrics.database_up, timeout=30)
@@ -158,6 +161,10 @@ async def test_a_call_during_a_database_outage_rings_the_console_and_reaches_the
             row = regulator.get_by_test_id("feed-provisional")
             await expect(row).to_have_count(1, timeout=5000)
             await expect(row.get_by_test_id("feed-state")).to_have_text("未入库 · 数据库暂不可用")
+            # The facility's status comes from the database, which cannot say so yet: the map
+            # marks the call itself, as an alert with a dashed ring.
+            await expect(dot).to_have_attribute("data-unstored", "", timeout=5000)
+            await expect(dot).to_have_attribute("data-state", "alert")
             await screenshot(console, "console-provisional.png")
 
             rung = await watch.notes_played()
@@ -169,6 +176,8 @@ async def test_a_call_during_a_database_outage_rings_the_console_and_reaches_the
             await expect(stored.get_by_test_id("console-ack")).to_be_visible()
             assert await watch.notes_played() == rung, "the stored call rang a second time"
             await expect(row).to_have_count(0, timeout=5000)
+            await expect(dot).not_to_have_attribute("data-unstored", "", timeout=5000)
+            await expect(dot).to_have_attribute("data-state", "alert", timeout=15_000)
             alert_id = await stored.get_attribute("data-alert-id")
             feed_row = regulator.locator(f'[data-testid="feed-alert"][data-alert-id="{alert_id}"]')
             await expect(feed_row).to_have_attribute("data-state", "active", timeout=5000)

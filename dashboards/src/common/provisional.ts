@@ -23,6 +23,11 @@ export class ProvisionalCalls {
     return this.shown.size;
   }
 
+  /** The facilities with a call shown. */
+  facilities(): Set<string> {
+    return new Set([...this.shown.values()].map(({ call }) => call.facility_id));
+  }
+
   /** The calls shown, oldest first. */
   entries(): ShownCall[] {
     return [...this.shown.values()];

@@ -184,6 +184,11 @@ export class AlertFeed {
     );
   }
 
+  /** The facilities with a call shown that is not stored yet. */
+  unstoredFacilities(): Set<string> {
+    return this.provisional.facilities();
+  }
+
   /** The stored alert of a call shown provisionally has come: its line goes. */
   private settle(alert: Alert): void {
     if (this.provisional.settle(alert)) {

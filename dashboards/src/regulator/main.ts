@@ -102,6 +102,7 @@ class RegulatorScreen {
         break;
       case "alert":
         this.feed.apply(message.alert, message.action);
+        this.map.markUnstored(this.feed.unstoredFacilities());
         this.drill.alertChanged(message.alert);
         if (message.action !== "raise") {
           this.scheduleAck();
@@ -112,6 +113,7 @@ class RegulatorScreen {
         break;
       case "alert_provisional":
         this.feed.applyProvisional(message);
+        this.map.markUnstored(this.feed.unstoredFacilities());
         break;
       case "facility_status": {
         const facility = this.facilities.get(message.facility_id);
@@ -152,6 +154,7 @@ class RegulatorScreen {
     this.map.setFacilities(this.facilities.values(), (facility) => facility.name);
     this.pickDistricts();
     this.feed.reset(message.alerts);
+    this.map.markUnstored(this.feed.unstoredFacilities());
     this.kpis.render();
     if (!this.shown) {
       this.shown = true;

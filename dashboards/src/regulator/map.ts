@@ -66,13 +66,14 @@ function within(rect: Rect, size: L.Point): boolean {
   return rect[0] >= 0 && rect[1] >= 0 && rect[2] <= size.x && rect[3] <= size.y;
 }
 
-function stateOf(facility: Facility): FacilityState {
+function statusOf(facility: Facility): FacilityState {
   return facility.status?.state ?? "offline";
 }
 
 export class FacilityMap {
   private readonly map: L.Map;
   private readonly placed = new Map<string, Placed>();
+  private unstored: ReadonlySet<string> = new Set();
   private readonly clusters = L.layerGroup();
   private readonly shown = L.layerGroup();
   private index = clusterIndex(0);
@@ -175,6 +176,39 @@ export class FacilityMap {
     this.render();
   }
 
+  /**
+   * The facilities with a call not stored yet (the hub decided it while its database was
+   * unreachable, SPEC §8): their status comes from the database, so it cannot say so yet;
+   * each shows at least as an alert, with a dashed ring, until its call is stored.
+   */
+  markUnstored(facilityIds: ReadonlySet<string>): void {
+    const changed = [...this.unstored, ...facilityIds].filter(
+      (id) => this.unstored.has(id) !== facilityIds.has(id),
+    );
+    if (changed.length === 0) {
+      return;
+    }
+    this.unstored = new Set(facilityIds);
+    for (const id of changed) {
+      const placed = this.placed.get(id);
+      if (placed !== undefined) {
+        this.paintFacility(placed);
+      }
+    }
+    this.schedule();
+  }
+
+  private stateOf(facility: Facility): FacilityState {
+    const state = statusOf(facility);
+    return this.unstored.has(facility.id) && SEVERITY[state] < SEVERITY.alert ? "alert" : state;
+  }
+
+  private paintFacility(placed: Placed): void {
+    const element = placed.marker.getElement();
+    paint(element, this.stateOf(placed.facility));
+    element?.toggleAttribute("data-unstored", this.unstored.has(placed.facility.id));
+  }
+
   /** Recolour one facility after a status change. */
   update(facility: Facility): void {
     const placed = this.placed.get(facility.id);
@@ -182,7 +216,7 @@ export class FacilityMap {
       return;
     }
     placed.facility = facility;
-    paint(placed.marker.getElement(), stateOf(facility));
+    this.paintFacility(placed);
     // Its cluster's colour and the labels' order may change with it.
     this.schedule();
   }
@@ -276,7 +310,7 @@ export class FacilityMap {
       }
       element.setAttribute("data-testid", "map-facility");
       element.setAttribute("data-facility-id", facility.id);
-      paint(element, stateOf(placed.facility));
+      this.paintFacility(placed);
       const label = element.querySelector(".map-label");
       if (label) label.textContent = this.names(placed.facility);
       element.title = this.names(placed.facility);
@@ -339,7 +373,7 @@ export class FacilityMap {
     for (const leaf of this.index.getLeaves(clusterId, Infinity)) {
       const id = (leaf.properties as { id: string }).id;
       const facility = this.placed.get(id)?.facility;
-      const state = facility === undefined ? "offline" : stateOf(facility);
+      const state = facility === undefined ? "offline" : this.stateOf(facility);
       if (SEVERITY[state] > SEVERITY[worst]) worst = state;
       ids.push(id);
       if (facility !== undefined && names.length < CLUSTER_TITLE_NAMES) names.push(this.names(facility));
@@ -393,7 +427,7 @@ export class FacilityMap {
       taken.push([at.x - half, at.y - half, at.x + half, at.y + half]);
       // A hidden name keeps its size (visibility), and a side does not change it.
       const box: [number, number] = [label.offsetWidth, label.offsetHeight];
-      entries.push({ label, at, state: stateOf(placed.facility), box });
+      entries.push({ label, at, state: this.stateOf(placed.facility), box });
     }
     entries.sort((a, b) => SEVERITY[b.state] - SEVERITY[a.state] || a.at.x - b.at.x);
     for (const { label, at, box } of entries) {
