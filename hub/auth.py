@@ -202,11 +202,22 @@ async def _connection(source: PoolOrConnection) -> AsyncIterator[AsyncConnection
 
 async def principal_for_token(source: PoolOrConnection, token: str) -> Principal | None:
     """The principal of a live token (unexpired, unrevoked, account enabled), or None."""
+    found = await token_principal(source, token)
+    return None if found is None else found[0]
+
+
+async def token_principal(
+    source: PoolOrConnection, token: str
+) -> tuple[Principal, datetime] | None:
+    """The principal of a live token and when the token expires, or None."""
     if not token or len(token) > 256:
         return None
     async with _connection(source) as conn:
-        user = await accounts.select_token_user(conn, token_digest(token))
-    return None if user is None else principal_of(user)
+        found = await accounts.select_token_user(conn, token_digest(token))
+    if found is None:
+        return None
+    user, expires_at = found
+    return principal_of(user), expires_at
 
 
 @functools.cache

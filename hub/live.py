@@ -22,11 +22,11 @@ import contextlib
 import json
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -214,6 +214,64 @@ class _Flood:
     last_emit: float = 0.0
 
 
+# How many signed-in tokens a process remembers for reconnects during a database outage:
+# one a screen, for a city's worth of screens on one process.
+TRUSTED_TOKENS_MAX = 10_000
+
+_Vouched = TypeVar("_Vouched")
+
+
+@dataclass(frozen=True, slots=True)
+class _Trusted(Generic[_Vouched]):
+    username: str
+    value: _Vouched
+    expires_at: datetime
+
+
+class TrustedTokens(Generic[_Vouched]):
+    """The tokens this process's websockets were opened with, for a reconnect while the
+    database is unreachable (SPEC §8): a phone whose link dropped must still hear the next
+    call, and the database that would vouch for its token is the thing that is down.
+
+    Only what the database vouched for is kept (the endpoint's principal and scope), by
+    the token's digest and until the token expires. An account change announced on the
+    feed (disabled, a token revoked) forgets that account's tokens, and every token when
+    announcements may have been missed. Bounded: the least recently vouched goes first.
+    """
+
+    def __init__(self, size: int = TRUSTED_TOKENS_MAX) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, _Trusted[_Vouched]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def trust(self, digest: str, username: str, value: _Vouched, expires_at: datetime) -> None:
+        """The database has just vouched for this token."""
+        self._entries[digest] = _Trusted(username, value, expires_at)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def vouched(self, digest: str, now: datetime) -> _Vouched | None:
+        """What the database last said of this token, unless it has expired since."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if entry.expires_at <= now:
+            del self._entries[digest]
+            return None
+        return entry.value
+
+    def forget(self, username: str | None) -> None:
+        """Forget the tokens of `username` (of everyone: None)."""
+        if username is None:
+            self._entries.clear()
+            return
+        for digest in [d for d, e in self._entries.items() if e.username == username]:
+            del self._entries[digest]
+
+
 class LiveFeed:
     """Reads committed changes and fans them out, grouping floods per facility."""
 
@@ -237,6 +295,8 @@ class LiveFeed:
         self._last_id: int | None = None
         self.listening = asyncio.Event()
         self.delivered = 0
+        # Filled and read by the websocket endpoint (hub/api/live.py).
+        self.trusted: TrustedTokens[Any] = TrustedTokens()
 
     def subscribe(self) -> contextlib.AbstractContextManager[Subscription]:
         """A Subscription for the duration of a `with` block."""
@@ -262,7 +322,9 @@ class LiveFeed:
         return self._last_id
 
     def recheck(self, username: str | None) -> None:
-        """Have the websockets of `username` (of everyone: None) check their tokens now."""
+        """Have the websockets of `username` (of everyone: None) check their tokens now, and
+        trust none of its tokens through an outage until the database vouches again."""
+        self.trusted.forget(username)
         for client in list(self._clients):
             if username is None or client.username == username:
                 client.recheck.set()

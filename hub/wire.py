@@ -222,6 +222,13 @@ class ResumedMessage(_Message):
 
     type: Literal["resumed"]
     change_id: int
+    partial: bool = Field(
+        default=False,
+        description="true while the database is unreachable: what was stored since `since` "
+        "cannot be read, so only what is not stored follows (alert_provisional, statuses); "
+        "the hub closes the connection with 1012 once the database is back, and the client "
+        "reconnects with the same `since`",
+    )
 
 
 class AlertMessage(_Message):

@@ -5,6 +5,12 @@ Per connection: a bounded queue filled by the process's LiveFeed (messages seria
 once for all clients), one task writing it to the socket, one reading (so a close is
 seen), and a check that the token still holds. A client that falls behind is told
 `lagging` and closed with 4008; it never slows the others.
+
+While the database is unreachable (SPEC §8), a screen that reconnects with `since` and a
+token this process was lately opened with is served partially: `resumed` with
+`"partial": true`, then only what is not stored (`alert_provisional`, statuses), so that
+the next call still rings. Once the database answers, the hub closes it with 1012 and
+the client reconnects as usual for what it missed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import contextlib
 import json
 import logging
 import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -24,7 +31,7 @@ from pydantic import TypeAdapter
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from hub.auth import Principal, principal_for_token
+from hub.auth import Principal, principal_for_token, token_digest, token_principal
 from hub.errors import StorageError
 from hub.live import FRAME_MAX_MESSAGES, WRITE_BURST, LiveClient, encode_message
 from hub.storage.alerts import open_alerts
@@ -56,6 +63,13 @@ CLOSE_BAD_TOKEN = 4401
 CLOSE_LAGGING = 4008
 # RFC 6455 "try again later": the database cannot answer who the caller is right now.
 CLOSE_TRY_AGAIN = 1013
+# RFC 6455 "service restart": a partial connection's database is back; reconnecting with
+# `since` gets what was stored meanwhile.
+CLOSE_RECONNECT = 1012
+# A partial connection looks for its database this often.
+DATABASE_BACK_POLL_S = 1.0
+# A floor above every change id: a partial connection passes on only what has none.
+_UNSTORED_ONLY = 2**63
 # The last words to a lagging or revoked client may wait this long for its socket to
 # drain; a client that reads nothing at all is left to TCP after that.
 FAREWELL_S = 10.0
@@ -107,13 +121,23 @@ async def live(websocket: WebSocket, send: Send) -> None:
     since = _parse_since(websocket.query_params.get("since"))
     # Accepted first, so that a refusal can carry a close code the client can read.
     await websocket.accept()
+    trusted = hub.live.trusted
+    digest = token_digest(token)
+    partial = False
     try:
-        principal = await principal_for_token(hub.pool, token)
+        found = await token_principal(hub.pool, token)
+        principal = None if found is None else found[0]
         scope = None if principal is None else await _scope(hub, principal)
+        if found is not None:
+            trusted.trust(digest, found[0].username, (found[0], scope), found[1])
     except _DB_ERRORS as exc:
-        logger.warning("live: cannot check a token: %s", exc)
-        await _farewell(websocket, CLOSE_TRY_AGAIN, "the database is unavailable; try again")
-        return
+        vouched = None if since is None else trusted.vouched(digest, datetime.now(UTC))
+        if vouched is None:
+            logger.warning("live: cannot check a token: %s", exc)
+            await _farewell(websocket, CLOSE_TRY_AGAIN, "the database is unavailable; try again")
+            return
+        principal, scope = vouched
+        partial = True
     if principal is None:
         await _farewell(
             websocket, CLOSE_BAD_TOKEN, "the token is unknown, expired or revoked; sign in again"
@@ -128,15 +152,28 @@ async def live(websocket: WebSocket, send: Send) -> None:
         username=principal.username,
     )
     with hub.live.connect(client):
+        floor = _UNSTORED_ONLY
         try:
-            floor = await _start(websocket, hub, principal, scope, since)
+            if not partial:
+                floor = await _start(websocket, hub, principal, scope, since)
         except _DB_ERRORS as exc:
-            logger.warning("live: cannot build a snapshot: %s", exc)
-            await _farewell(websocket, CLOSE_TRY_AGAIN, "the database is unavailable; try again")
-            return
+            if since is None:
+                logger.warning("live: cannot build a snapshot: %s", exc)
+                await _farewell(
+                    websocket, CLOSE_TRY_AGAIN, "the database is unavailable; try again"
+                )
+                return
+            partial = True
         except (WebSocketDisconnect, RuntimeError):
             return
-        await _serve(websocket, send, hub, client, floor, token)
+        if partial:
+            logger.info("live: %s resumes partially: the database is unreachable", client.username)
+            resumed = {"type": "resumed", "change_id": since, "partial": True}
+            try:
+                await websocket.send_text(encode_message(resumed, None).text)
+            except (WebSocketDisconnect, RuntimeError):
+                return
+        await _serve(websocket, send, hub, client, floor, token, partial=partial)
 
 
 def _parse_since(text: str | None) -> int | None:
@@ -262,14 +299,23 @@ async def _resume(
 
 
 async def _serve(
-    websocket: WebSocket, send: Send, hub: Hub, client: LiveClient, floor: int, token: str
+    websocket: WebSocket,
+    send: Send,
+    hub: Hub,
+    client: LiveClient,
+    floor: int,
+    token: str,
+    *,
+    partial: bool = False,
 ) -> None:
-    """Write the queue to the socket until the client leaves, lags or loses its token."""
+    """Write the queue to the socket until the client leaves, lags or loses its token (or,
+    `partial`, until the database is back)."""
     writer = asyncio.create_task(_write(send, client, floor))
     reader = asyncio.create_task(_read(websocket))
     lagging = asyncio.create_task(client.lagging.wait())
     revoked = asyncio.create_task(_token_lapses(hub, token, client))
-    tasks = (writer, reader, lagging, revoked)
+    back = asyncio.create_task(_database_back(hub) if partial else asyncio.Event().wait())
+    tasks = (writer, reader, lagging, revoked, back)
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -291,6 +337,22 @@ async def _serve(
         )
     elif revoked in done:
         await _farewell(websocket, CLOSE_BAD_TOKEN, "the token expired or was revoked")
+    elif back in done:
+        await _farewell(
+            websocket, CLOSE_RECONNECT, "the database is back; reconnect with since=<change_id>"
+        )
+
+
+async def _database_back(hub: Hub) -> None:
+    """Return once the database answers again."""
+    while True:
+        await asyncio.sleep(DATABASE_BACK_POLL_S)
+        try:
+            async with hub.pool.connection() as conn:
+                await last_change_id(conn)
+        except _DB_ERRORS:
+            continue
+        return
 
 
 async def _write(send: Send, client: LiveClient, floor: int) -> None:

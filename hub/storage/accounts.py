@@ -140,18 +140,25 @@ async def insert_token(
     return expires_at
 
 
-async def select_token_user(conn: AsyncConnection[Any], token_sha256: str) -> UserRow | None:
-    """The enabled account of a live (unexpired, unrevoked) token, or None."""
+async def select_token_user(
+    conn: AsyncConnection[Any], token_sha256: str
+) -> tuple[UserRow, datetime] | None:
+    """The enabled account of a live (unexpired, unrevoked) token and when the token
+    expires, or None."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "SELECT u.username, u.display_name, u.role, u.facility_id, u.district, u.disabled,"
-            " u.created_at FROM api_tokens t JOIN users u ON u.username = t.username"
+            " u.created_at, t.expires_at FROM api_tokens t"
+            " JOIN users u ON u.username = t.username"
             " WHERE t.token_sha256 = %s AND t.revoked_at IS NULL AND t.expires_at > now()"
             " AND NOT u.disabled",
             (token_sha256,),
         )
         row = await cur.fetchone()
-    return None if row is None else UserRow(**row)
+    if row is None:
+        return None
+    expires_at: datetime = row.pop("expires_at")
+    return UserRow(**row), expires_at
 
 
 async def revoke_token(conn: AsyncConnection[Any], token_sha256: str) -> bool:

@@ -125,9 +125,10 @@ async def test_the_console_says_when_it_is_disconnected_and_catches_up_on_reconn
 async def test_a_call_during_a_database_outage_rings_the_console_and_reaches_the_screen(
     migrated: Settings, browser: Browser, tmp_path: Path
 ) -> None:
-    """Database cut -> a press reaches the console (card and tone) and the regulator's feed
-    as not yet stored -> database back -> the stored alert takes its place and can be
-    taken over, without a second tone (SPEC §8)."""
+    """Database cut -> the console's link drops and comes back partial -> a press reaches
+    the console (card and tone) and the regulator's feed as not yet stored -> database back
+    -> the console resumes, the stored alert takes its place and can be taken over, without
+    a second tone (SPEC §8)."""
     async with PostgresProxy(migrated.database_url) as proxy:
         settings = migrated.model_copy(
             update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
@@ -145,6 +146,12 @@ async def test_a_call_during_a_database_outage_rings_the_console_and_reaches_the
             proxy.sever()
             await button.send("telemetry", button.message(battery=80))
             await wait_for(lambda: not site.hub.metrics.database_up, timeout=30)
+            # The phone's link drops meanwhile (a tab asleep): it comes back on its token's
+            # word, saying the database is away, and still rings for the next call.
+            await watch.drop_live_socket()
+            status = console.get_by_test_id("connection-status")
+            await expect(status).to_have_attribute("data-state", "partial", timeout=15_000)
+            await expect(status).to_have_text("数据库暂不可用 · 新呼叫仍会送达")
             before = await watch.notes_played()
 
             await button.send("event", button.message(event="pressed", button="red"))
@@ -176,6 +183,7 @@ async def test_a_call_during_a_database_outage_rings_the_console_and_reaches_the
             await expect(stored.get_by_test_id("console-ack")).to_be_visible()
             assert await watch.notes_played() == rung, "the stored call rang a second time"
             await expect(row).to_have_count(0, timeout=5000)
+            await expect(status).to_have_attribute("data-state", "live", timeout=15_000)
             await expect(dot).not_to_have_attribute("data-unstored", "", timeout=5000)
             await expect(dot).to_have_attribute("data-state", "alert", timeout=15_000)
             alert_id = await stored.get_attribute("data-alert-id")

@@ -1851,6 +1851,12 @@ export interface components {
             type: "resumed";
             /** Change Id */
             change_id: number;
+            /**
+             * Partial
+             * @description true while the database is unreachable: what was stored since `since` cannot be read, so only what is not stored follows (alert_provisional, statuses); the hub closes the connection with 1012 once the database is back, and the client reconnects with the same `since`
+             * @default false
+             */
+            partial: boolean;
         };
         /**
          * SnapshotMessage

@@ -17,6 +17,7 @@ const zh = {
   "logout": "退出",
   "conn.connecting": "正在连接…",
   "conn.live": "实时",
+  "conn.partial": "数据库暂不可用 · 新呼叫仍会送达",
   "conn.lost": "连接已断开，正在重连…",
   "conn.signedOut": "登录已失效，请重新登录",
   "health.brokerDropped":
@@ -150,6 +151,7 @@ const en: Record<Key, string> = {
   logout: "Sign out",
   "conn.connecting": "Connecting…",
   "conn.live": "Live",
+  "conn.partial": "Database unreachable · new calls still arrive",
   "conn.lost": "Disconnected, reconnecting…",
   "conn.signedOut": "Your session has ended; please sign in again",
   "health.brokerDropped":

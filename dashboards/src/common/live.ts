@@ -3,7 +3,10 @@
 import { API } from "./api";
 import type { LiveMessage } from "./types";
 
-export type ConnectionState = "connecting" | "live" | "lost" | "signed_out";
+// `partial`: connected while the hub cannot reach its database (docs/api.md): calls not yet
+// stored still arrive; the hub closes with 1012 once the database is back, and the
+// connection resumes with `since` as after any close.
+export type ConnectionState = "connecting" | "live" | "partial" | "lost" | "signed_out";
 
 // The connection's own messages, which LiveConnection keeps to itself (`resumed` says it
 // is live again, `ping` that the link holds, `lagging` precedes a close it reconnects
@@ -97,7 +100,7 @@ export class LiveConnection {
   private handle(message: LiveMessage): void {
     if (message.type === "snapshot" || message.type === "resumed") {
       this.retryMs = RECONNECT_MIN_MS;
-      this.options.onState("live");
+      this.options.onState(message.type === "resumed" && message.partial === true ? "partial" : "live");
     }
     if ("change_id" in message && typeof message.change_id === "number") {
       this.lastChangeId = Math.max(this.lastChangeId ?? 0, message.change_id);

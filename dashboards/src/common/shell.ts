@@ -60,7 +60,9 @@ export async function startShell(titleKey: Key, onSignedIn: (shell: Shell) => vo
     const key: Key =
       next === "live"
         ? "conn.live"
-        : next === "lost"
+        : next === "partial"
+          ? "conn.partial"
+          : next === "lost"
           ? "conn.lost"
           : next === "signed_out"
             ? "conn.signedOut"
