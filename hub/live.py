@@ -263,6 +263,10 @@ class TrustedTokens(Generic[_Vouched]):
             return None
         return entry.value
 
+    def discard(self, digest: str) -> None:
+        """The database says this token is no good (expired, revoked): forget it."""
+        self._entries.pop(digest, None)
+
     def forget(self, username: str | None) -> None:
         """Forget the tokens of `username` (of everyone: None)."""
         if username is None:

@@ -128,7 +128,9 @@ async def live(websocket: WebSocket, send: Send) -> None:
         found = await token_principal(hub.pool, token)
         principal = None if found is None else found[0]
         scope = None if principal is None else await _scope(hub, principal)
-        if found is not None:
+        if found is None:
+            trusted.discard(digest)
+        else:
             trusted.trust(digest, found[0].username, (found[0], scope), found[1])
     except _DB_ERRORS as exc:
         vouched = None if since is None else trusted.vouched(digest, datetime.now(UTC))
@@ -398,6 +400,7 @@ async def _token_lapses(hub: Hub, token: str, client: LiveClient) -> None:
         client.recheck.clear()
         try:
             if await principal_for_token(hub.pool, token) is None:
+                hub.live.trusted.discard(token_digest(token))
                 return
         except _DB_ERRORS:
             continue

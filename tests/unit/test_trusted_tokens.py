@@ -30,6 +30,9 @@ def test_an_account_change_forgets_that_accounts_tokens_and_a_missed_one_forgets
     assert [trusted.vouched(d, NOW) for d in ("a1", "a2", "b1")] == [None, None, "bo"]
     trusted.forget("nobody")
     assert len(trusted) == 2
+    trusted.discard("b1")  # the database said no to this one token
+    assert (trusted.vouched("b1", NOW), trusted.vouched("c1", NOW)) == (None, "cy")
+    trusted.discard("b1")
     trusted.forget(None)
     assert len(trusted) == 0
 
