@@ -104,8 +104,9 @@ async def test_a_screen_that_reconnects_during_an_outage_hears_the_next_call(
             assert (call["kind"], call["facility_id"]) == ("fall", FACILITY)
 
             proxy.restore()
-            # Back: the partial connection is closed so that the client resumes for real.
-            assert await close_code(screen, timeout=30) == RECONNECT
+            # Back: the partial connection is closed so that the client resumes for real
+            # (within the pool's reconnect backoff, as the outage tests allow).
+            assert await close_code(screen, timeout=60) == RECONNECT
 
         async with live_client(server, f"token={token}&since={since}") as screen:
             resumed = await next_message(screen)
