@@ -124,14 +124,16 @@ async def live(websocket: WebSocket, send: Send) -> None:
     trusted = hub.live.trusted
     digest = token_digest(token)
     partial = False
+    principal: Principal | None = None
+    scope: frozenset[str] | None = None
     try:
         found = await token_principal(hub.pool, token)
-        principal = None if found is None else found[0]
-        scope = None if principal is None else await _scope(hub, principal)
         if found is None:
             trusted.discard(digest)
         else:
-            trusted.trust(digest, found[0].username, (found[0], scope), found[1])
+            principal, expires_at = found
+            scope = await _scope(hub, principal)
+            trusted.trust(digest, principal.username, (principal, scope), expires_at)
     except _DB_ERRORS as exc:
         vouched = None if since is None else trusted.vouched(digest, datetime.now(UTC))
         if vouched is None:
@@ -155,19 +157,19 @@ async def live(websocket: WebSocket, send: Send) -> None:
     )
     with hub.live.connect(client):
         floor = _UNSTORED_ONLY
-        try:
-            if not partial:
+        if not partial:
+            try:
                 floor = await _start(websocket, hub, principal, scope, since)
-        except _DB_ERRORS as exc:
-            if since is None:
-                logger.warning("live: cannot build a snapshot: %s", exc)
-                await _farewell(
-                    websocket, CLOSE_TRY_AGAIN, "the database is unavailable; try again"
-                )
+            except _DB_ERRORS as exc:
+                if since is None:
+                    logger.warning("live: cannot build a snapshot: %s", exc)
+                    await _farewell(
+                        websocket, CLOSE_TRY_AGAIN, "the database is unavailable; try again"
+                    )
+                    return
+                partial = True
+            except (WebSocketDisconnect, RuntimeError):
                 return
-            partial = True
-        except (WebSocketDisconnect, RuntimeError):
-            return
         if partial:
             logger.info("live: %s resumes partially: the database is unreachable", client.username)
             resumed = {"type": "resumed", "change_id": since, "partial": True}
@@ -346,9 +348,15 @@ async def _serve(
 
 
 async def _database_back(hub: Hub) -> None:
-    """Return once the database answers again."""
+    """Return once the database answers again.
+
+    The live feed's own session says when to look (it reconnects and catches up first),
+    so the screens waiting out an outage do not each queue for the pool meanwhile, ahead
+    of the spool's replay when the database returns.
+    """
     while True:
         await asyncio.sleep(DATABASE_BACK_POLL_S)
+        await hub.live.listening.wait()
         try:
             async with hub.pool.connection() as conn:
                 await last_change_id(conn)
