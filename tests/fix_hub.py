@@ -25,6 +25,7 @@ from hub.runtime import Hub, run_hub
 from hub.settings import Settings, load_settings
 from hub.storage.migrate import migrate
 from hub.storage.writer import STATE_FIELDS
+from tests.postgres_proxy import PostgresProxy
 
 FACILITY = "f-sun"
 OTHER_FACILITY = "f-moon"
@@ -186,6 +187,13 @@ async def migrated(hub_settings: Settings) -> Settings:
     await migrate(hub_settings)
     await register_site(hub_settings)
     return hub_settings
+
+
+@pytest.fixture
+async def proxy(migrated: Settings) -> AsyncIterator[PostgresProxy]:
+    """A TCP proxy in front of the migrated database, for a test to cut (SPEC §8)."""
+    async with PostgresProxy(migrated.database_url) as server:
+        yield server
 
 
 @pytest.fixture

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
+
+from hub.settings import Settings
 
 
 class PostgresProxy:
@@ -25,6 +28,10 @@ class PostgresProxy:
         assert self._server is not None
         port = self._server.sockets[0].getsockname()[1]
         return f"postgresql://{quote(self._user)}@127.0.0.1:{port}/{quote(self._database)}"
+
+    def settings_through(self, settings: Settings, spool_dir: Path) -> Settings:
+        """`settings` with the database reached through this proxy, and a spool of its own."""
+        return settings.model_copy(update={"database_url": self.url, "spool_dir": spool_dir})
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)

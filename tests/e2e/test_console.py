@@ -123,72 +123,69 @@ async def test_the_console_says_when_it_is_disconnected_and_catches_up_on_reconn
 
 
 async def test_a_call_during_a_database_outage_rings_the_console_and_reaches_the_screen(
-    migrated: Settings, browser: Browser, tmp_path: Path
+    migrated: Settings, proxy: PostgresProxy, browser: Browser, tmp_path: Path
 ) -> None:
     """Database cut -> the console's link drops and comes back partial -> a press reaches
     the console (card and tone) and the regulator's feed as not yet stored -> database back
     -> the console resumes, the stored alert takes its place and can be taken over, without
     a second tone (SPEC §8)."""
-    async with PostgresProxy(migrated.database_url) as proxy:
-        settings = migrated.model_copy(
-            update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
+    settings = proxy.settings_through(migrated, tmp_path / "spool")
+    async with serve(settings) as site, fake_device(settings, "eb-1") as button:
+        await add_accounts(site)
+        console = await browser.new_page(viewport=PHONE)
+        watch = await PageWatch.on(console)
+        await sign_in(console, f"{site.base}/console/", "nurse")
+        regulator = await browser.new_page(viewport=SCREEN)
+        await sign_in(regulator, f"{site.base}/", "regulator")
+
+        dot = regulator.locator(f'[data-testid="map-facility"][data-facility-id="{FACILITY}"]')
+        await expect(dot).to_have_attribute("data-state", re.compile(r"^(ok|offline)$"))
+        proxy.sever()
+        await button.send("telemetry", button.message(battery=80))
+        await wait_for(lambda: not site.hub.metrics.database_up, timeout=30)
+        # The phone's link drops meanwhile (a tab asleep): it comes back on its token's
+        # word, saying the database is away, and still rings for the next call.
+        await watch.drop_live_socket()
+        status = console.get_by_test_id("connection-status")
+        await expect(status).to_have_attribute("data-state", "partial", timeout=15_000)
+        await expect(status).to_have_text("数据库暂不可用 · 新呼叫仍会送达")
+        before = await watch.notes_played()
+
+        await button.send("event", button.message(event="pressed", button="red"))
+        card = console.get_by_test_id("console-provisional")
+        await expect(card).to_have_count(1, timeout=5000)
+        await expect(card.get_by_test_id("console-kind")).to_have_text("紧急呼叫")
+        await expect(card.get_by_test_id("console-provisional-status")).to_contain_text(
+            "数据库暂不可用"
         )
-        async with serve(settings) as site, fake_device(settings, "eb-1") as button:
-            await add_accounts(site)
-            console = await browser.new_page(viewport=PHONE)
-            watch = await PageWatch.on(console)
-            await sign_in(console, f"{site.base}/console/", "nurse")
-            regulator = await browser.new_page(viewport=SCREEN)
-            await sign_in(regulator, f"{site.base}/", "regulator")
+        # No id yet, so nothing to take over: the card says to go instead.
+        await expect(card.get_by_test_id("console-ack")).to_have_count(0)
+        await expect(console.get_by_test_id("console-empty")).to_be_hidden()
+        assert await watch.notes_played() > before, "the provisional call played no tone"
+        row = regulator.get_by_test_id("feed-provisional")
+        await expect(row).to_have_count(1, timeout=5000)
+        await expect(row.get_by_test_id("feed-state")).to_have_text("未入库 · 数据库暂不可用")
+        # The facility's status comes from the database, which cannot say so yet: the map
+        # marks the call itself, as an alert with a dashed ring.
+        await expect(dot).to_have_attribute("data-unstored", "", timeout=5000)
+        await expect(dot).to_have_attribute("data-state", "alert")
+        await screenshot(console, "console-provisional.png")
 
-            dot = regulator.locator(f'[data-testid="map-facility"][data-facility-id="{FACILITY}"]')
-            await expect(dot).to_have_attribute("data-state", re.compile(r"^(ok|offline)$"))
-            proxy.sever()
-            await button.send("telemetry", button.message(battery=80))
-            await wait_for(lambda: not site.hub.metrics.database_up, timeout=30)
-            # The phone's link drops meanwhile (a tab asleep): it comes back on its token's
-            # word, saying the database is away, and still rings for the next call.
-            await watch.drop_live_socket()
-            status = console.get_by_test_id("connection-status")
-            await expect(status).to_have_attribute("data-state", "partial", timeout=15_000)
-            await expect(status).to_have_text("数据库暂不可用 · 新呼叫仍会送达")
-            before = await watch.notes_played()
+        rung = await watch.notes_played()
+        proxy.restore()
+        stored = console.get_by_test_id("console-alert")
+        await expect(stored).to_have_count(1, timeout=60_000)
+        await expect(card).to_have_count(0)
+        await expect(stored.get_by_test_id("console-kind")).to_have_text("紧急呼叫")
+        await expect(stored.get_by_test_id("console-ack")).to_be_visible()
+        assert await watch.notes_played() == rung, "the stored call rang a second time"
+        await expect(row).to_have_count(0, timeout=5000)
+        await expect(status).to_have_attribute("data-state", "live", timeout=15_000)
+        await expect(dot).not_to_have_attribute("data-unstored", "", timeout=5000)
+        await expect(dot).to_have_attribute("data-state", "alert", timeout=15_000)
+        alert_id = await stored.get_attribute("data-alert-id")
+        feed_row = regulator.locator(f'[data-testid="feed-alert"][data-alert-id="{alert_id}"]')
+        await expect(feed_row).to_have_attribute("data-state", "active", timeout=5000)
 
-            await button.send("event", button.message(event="pressed", button="red"))
-            card = console.get_by_test_id("console-provisional")
-            await expect(card).to_have_count(1, timeout=5000)
-            await expect(card.get_by_test_id("console-kind")).to_have_text("紧急呼叫")
-            await expect(card.get_by_test_id("console-provisional-status")).to_contain_text(
-                "数据库暂不可用"
-            )
-            # No id yet, so nothing to take over: the card says to go instead.
-            await expect(card.get_by_test_id("console-ack")).to_have_count(0)
-            await expect(console.get_by_test_id("console-empty")).to_be_hidden()
-            assert await watch.notes_played() > before, "the provisional call played no tone"
-            row = regulator.get_by_test_id("feed-provisional")
-            await expect(row).to_have_count(1, timeout=5000)
-            await expect(row.get_by_test_id("feed-state")).to_have_text("未入库 · 数据库暂不可用")
-            # The facility's status comes from the database, which cannot say so yet: the map
-            # marks the call itself, as an alert with a dashed ring.
-            await expect(dot).to_have_attribute("data-unstored", "", timeout=5000)
-            await expect(dot).to_have_attribute("data-state", "alert")
-            await screenshot(console, "console-provisional.png")
-
-            rung = await watch.notes_played()
-            proxy.restore()
-            stored = console.get_by_test_id("console-alert")
-            await expect(stored).to_have_count(1, timeout=60_000)
-            await expect(card).to_have_count(0)
-            await expect(stored.get_by_test_id("console-kind")).to_have_text("紧急呼叫")
-            await expect(stored.get_by_test_id("console-ack")).to_be_visible()
-            assert await watch.notes_played() == rung, "the stored call rang a second time"
-            await expect(row).to_have_count(0, timeout=5000)
-            await expect(status).to_have_attribute("data-state", "live", timeout=15_000)
-            await expect(dot).not_to_have_attribute("data-unstored", "", timeout=5000)
-            await expect(dot).to_have_attribute("data-state", "alert", timeout=15_000)
-            alert_id = await stored.get_attribute("data-alert-id")
-            feed_row = regulator.locator(f'[data-testid="feed-alert"][data-alert-id="{alert_id}"]')
-            await expect(feed_row).to_have_attribute("data-state", "active", timeout=5000)
-
-            await stored.get_by_test_id("console-ack").click()
-            await expect(stored).to_have_attribute("data-state", "acknowledged", timeout=5000)
+        await stored.get_by_test_id("console-ack").click()
+        await expect(stored).to_have_attribute("data-state", "acknowledged", timeout=5000)

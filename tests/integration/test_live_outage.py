@@ -4,7 +4,6 @@ call, and gets what was stored meanwhile once the database is back."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,6 @@ pytestmark = [pytest.mark.mqtt, pytest.mark.db, pytest.mark.slow]
 BAD_TOKEN = 4401
 TRY_AGAIN = 1013
 RECONNECT = 1012
-
-
-@pytest.fixture
-async def proxy(migrated: Settings) -> AsyncIterator[PostgresProxy]:
-    async with PostgresProxy(migrated.database_url) as server:
-        yield server
-
-
-def _through(settings: Settings, proxy: PostgresProxy, tmp_path: Path) -> Settings:
-    return settings.model_copy(update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"})
 
 
 async def _opened(server: LiveServer, token: str) -> int:
@@ -77,7 +66,7 @@ async def test_a_screen_that_reconnects_during_an_outage_hears_the_next_call(
     migrated: Settings, proxy: PostgresProxy, tmp_path: Path
 ) -> None:
     token = await account_token(migrated, "nurse", "staff", facility_id=FACILITY)
-    settings = _through(migrated, proxy, tmp_path)
+    settings = proxy.settings_through(migrated, tmp_path / "spool")
     async with (
         serve_hub(settings) as server,
         fake_device(settings, "eb-1") as button,
@@ -127,7 +116,7 @@ async def test_during_an_outage_only_tokens_the_database_vouched_for_are_trusted
     unseen = await account_token(migrated, "night", "staff", facility_id=FACILITY)
     signed_out = await account_token(migrated, "gone", "staff", facility_id=FACILITY)
     disabled = await account_token(migrated, "left", "manager", facility_id=FACILITY)
-    settings = _through(migrated, proxy, tmp_path)
+    settings = proxy.settings_through(migrated, tmp_path / "spool")
     async with serve_hub(settings) as server, fake_device(settings, "eb-1") as button:
         hub = server.hub
         await hub.wait_connected(15)

@@ -414,35 +414,32 @@ async def test_expired_revoked_and_disabled_tokens_are_closed_with_4401(
 
 
 async def test_screens_stay_connected_through_a_database_outage(
-    migrated: Settings, tmp_path: Path
+    migrated: Settings, proxy: PostgresProxy, tmp_path: Path
 ) -> None:
     """With the database cut, a connected screen stays connected, hears a press as
     `alert_provisional`, and once the database is back gets the stored alert and new
     changes as usual."""
-    async with PostgresProxy(migrated.database_url) as proxy:
-        token = await account_token(migrated, "nurse", "staff", facility_id=FACILITY)
-        settings = migrated.model_copy(
-            update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
-        )
-        async with (
-            serve_hub(settings) as server,
-            fake_device(settings, "eb-1") as button,
-            live_client(server, f"token={token}") as screen,
-        ):
-            hub = server.hub
-            await hub.wait_connected(15)
-            assert (await next_message(screen))["type"] == "snapshot"
-            proxy.sever()
-            await button.send("telemetry", button.message(battery=80))
-            await wait_for(lambda: not hub.metrics.database_up, timeout=30)
+    token = await account_token(migrated, "nurse", "staff", facility_id=FACILITY)
+    settings = proxy.settings_through(migrated, tmp_path / "spool")
+    async with (
+        serve_hub(settings) as server,
+        fake_device(settings, "eb-1") as button,
+        live_client(server, f"token={token}") as screen,
+    ):
+        hub = server.hub
+        await hub.wait_connected(15)
+        assert (await next_message(screen))["type"] == "snapshot"
+        proxy.sever()
+        await button.send("telemetry", button.message(battery=80))
+        await wait_for(lambda: not hub.metrics.database_up, timeout=30)
 
-            await button.send("event", button.message(event="pressed", button="red"))
-            provisional = await wait_message(screen, lambda m: m["type"] == "alert_provisional")
-            assert (provisional["device_id"], provisional["kind"]) == ("eb-1", "sos")
+        await button.send("event", button.message(event="pressed", button="red"))
+        provisional = await wait_message(screen, lambda m: m["type"] == "alert_provisional")
+        assert (provisional["device_id"], provisional["kind"]) == ("eb-1", "sos")
 
-            proxy.restore()
-            raised = await wait_message(screen, is_alert("raise"), timeout=60)
-            assert raised["alert"]["device_id"] == "eb-1"
-            await hub.alerts.acknowledge(int(raised["alert"]["id"]), "nurse")
-            acked = await wait_message(screen, is_alert("acknowledge"), timeout=15)
-            assert acked["alert"]["id"] == raised["alert"]["id"]
+        proxy.restore()
+        raised = await wait_message(screen, is_alert("raise"), timeout=60)
+        assert raised["alert"]["device_id"] == "eb-1"
+        await hub.alerts.acknowledge(int(raised["alert"]["id"]), "nurse")
+        acked = await wait_message(screen, is_alert("acknowledge"), timeout=15)
+        assert acked["alert"]["id"] == raised["alert"]["id"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,6 @@ from tests.fix_hub import DEVICES, FACILITY, connect_db, fake_device, now_ts, ra
 from tests.postgres_proxy import PostgresProxy
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.db]
-
-
-@pytest.fixture
-async def proxy(migrated: Settings) -> AsyncIterator[PostgresProxy]:
-    async with PostgresProxy(migrated.database_url) as server:
-        yield server
 
 
 async def _count(settings: Settings) -> tuple[int, int]:
@@ -40,9 +33,7 @@ async def test_a_database_outage_is_spooled_and_replayed_exactly_once(
     migrated: Settings, proxy: PostgresProxy, tmp_path: Path
 ) -> None:
     assert DEVICES["oc-1"] == "occupancy_counter"
-    settings = migrated.model_copy(
-        update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
-    )
+    settings = proxy.settings_through(migrated, tmp_path / "spool")
     topic = topics.topic(settings.topic_root, FACILITY, "oc-1", "telemetry")
 
     def reading(seq: int) -> bytes:
@@ -93,9 +84,7 @@ async def test_an_sos_during_a_database_outage_reaches_the_screens_and_the_butto
 ) -> None:
     """SPEC §8: with the database cut, a press is announced live and acked `received` at once;
     once the database is back, the alert is stored and announced as an ordinary alert."""
-    settings = migrated.model_copy(
-        update={"database_url": proxy.url, "spool_dir": tmp_path / "spool"}
-    )
+    settings = proxy.settings_through(migrated, tmp_path / "spool")
     async with run_hub(settings) as hub, fake_device(settings, "eb-1") as button:
         await hub.wait_connected(15)
         await asyncio.wait_for(hub.live.listening.wait(), 15)
