@@ -13,6 +13,15 @@ export interface Shell {
   setConnection: (state: ConnectionState) => void;
 }
 
+// What the top bar says of the live connection, for each state it can be in.
+const CONNECTION_WORDS: Record<ConnectionState, Key> = {
+  connecting: "conn.connecting",
+  live: "conn.live",
+  partial: "conn.partial",
+  lost: "conn.lost",
+  signed_out: "conn.signedOut",
+};
+
 /** Build the top bar, sign in if needed, then hand the page its main area. */
 export async function startShell(titleKey: Key, onSignedIn: (shell: Shell) => void): Promise<void> {
   const root = document.getElementById("app");
@@ -57,16 +66,7 @@ export async function startShell(titleKey: Key, onSignedIn: (shell: Shell) => vo
   const showConnection = (next: ConnectionState): void => {
     state = next;
     connection.dataset.state = next;
-    const key: Key =
-      next === "live"
-        ? "conn.live"
-        : next === "partial"
-          ? "conn.partial"
-          : next === "lost"
-          ? "conn.lost"
-          : next === "signed_out"
-            ? "conn.signedOut"
-            : "conn.connecting";
+    const key = CONNECTION_WORDS[next];
     connection.dataset.i18n = key;
     connection.textContent = t(key);
   };
